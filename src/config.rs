@@ -1,0 +1,799 @@
+//! Configuration: one TOML file, read in two stages.
+//!
+//! 1. [`raw`] mirrors the file with serde; unknown keys are errors and every value that
+//!    needs checking keeps its position in the file ([`toml::Spanned`]).
+//! 2. [`Config::from_toml`] validates the raw values and builds the typed [`Config`] the
+//!    gate runs on. Every mistake becomes a [`ConfigError`] naming file, line, column,
+//!    what is wrong and what would fix it.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, Uri};
+use ipnet::IpNet;
+use toml::Spanned;
+
+/// A mistake in the configuration file, with its place and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file that was read.
+    pub file: PathBuf,
+    /// 1-based line, 0 when the error is not tied to a place (e.g. unreadable file).
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What is expected instead.
+    pub hint: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)?;
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
+        }
+        if !self.hint.is_empty() {
+            write!(f, "\n  expected: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub store: Store,
+    pub totp: Totp,
+    pub session: Session,
+    pub throttle: Throttle,
+    pub sites: Vec<Site>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The reserved prefix of the gate's own pages, `/.mfa/` by default.
+    pub prefix: String,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// Largest request head accepted; larger heads get 431.
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Directory of the embedded store.
+    pub path: PathBuf,
+    /// The master key file (created with mode 0600 on first start), kept out of the store.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Totp {
+    pub issuer: String,
+    pub skew_steps: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub absolute: Duration,
+    pub idle: Duration,
+    /// How long a password-accepted login may wait for its TOTP code.
+    pub pending: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    /// Requests that test a secret, per client IP and minute.
+    pub per_ip_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    /// Host names (lower case, without port) this site answers to.
+    pub hosts: Vec<String>,
+    pub upstream: Upstream,
+    /// The user namespace; defaults to the site's name.
+    pub realm: String,
+    pub first_factor: FirstFactor,
+    pub admins: Vec<String>,
+    /// If set, the verified user name is sent upstream in this header.
+    pub user_header: Option<HeaderName>,
+    /// Longest wait for the console's response headers before a 504.
+    pub upstream_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+impl Upstream {
+    /// The upstream URI for a request target (path and query, as received).
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum FirstFactor {
+    /// The console uses HTTP Basic auth; credentials are checked with `GET probe_path`.
+    Basic { probe_path: String },
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file (and line and column where there is one).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the configuration file: {e}"),
+            hint: "a readable TOML file (see config/mfa-gate.toml)".into(),
+        })?;
+        Config::from_toml(path, &text)
+    }
+
+    /// Parses and validates configuration text; `file` is only used in messages.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] with the position of the first mistake.
+    pub fn from_toml(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = Locator { file, text };
+        let raw: raw::File = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            at.error(span, e.message().trim_end(), &toml_hint(e.message()))
+        })?;
+        validate(&at, raw)
+    }
+}
+
+/// Turns byte spans into line and column.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Range<usize>, message: &str, hint: &str) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let before = self.text.get(..start).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            message: message.to_string(),
+            hint: hint.to_string(),
+        }
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, message: &str, hint: &str) -> ConfigError {
+        self.error(value.span(), message, hint)
+    }
+}
+
+fn toml_hint(message: &str) -> String {
+    if message.contains("unknown field") {
+        "only the keys listed in config/mfa-gate.toml; check the spelling".into()
+    } else if message.contains("missing field") {
+        "add the missing key (see config/mfa-gate.toml)".into()
+    } else {
+        "valid TOML (see config/mfa-gate.toml)".into()
+    }
+}
+
+fn validate(at: &Locator<'_>, raw: raw::File) -> Result<Config, ConfigError> {
+    let server = validate_server(at, raw.server)?;
+    let store = validate_store(at, raw.store)?;
+    let totp = raw.totp.unwrap_or_default();
+    let issuer = totp.issuer.map_or_else(
+        || Ok("mfa-gate".to_string()),
+        |i| {
+            if i.get_ref().is_empty() || i.get_ref().contains(':') || has_control(i.get_ref()) {
+                Err(at.at(
+                    &i,
+                    "the issuer is empty or contains ':' or a control character",
+                    "a plain name such as \"Acme consoles\"",
+                ))
+            } else {
+                Ok(i.into_inner())
+            }
+        },
+    )?;
+    let skew_steps = match totp.skew_steps {
+        None => 1,
+        Some(s) if *s.get_ref() <= 2 => *s.get_ref(),
+        Some(s) => {
+            return Err(at.at(
+                &s,
+                "skew_steps is too large",
+                "0, 1 (the default, RFC 6238) or 2",
+            ))
+        }
+    };
+    let session = raw.session.unwrap_or_default();
+    let session = Session {
+        absolute: duration(
+            at,
+            session.absolute.as_ref(),
+            Duration::from_secs(12 * 3600),
+        )?,
+        idle: duration(at, session.idle.as_ref(), Duration::from_secs(30 * 60))?,
+        pending: duration(at, session.pending.as_ref(), Duration::from_secs(10 * 60))?,
+    };
+    let throttle = raw.throttle.unwrap_or_default();
+    let per_ip_per_minute = match throttle.per_ip {
+        None => 30,
+        Some(s) => per_minute(s.get_ref()).ok_or_else(|| {
+            at.at(
+                &s,
+                "cannot read this rate",
+                "\"N/min\" with N ≥ 1, e.g. \"10/min\"",
+            )
+        })?,
+    };
+    if raw.site.is_empty() {
+        return Err(at.error(
+            0..0,
+            "no [[site]] is configured",
+            "at least one [[site]] with name, hosts and upstream",
+        ));
+    }
+    let mut sites: Vec<Site> = Vec::new();
+    for site in raw.site {
+        let site = validate_site(at, site)?;
+        if let Some(other) = sites.iter().find(|s| s.name == site.name) {
+            return Err(at.error(
+                0..0,
+                &format!("two sites are named {:?}", other.name),
+                "a unique name for each [[site]]",
+            ));
+        }
+        for host in &site.hosts {
+            if sites.iter().any(|s| s.hosts.contains(host)) {
+                return Err(at.error(
+                    0..0,
+                    &format!("the host {host:?} is listed by two sites"),
+                    "each host name in one [[site]] only",
+                ));
+            }
+        }
+        sites.push(site);
+    }
+    Ok(Config {
+        server,
+        store,
+        totp: Totp { issuer, skew_steps },
+        session,
+        throttle: Throttle { per_ip_per_minute },
+        sites,
+    })
+}
+
+fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigError> {
+    let listen = raw.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+        at.at(
+            &raw.listen,
+            "cannot read this listen address",
+            "IP:PORT, e.g. \"0.0.0.0:443\" or \"[::]:443\"",
+        )
+    })?;
+    let tls = match raw.tls {
+        None => None,
+        Some(tls) => Some(TlsFiles {
+            cert: readable_file(at, &tls.cert, "the TLS certificate chain (PEM)")?,
+            key: readable_file(at, &tls.key, "the TLS private key (PEM)")?,
+        }),
+    };
+    let mut trusted_proxies = Vec::new();
+    for cidr in raw.trusted_proxies.unwrap_or_default() {
+        let text = cidr.get_ref();
+        let net = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                at.at(
+                    &cidr,
+                    &format!("{text:?} is not a CIDR"),
+                    "an address or network such as \"10.0.0.0/8\" or \"::1\"",
+                )
+            })?;
+        trusted_proxies.push(net);
+    }
+    let prefix = match raw.prefix {
+        None => "/.mfa/".to_string(),
+        Some(p) => {
+            let v = p.get_ref();
+            let inner = v.strip_prefix('/').and_then(|s| s.strip_suffix('/'));
+            let ok = inner.is_some_and(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+                    && s != "."
+                    && s != ".."
+            });
+            if !ok {
+                return Err(at.at(
+                    &p,
+                    "the reserved prefix must be one path segment",
+                    "\"/NAME/\" with letters, digits, '.', '-', '_' (default \"/.mfa/\")",
+                ));
+            }
+            v.to_ascii_lowercase()
+        }
+    };
+    Ok(Server {
+        listen,
+        tls,
+        trusted_proxies,
+        prefix,
+        header_timeout: duration(at, raw.header_timeout.as_ref(), Duration::from_secs(10))?,
+        max_header_bytes: 64 * 1024,
+    })
+}
+
+fn validate_store(at: &Locator<'_>, raw: raw::Store) -> Result<Store, ConfigError> {
+    let path = PathBuf::from(raw.path.get_ref());
+    if raw.path.get_ref().is_empty() {
+        return Err(at.at(
+            &raw.path,
+            "the store path is empty",
+            "a directory such as \"/var/lib/mfa-gate/store\"",
+        ));
+    }
+    if path.exists() && !path.is_dir() {
+        return Err(at.at(
+            &raw.path,
+            &format!("{} exists and is not a directory", path.display()),
+            "a directory the gate may create and write",
+        ));
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !path.exists() && !parent.is_dir() {
+        return Err(at.at(
+            &raw.path,
+            &format!("the parent directory {} does not exist", parent.display()),
+            "an existing parent directory (systemd's StateDirectory= creates /var/lib/mfa-gate)",
+        ));
+    }
+    let key_file = match raw.key_file {
+        Some(k) => {
+            if k.get_ref().is_empty() {
+                return Err(at.at(
+                    &k,
+                    "key_file is empty",
+                    "a file path outside the store directory",
+                ));
+            }
+            let key_file = PathBuf::from(k.get_ref());
+            if key_file.starts_with(&path) {
+                return Err(at.at(
+                    &k,
+                    "the key file lies inside the store directory",
+                    "a path outside the store, so a copy of the store holds no key",
+                ));
+            }
+            key_file
+        }
+        None => path.with_extension("key"),
+    };
+    Ok(Store { path, key_file })
+}
+
+fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> {
+    let name = raw.name.get_ref().clone();
+    if !is_simple_name(&name) {
+        return Err(at.at(
+            &raw.name,
+            "the site name is not a simple name",
+            "letters, digits, '-', '_', '.'",
+        ));
+    }
+    if raw.hosts.is_empty() {
+        return Err(at.error(
+            raw.name.span(),
+            &format!("site {name:?} lists no hosts"),
+            "hosts = [\"console.example.com\"] (the names browsers use, without port)",
+        ));
+    }
+    let mut hosts = Vec::new();
+    for host in &raw.hosts {
+        let h = host.get_ref();
+        let name_ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let ipv6_ok = h
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .is_some_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok());
+        if !(name_ok || ipv6_ok) {
+            return Err(at.at(
+                host,
+                &format!("{h:?} is not a host name"),
+                "a DNS name or IP address without scheme, port or path",
+            ));
+        }
+        hosts.push(h.to_ascii_lowercase());
+    }
+    let upstream = {
+        let text = raw.upstream.get_ref();
+        let uri: Uri = text.parse().map_err(|_| {
+            at.at(
+                &raw.upstream,
+                "cannot read this upstream URL",
+                "http://HOST:PORT, e.g. \"http://127.0.0.1:8080\"",
+            )
+        })?;
+        let path_ok = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+        match (uri.scheme(), uri.authority()) {
+            (Some(s), Some(a)) if *s == Scheme::HTTP && path_ok => Upstream {
+                scheme: s.clone(),
+                authority: a.clone(),
+            },
+            (Some(s), Some(_)) if *s == Scheme::HTTPS => {
+                return Err(at.at(
+                    &raw.upstream,
+                    "https upstreams are not supported yet",
+                    "an http:// upstream on a trusted network or loopback",
+                ))
+            }
+            _ => {
+                return Err(at.at(
+                    &raw.upstream,
+                    "the upstream must be http://HOST[:PORT] without a path",
+                    "http://HOST:PORT, e.g. \"http://127.0.0.1:8080\"",
+                ))
+            }
+        }
+    };
+    let first_factor = validate_first_factor(at, raw.first_factor)?;
+    let realm = match raw.realm {
+        None => name.clone(),
+        Some(r) if is_simple_name(r.get_ref()) => r.into_inner(),
+        Some(r) => {
+            return Err(at.at(
+                &r,
+                "the realm is not a simple name",
+                "letters, digits, '-', '_', '.'",
+            ))
+        }
+    };
+    let user_header = match raw.user_header {
+        None => None,
+        Some(h) => Some(HeaderName::from_bytes(h.get_ref().as_bytes()).map_err(|_| {
+            at.at(
+                &h,
+                "not a valid header name",
+                "a header name such as \"X-Mfa-User\"",
+            )
+        })?),
+    };
+    Ok(Site {
+        name,
+        hosts,
+        upstream,
+        realm,
+        first_factor,
+        admins: raw.admins.unwrap_or_default(),
+        user_header,
+        upstream_timeout: duration(at, raw.upstream_timeout.as_ref(), Duration::from_secs(60))?,
+    })
+}
+
+fn validate_first_factor(
+    at: &Locator<'_>,
+    raw: raw::FirstFactor,
+) -> Result<FirstFactor, ConfigError> {
+    match raw.mode.get_ref().as_str() {
+        "basic" => {
+            let probe_path = match raw.probe_path {
+                None => "/".to_string(),
+                Some(p) => {
+                    let ok = p.get_ref().parse::<http::uri::PathAndQuery>().is_ok()
+                        && crate::target::check_path(p.get_ref().split('?').next().unwrap_or(""))
+                            .is_ok();
+                    if !ok {
+                        return Err(at.at(
+                            &p,
+                            "the probe path is not a plain absolute path",
+                            "a path such as \"/\" or \"/status\"",
+                        ));
+                    }
+                    p.into_inner()
+                }
+            };
+            Ok(FirstFactor::Basic { probe_path })
+        }
+        other => Err(at.at(
+            &raw.mode,
+            &format!("unknown first-factor mode {other:?}"),
+            "mode = \"basic\" (the console uses HTTP Basic auth)",
+        )),
+    }
+}
+
+fn readable_file(
+    at: &Locator<'_>,
+    path: &Spanned<String>,
+    what: &str,
+) -> Result<PathBuf, ConfigError> {
+    let p = PathBuf::from(path.get_ref());
+    match std::fs::File::open(&p) {
+        Ok(_) => Ok(p),
+        Err(e) => Err(at.at(path, &format!("cannot read {}: {e}", p.display()), what)),
+    }
+}
+
+fn duration(
+    at: &Locator<'_>,
+    value: Option<&Spanned<String>>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(at.at(
+                v,
+                &format!("cannot read {:?} as a duration", v.get_ref()),
+                "a duration such as \"30m\", \"12h\" or \"10s\"",
+            )),
+        },
+    }
+}
+
+fn per_minute(text: &str) -> Option<u32> {
+    let (n, unit) = text.split_once('/')?;
+    let n: u32 = n.trim().parse().ok()?;
+    match (n, unit.trim()) {
+        (0, _) => None,
+        (n, "min" | "m" | "minute") => Some(n),
+        _ => None,
+    }
+}
+
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// The file as written, before validation.
+mod raw {
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub server: Server,
+        pub store: Store,
+        pub totp: Option<Totp>,
+        pub session: Option<Session>,
+        pub throttle: Option<Throttle>,
+        #[serde(default)]
+        pub site: Vec<Site>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: Spanned<String>,
+        pub tls: Option<Tls>,
+        pub trusted_proxies: Option<Vec<Spanned<String>>>,
+        pub prefix: Option<Spanned<String>>,
+        pub header_timeout: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        pub cert: Spanned<String>,
+        pub key: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Store {
+        pub path: Spanned<String>,
+        pub key_file: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Totp {
+        pub issuer: Option<Spanned<String>>,
+        pub skew_steps: Option<Spanned<u8>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Session {
+        pub absolute: Option<Spanned<String>>,
+        pub idle: Option<Spanned<String>>,
+        pub pending: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Throttle {
+        pub per_ip: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Site {
+        pub name: Spanned<String>,
+        #[serde(default)]
+        pub hosts: Vec<Spanned<String>>,
+        pub upstream: Spanned<String>,
+        pub realm: Option<Spanned<String>>,
+        pub first_factor: FirstFactor,
+        pub admins: Option<Vec<String>>,
+        pub user_header: Option<Spanned<String>>,
+        pub upstream_timeout: Option<Spanned<String>>,
+    }
+
+    /// `first_factor = { mode = "...", ... }`: a struct rather than a tagged enum, so every
+    /// value keeps its position for the error messages.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FirstFactor {
+        pub mode: Spanned<String>,
+        pub probe_path: Option<Spanned<String>>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("test.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[store]
+path = "/tmp/mfa-gate-test-store"
+
+[[site]]
+name = "router"
+hosts = ["router.example.com"]
+upstream = "http://127.0.0.1:9000"
+first_factor = { mode = "basic" }
+"#;
+
+    #[test]
+    fn defaults_are_filled_in() -> Result<(), ConfigError> {
+        let c = parse(GOOD)?;
+        assert_eq!(c.session.idle, Duration::from_secs(1800));
+        assert_eq!(c.session.absolute, Duration::from_secs(12 * 3600));
+        assert_eq!(c.totp.skew_steps, 1);
+        assert_eq!(c.server.prefix, "/.mfa/");
+        assert_eq!(c.sites[0].realm, "router");
+        assert_eq!(
+            c.store.key_file,
+            PathBuf::from("/tmp/mfa-gate-test-store.key")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = GOOD.replace("listen =", "listne =");
+        let e = parse(&text).err();
+        let e = e
+            .as_ref()
+            .map(|e| (e.line, e.column, e.message.contains("listne")));
+        assert_eq!(e, Some((3, 1, true)));
+    }
+
+    #[test]
+    fn bad_cidr_is_placed() {
+        let text = GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
+        );
+        let e = parse(&text).err().map(|e| (e.line, e.column));
+        assert_eq!(e, Some((4, 20)));
+    }
+
+    #[test]
+    fn missing_tls_cert_is_named() {
+        let text = GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\ntls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }",
+        );
+        let e = parse(&text).err();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.line == 4 && e.message.contains("/nonexistent/cert.pem")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_rate_are_placed() {
+        let e = parse(&format!("{GOOD}\n[session]\nidle = \"soon\"\n")).err();
+        assert_eq!(e.map(|e| (e.line, e.column)), Some((15, 8)));
+        let e = parse(&format!("{GOOD}\n[throttle]\nper_ip = \"ten\"\n")).err();
+        assert_eq!(e.map(|e| (e.line, e.column)), Some((15, 10)));
+    }
+
+    #[test]
+    fn https_upstream_and_paths_are_refused() {
+        for bad in [
+            "https://10.0.0.1",
+            "http://10.0.0.1/admin",
+            "ftp://x",
+            "not a url",
+        ] {
+            let text = GOOD.replace("http://127.0.0.1:9000", bad);
+            let e = parse(&text).err();
+            assert_eq!(e.map(|e| e.line), Some(11), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_file_inside_store_is_refused() {
+        let text = GOOD.replace(
+            "path = \"/tmp/mfa-gate-test-store\"",
+            "path = \"/tmp/mfa-gate-test-store\"\nkey_file = \"/tmp/mfa-gate-test-store/k\"",
+        );
+        assert!(parse(&text).is_err_and(|e| e.message.contains("inside the store")));
+    }
+
+    #[test]
+    fn unknown_mode_is_an_error() {
+        let text = GOOD.replace("mode = \"basic\"", "mode = \"magic\"");
+        assert!(parse(&text).is_err_and(|e| e.line == 12 && e.message.contains("magic")));
+    }
+}

@@ -1,0 +1,169 @@
+//! `mfa-gate demo`: a small Basic-auth "router console" on loopback with the gate in
+//! front of it. The gate runs exactly as `serve` runs it; only the configuration is
+//! embedded and the console is the demo's own.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::pages::{esc, full};
+use crate::proxy::Body;
+
+/// The demo console's user name.
+pub const DEMO_USER: &str = "admin";
+
+/// The configuration the demo runs with (`{…}` filled in at start).
+pub fn demo_config(listen: SocketAddr, dir: &Path, console: SocketAddr) -> String {
+    format!(
+        r#"# The demo's embedded configuration: the same format as /etc/mfa-gate/mfa-gate.toml.
+[server]
+listen = "{listen}"
+
+[store]
+path = "{store}"
+key_file = "{key}"
+
+[totp]
+issuer = "mfa-gate demo"
+
+[[site]]
+name = "router"
+hosts = ["127.0.0.1", "localhost"]
+upstream = "http://{console}"
+first_factor = {{ mode = "basic", probe_path = "/" }}
+admins = ["{DEMO_USER}"]
+"#,
+        store = dir.join("store").display(),
+        key = dir.join("master.key").display(),
+    )
+}
+
+/// Runs the demo until Ctrl-C.
+///
+/// # Errors
+/// The folder cannot be created, a port cannot be bound, or the gate cannot start.
+pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let console = TcpListener::bind("127.0.0.1:0").await?;
+    let console_addr = console.local_addr()?;
+    let password = crate::session::random_id()?
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect::<String>();
+    tokio::spawn(console_loop(
+        console,
+        DEMO_USER.to_string(),
+        password.clone(),
+    ));
+
+    let text = demo_config(listen, &dir, console_addr);
+    let config = Config::from_toml(Path::new("<demo>"), &text)?;
+    println!(
+        "\nmfa-gate demo\n\
+         =============\n\
+         Console (Basic auth) on http://{console_addr} — reachable directly only for this demo.\n\
+         Gate in front of it:  http://{listen}/\n\n\
+         1. Open http://{listen}/ in a browser.\n\
+         2. Sign in to the console:  user {DEMO_USER}   password {password}\n\
+         3. Scan the QR code with an authenticator app (or type the key), enter the code.\n\
+         4. You are in the console. Sign out at http://{listen}/.mfa/logout\n\n\
+         Store and key file: {}\n\
+         Press Ctrl-C to stop.\n",
+        dir.display()
+    );
+    crate::server::serve(config).await?;
+    Ok(())
+}
+
+/// Serves the demo console on `listener`: every page needs `user`/`password` (Basic).
+pub async fn console_loop(listener: TcpListener, user: String, password: String) {
+    let expected = format!("Basic {}", B64.encode(format!("{user}:{password}")));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let expected = expected.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let ok = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+                async move { Ok::<_, Infallible>(console_page(&req, ok)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn console_page(req: &Request<Incoming>, authorized: bool) -> Response<Body> {
+    let mut resp = if authorized {
+        let seen = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        Response::new(full(format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Demo router</title></head>\
+<body style=\"font-family:sans-serif;max-width:40rem;margin:3rem auto\">\
+<h1>Demo router console</h1><p>You are signed in to the console as <b>{DEMO_USER}</b>, \
+and the gate checked your second factor.</p>\
+<p>Page <code>{}</code> · X-Forwarded-For <code>{}</code> · X-Forwarded-Proto <code>{}</code></p>\
+<p><a href=\"/status\">Status</a> · <a href=\"/.mfa/logout\">Sign out of the gate</a></p></body></html>",
+            esc(req.uri().path()),
+            esc(&seen("x-forwarded-for")),
+            esc(&seen("x-forwarded-proto")),
+        )))
+    } else {
+        let mut r = Response::new(full(
+            "401 Unauthorized: the demo router wants its password.\n",
+        ));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Demo router\""),
+        );
+        r
+    };
+    if authorized {
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_config_is_valid() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let text = demo_config(
+            "127.0.0.1:8080".parse()?,
+            dir.path(),
+            "127.0.0.1:9999".parse()?,
+        );
+        let c = Config::from_toml(Path::new("<demo>"), &text)?;
+        assert_eq!(c.sites[0].hosts, ["127.0.0.1", "localhost"]);
+        Ok(())
+    }
+}

@@ -1,0 +1,539 @@
+//! The gate's own endpoints under the reserved prefix: the login page (enrollment or
+//! verification), the code submissions, logout and the health check.
+//!
+//! A login reaches these pages only after the console accepted the password: that is
+//! the *pending login* (a store record keyed by an encrypted cookie). A correct code turns
+//! it into a session; the pending record is consumed, so the pre-MFA cookie dies.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, ORIGIN, RETRY_AFTER};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use subtle::ConstantTimeEq;
+
+use crate::config::FirstFactor;
+use crate::first_factor::{self, basic};
+use crate::gate::{redirect, store_failure, Ctx, Gate};
+use crate::keys::keyed_hash;
+use crate::pages::{self, enroll, message, verify};
+use crate::proxy::Body;
+use crate::session::{self, Session};
+use crate::store::seal::{self, Purpose};
+use crate::store::{PendingLogin, StepOutcome, StoreError};
+use crate::totp;
+
+/// Largest form body the gate reads; bigger ones get 413 before being read.
+pub const FORM_LIMIT: usize = 8 * 1024;
+
+/// Routes a request under the reserved prefix; `rest` is the path after it.
+pub async fn handle(gate: &Gate, ctx: &Ctx, req: Request<Incoming>, rest: &str) -> Response<Body> {
+    let method = req.method().clone();
+    let result = match (method, rest) {
+        (Method::GET | Method::HEAD, "healthz") => healthz(gate).await,
+        (Method::GET | Method::HEAD, "login") => login_page(gate, ctx, req.headers()).await,
+        (Method::POST, "enroll") => submit(gate, ctx, req, Step::Enroll).await,
+        (Method::POST, "verify") => submit(gate, ctx, req, Step::Verify).await,
+        (Method::GET | Method::HEAD, "logout") => Ok(logout_page(gate, req.headers())),
+        (Method::POST, "logout") => logout(gate, ctx, req).await,
+        (_, "healthz" | "login" | "enroll" | "verify" | "logout") => Ok(message::page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "This page does not accept that kind of request.",
+            None,
+        )),
+        _ => Ok(message::page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "The gate has no page at this address.",
+            None,
+        )),
+    };
+    result.unwrap_or_else(|e| store_failure(&e))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Enroll,
+    Verify,
+}
+
+async fn healthz(gate: &Gate) -> Result<Response<Body>, StoreError> {
+    gate.store.session_revoked("healthz").await?;
+    let mut resp = Response::new(pages::full("ok\n"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// The pending login named by the request's cookie, if it exists, is current, belongs to
+/// this site and (in basic mode) matches the credentials the browser sends now.
+///
+/// # Errors
+/// The store could not be read.
+pub async fn pending_login(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+) -> Result<Option<(String, PendingLogin)>, StoreError> {
+    let Some(id) = session::read(headers, gate.names.pending, &gate.keys.cookie) else {
+        return Ok(None);
+    };
+    let Some(p) = gate.store.pending(&id).await? else {
+        return Ok(None);
+    };
+    let site = gate.site(ctx);
+    if p.site != site.name || p.realm != site.realm || p.expires < gate.now() {
+        return Ok(None);
+    }
+    match &site.first_factor {
+        FirstFactor::Basic { .. } => {
+            if headers.contains_key(AUTHORIZATION) {
+                let Some(Ok(c)) = basic::credentials(headers) else {
+                    return Ok(None);
+                };
+                let bind = first_factor::binding(
+                    &gate.keys.binding,
+                    &site.realm,
+                    &c.user,
+                    c.password.as_bytes(),
+                );
+                if c.user != p.user || !first_factor::same_binding(&bind, &p.binding) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some((id, p)))
+}
+
+fn expired_login() -> Response<Body> {
+    message::page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in expired",
+        "This sign-in is no longer valid (it expired, was completed, or cookies are blocked). Start again from the console.",
+        Some(("/", "Start again")),
+    )
+}
+
+/// The CSRF token of a pending login or session id.
+fn csrf_token(gate: &Gate, id: &str) -> String {
+    B64URL.encode(keyed_hash(&gate.keys.csrf, &[b"csrf", id.as_bytes()]))
+}
+
+fn csrf_ok(gate: &Gate, id: &str, token: &str) -> bool {
+    csrf_token(gate, id)
+        .as_bytes()
+        .ct_eq(token.as_bytes())
+        .into()
+}
+
+/// Refuses cross-site requests: `Sec-Fetch-Site` must be same-origin (or absent/none) and
+/// `Origin`, when sent, must be this host.
+fn same_origin(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return false;
+        }
+    }
+    match headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
+        None => true,
+        Some(origin) => {
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            authority.is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(ctx.host.as_bytes()))
+        }
+    }
+}
+
+fn cross_site() -> Response<Body> {
+    message::page(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "This form was submitted from another site or without its security token. Reload the page and try again.",
+        None,
+    )
+}
+
+/// 429 with `Retry-After` and a page saying when to try again.
+pub fn too_many(wait_secs: u64) -> Response<Body> {
+    let mut resp = message::page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        &format!("Too many sign-in attempts from your address. Try again in {wait_secs} seconds."),
+        None,
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait_secs.to_string()) {
+        resp.headers_mut().insert(RETRY_AFTER, v);
+    }
+    resp
+}
+
+async fn login_page(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, StoreError> {
+    let Some((id, p)) = pending_login(gate, ctx, headers).await? else {
+        return Ok(expired_login());
+    };
+    render_login(gate, &id, p, None, StatusCode::OK).await
+}
+
+/// The enrollment page for a user without a secret, the verification page otherwise.
+async fn render_login(
+    gate: &Gate,
+    id: &str,
+    mut p: PendingLogin,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response<Body>, StoreError> {
+    let prefix = &gate.config.server.prefix;
+    let issuer = &gate.config.totp.issuer;
+    let csrf = csrf_token(gate, id);
+    let enrolled = gate
+        .store
+        .user(&p.realm, &p.user)
+        .await?
+        .is_some_and(|u| u.enrolled());
+    if enrolled {
+        let page = verify::render(&verify::Verify {
+            issuer,
+            user: &p.user,
+            action: &format!("{prefix}verify"),
+            csrf: &csrf,
+            error,
+        });
+        return Ok(pages::html(status, page));
+    }
+    let sealed = match p.enroll_secret.clone() {
+        Some(s) => s,
+        None => {
+            // The user was reset after this login started: give it a secret now.
+            let secret = totp::new_secret().map_err(|e| StoreError::Io(e.to_string()))?;
+            let s = seal::seal(
+                &gate.keys.seal,
+                Purpose::Provisional,
+                &p.realm,
+                &p.user,
+                &secret,
+            )
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+            p.enroll_secret = Some(s.clone());
+            gate.store.put_pending(id, &p).await?;
+            s
+        }
+    };
+    let secret = seal::open(
+        &gate.keys.seal,
+        Purpose::Provisional,
+        &p.realm,
+        &p.user,
+        &sealed,
+    )
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let uri = totp::otpauth_uri(&secret, issuer, &p.user)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let page = enroll::render(&enroll::Enroll {
+        issuer,
+        user: &p.user,
+        uri: &uri,
+        grouped_secret: &totp::grouped(&secret),
+        action: &format!("{prefix}enroll"),
+        csrf: &csrf,
+        error,
+    })
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(pages::html(status, page))
+}
+
+/// Reads a small urlencoded form; `Err` is the 4xx page to send.
+async fn read_form(req: Request<Incoming>, fields: &[&str]) -> Result<Vec<String>, Response<Body>> {
+    let too_large = || {
+        message::page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            "The form data is larger than this page accepts.",
+            None,
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > FORM_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let body = http_body_util::Limited::new(req.into_body(), FORM_LIMIT);
+    let bytes = body.collect().await.map_err(|_| too_large())?.to_bytes();
+    let mut values: Vec<Option<String>> = vec![None; fields.len()];
+    for (k, v) in form_urlencoded::parse(&bytes) {
+        if let Some(i) = fields.iter().position(|f| *f == k) {
+            if values[i].is_some() {
+                return Err(message::bad_request("A form field was sent twice."));
+            }
+            values[i] = Some(v.into_owned());
+        }
+    }
+    values
+        .into_iter()
+        .map(|v| v.ok_or_else(|| message::bad_request("A required form field is missing.")))
+        .collect()
+}
+
+/// Handles a code submitted on the enrollment or verification page.
+async fn submit(
+    gate: &Gate,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    step: Step,
+) -> Result<Response<Body>, StoreError> {
+    if !same_origin(ctx, req.headers()) {
+        return Ok(cross_site());
+    }
+    let Some((id, p)) = pending_login(gate, ctx, req.headers()).await? else {
+        return Ok(expired_login());
+    };
+    let fields = match read_form(req, &["code", "csrf"]).await {
+        Ok(f) => f,
+        Err(resp) => return Ok(resp),
+    };
+    let (code, token) = (fields[0].as_str(), fields[1].as_str());
+    if !csrf_ok(gate, &id, token) {
+        return Ok(cross_site());
+    }
+    if let Err(wait) = gate.limiter.check(ctx.client_ip) {
+        return Ok(too_many(wait.as_secs().max(1)));
+    }
+    if totp::parse_code(code).is_err() {
+        let msg = "A code is exactly six digits (0-9). Please type it again.";
+        return render_login(gate, &id, p, Some(msg), StatusCode::BAD_REQUEST).await;
+    }
+    let now = gate.now();
+    let skew = gate.config.totp.skew_steps;
+    let record = gate
+        .store
+        .user(&p.realm, &p.user)
+        .await?
+        .unwrap_or_default();
+    let audit = |outcome: &str| {
+        tracing::info!(target: "mfa_gate::audit", event = outcome, site = %p.site, realm = %p.realm, user = %p.user, ip = %ctx.client_ip);
+    };
+    match (step, record.secret) {
+        (Step::Enroll, Some(_)) => {
+            audit("enroll_refused_already_enrolled");
+            return Ok(message::page(
+                StatusCode::CONFLICT,
+                "Already set up",
+                "Two-factor authentication is already set up for this account. Sign in with a code from your app; an administrator can reset it if the phone is lost.",
+                Some((&format!("{}login", gate.config.server.prefix), "Enter a code")),
+            ));
+        }
+        (Step::Verify, None) => return render_login(gate, &id, p, None, StatusCode::OK).await,
+        (Step::Enroll, None) => {
+            let Some(sealed) = p.enroll_secret.clone() else {
+                return render_login(gate, &id, p, None, StatusCode::OK).await;
+            };
+            let secret = seal::open(
+                &gate.keys.seal,
+                Purpose::Provisional,
+                &p.realm,
+                &p.user,
+                &sealed,
+            )
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let Some(matched) = totp::check(&secret, code, now, skew) else {
+                audit("enroll_wrong_code");
+                let msg = "That code is not right. Check that the app shows this account and try the current code.";
+                return render_login(gate, &id, p, Some(msg), StatusCode::FORBIDDEN).await;
+            };
+            let active = seal::seal(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, &secret)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+            if !gate
+                .store
+                .activate(&p.realm, &p.user, active, matched, now)
+                .await?
+            {
+                return render_login(
+                    gate,
+                    &id,
+                    p,
+                    Some("This account was set up meanwhile; enter a code."),
+                    StatusCode::CONFLICT,
+                )
+                .await;
+            }
+            audit("enrolled");
+        }
+        (Step::Verify, Some(sealed)) => {
+            let secret = seal::open(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, &sealed)
+                .map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "the secret of {}/{} cannot be opened: {e}",
+                    p.realm, p.user
+                ))
+            })?;
+            let Some(matched) = totp::check(&secret, code, now, skew) else {
+                audit("login_wrong_code");
+                return render_login(
+                    gate,
+                    &id,
+                    p,
+                    Some("That code is not right. Try the current code from your app."),
+                    StatusCode::FORBIDDEN,
+                )
+                .await;
+            };
+            match gate
+                .store
+                .consume_step(&p.realm, &p.user, matched, now)
+                .await?
+            {
+                StepOutcome::Accepted => audit("login_ok"),
+                StepOutcome::Replayed => {
+                    audit("login_replayed_code");
+                    let msg = "That code was already used. Wait for the next code in your app.";
+                    return render_login(gate, &id, p, Some(msg), StatusCode::FORBIDDEN).await;
+                }
+                StepOutcome::NotEnrolled => {
+                    return render_login(gate, &id, p, None, StatusCode::OK).await
+                }
+            }
+        }
+    }
+    finish_login(gate, &id, &p, now).await
+}
+
+/// Turns a pending login into a session: consume the pending record, set the session
+/// cookie, clear the pending cookie, go where the person was going.
+async fn finish_login(
+    gate: &Gate,
+    id: &str,
+    p: &PendingLogin,
+    now: u64,
+) -> Result<Response<Body>, StoreError> {
+    gate.store.take_pending(id).await?;
+    let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, now)
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    let names = gate.names;
+    let cookies = [
+        gate.session_cookie(&s),
+        session::set_cookie(&names, names.pending, None, 0, &gate.keys.cookie),
+    ];
+    Ok(redirect(
+        &safe_return_to(&p.return_to),
+        cookies.into_iter().flatten().collect(),
+    ))
+}
+
+fn logout_page(gate: &Gate, headers: &HeaderMap) -> Response<Body> {
+    let Some(s) = session::read_session(headers, &gate.names, &gate.keys.cookie) else {
+        return message::page(
+            StatusCode::OK,
+            "Not signed in",
+            "There is no gate session in this browser.",
+            Some(("/", "Go to the console")),
+        );
+    };
+    let body = format!(
+        "<h1>Sign out</h1><p>Signed in as <strong>{}</strong>.</p>\
+<form method=\"post\" action=\"{}logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<button type=\"submit\">Sign out</button></form>",
+        pages::esc(&s.user),
+        pages::esc(&gate.config.server.prefix),
+        pages::esc(&csrf_token(gate, &s.id)),
+    );
+    pages::html(StatusCode::OK, pages::layout("Sign out", &body))
+}
+
+async fn logout(
+    gate: &Gate,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, StoreError> {
+    if !same_origin(ctx, req.headers()) {
+        return Ok(cross_site());
+    }
+    let s = session::read_session(req.headers(), &gate.names, &gate.keys.cookie);
+    let fields = match read_form(req, &["csrf"]).await {
+        Ok(f) => f,
+        Err(resp) => return Ok(resp),
+    };
+    if let Some(s) = s {
+        if !csrf_ok(gate, &s.id, &fields[0]) {
+            return Ok(cross_site());
+        }
+        gate.store
+            .revoke_session(&s.id, s.iat + gate.config.session.absolute.as_secs())
+            .await?;
+        tracing::info!(target: "mfa_gate::audit", event = "logout", site = %s.site, realm = %s.realm, user = %s.user, ip = %ctx.client_ip);
+    }
+    let names = gate.names;
+    let mut resp = message::page(
+        StatusCode::OK,
+        "Signed out",
+        "Your gate session has ended. Close the browser to forget the console password too.",
+        Some(("/", "Sign in again")),
+    );
+    for name in [names.session, names.pending] {
+        if let Some(c) = session::set_cookie(&names, name, None, 0, &gate.keys.cookie) {
+            resp.headers_mut().append(http::header::SET_COOKIE, c);
+        }
+    }
+    Ok(resp)
+}
+
+/// A redirect target after login: a same-origin relative path, or `/`.
+pub fn safe_return_to(target: &str) -> String {
+    let visible = target
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b'\\');
+    let decoded = percent_decode_str(target).decode_utf8_lossy();
+    let clean = !decoded.chars().any(|c| c.is_control() || c == '\\');
+    if visible
+        && clean
+        && target.starts_with('/')
+        && !decoded.starts_with("//")
+        && !target.starts_with("//")
+    {
+        target.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_redirects_fall_back_to_root() {
+        for bad in [
+            "/\\evil.com",
+            "//evil.com",
+            "/%09/evil.com",
+            "/%0a/",
+            "/%0d/",
+            "/%2F/evil.com",
+            "https://gate.example.com.evil.com",
+            "javascript:alert(1)",
+            "",
+            "evil.com",
+        ] {
+            assert_eq!(safe_return_to(bad), "/", "{bad}");
+        }
+        for good in ["/", "/admin?x=1", "/a/b%20c"] {
+            assert_eq!(safe_return_to(good), good);
+        }
+    }
+}

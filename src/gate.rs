@@ -1,0 +1,459 @@
+//! The decision for one request: refuse it, answer it with a gate page, challenge for
+//! the first factor, or pass it to the console.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http::header::{
+    HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, LOCATION, SET_COOKIE, TRANSFER_ENCODING,
+};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::clock::Clock;
+use crate::config::{Config, FirstFactor, Site};
+use crate::first_factor::{self, basic};
+use crate::keys::Keys;
+use crate::pages::message;
+use crate::proxy::{self, Body, Forwarding, Upstream};
+use crate::session::{self, Names, Session};
+use crate::store::{seal, PendingLogin, Store, StoreError};
+use crate::target::{self, Route};
+use crate::throttle::IpLimiter;
+use crate::{flow, totp};
+
+/// Everything a request needs; a cheap `Clone` over an `Arc`.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub clock: Arc<dyn Clock>,
+    pub upstream: Upstream,
+    pub limiter: IpLimiter,
+    pub names: Names,
+    /// Each site's Basic challenge once learned from the console (std `Mutex`: held for a
+    /// clone only, never across an await).
+    challenges: Vec<Mutex<Option<HeaderValue>>>,
+}
+
+/// One request's context after the checks every request goes through.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub site_index: usize,
+    pub peer: SocketAddr,
+    pub client_ip: std::net::IpAddr,
+    pub host: HeaderValue,
+    pub tls: bool,
+}
+
+impl std::ops::Deref for Gate {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Gate {
+    pub fn new(config: Config, store: Arc<dyn Store>, keys: Keys, clock: Arc<dyn Clock>) -> Gate {
+        let names = Names::new(config.server.tls.is_some());
+        let limiter = IpLimiter::new(config.throttle.per_ip_per_minute);
+        let challenges = config.sites.iter().map(|_| Mutex::new(None)).collect();
+        Gate {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                keys,
+                clock,
+                upstream: Upstream::new(),
+                limiter,
+                names,
+                challenges,
+            }),
+        }
+    }
+
+    pub fn site(&self, ctx: &Ctx) -> &Site {
+        // `site_index` always comes from `find_site` over the same list.
+        &self.config.sites[ctx
+            .site_index
+            .min(self.config.sites.len().saturating_sub(1))]
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Handles one request from `peer`. Never panics on input, never passes a request
+    /// through that did not pass every check.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
+        let ctx = match self.check_request(&req, peer, tls) {
+            Ok(ctx) => ctx,
+            Err(resp) => return resp,
+        };
+        let path = req.uri().path().to_string();
+        match target::route(&path, &self.config.server.prefix) {
+            Err(bad) => message::bad_request(bad.explain()),
+            Ok(Route::Gate(rest)) => {
+                let rest = rest.to_string();
+                flow::handle(self, &ctx, req, &rest).await
+            }
+            Ok(Route::Console) => self.console(&ctx, req).await,
+        }
+    }
+
+    /// Framing, target form and host: the checks before any routing.
+    fn check_request<B>(
+        &self,
+        req: &Request<B>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Result<Ctx, Response<Body>> {
+        let h = req.headers();
+        if h.contains_key(TRANSFER_ENCODING) && h.contains_key(CONTENT_LENGTH) {
+            return Err(message::bad_request(
+                "The request has both Content-Length and Transfer-Encoding.",
+            ));
+        }
+        if h.get_all(CONTENT_LENGTH).iter().count() > 1 {
+            return Err(message::bad_request(
+                "The request has more than one Content-Length.",
+            ));
+        }
+        if req.method() == Method::CONNECT {
+            return Err(message::bad_request(
+                "CONNECT is not supported by this gate.",
+            ));
+        }
+        let h2 = req.version() == Version::HTTP_2;
+        if !h2 && (req.uri().scheme().is_some() || req.uri().authority().is_some()) {
+            return Err(message::bad_request(
+                "Absolute-form request targets are not accepted.",
+            ));
+        }
+        let mut hosts = h.get_all(HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => {
+                return Err(message::bad_request(
+                    "The request has more than one Host header.",
+                ))
+            }
+            (Some(v), None) => v.clone(),
+            (None, _) => match req.uri().authority().filter(|_| h2) {
+                Some(a) => HeaderValue::from_str(a.as_str())
+                    .map_err(|_| message::bad_request("Bad authority."))?,
+                None => return Err(message::bad_request("The request has no Host header.")),
+            },
+        };
+        let site_index = host
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<http::uri::Authority>().ok())
+            .and_then(|a| self.find_site(a.host()))
+            .ok_or_else(|| {
+                message::bad_request("This gate does not serve the requested host name.")
+            })?;
+        let client_ip = proxy::client_ip(peer.ip(), h, &self.config.server.trusted_proxies);
+        Ok(Ctx {
+            site_index,
+            peer,
+            client_ip,
+            host,
+            tls,
+        })
+    }
+
+    fn find_site(&self, host: &str) -> Option<usize> {
+        let host = host.to_ascii_lowercase();
+        self.config
+            .sites
+            .iter()
+            .position(|s| s.hosts.iter().any(|h| *h == host))
+    }
+
+    fn forwarding(&self, ctx: &Ctx, user: Option<String>) -> Forwarding {
+        let trusted = self
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ctx.peer.ip()));
+        Forwarding {
+            peer: ctx.peer.ip(),
+            peer_trusted: trusted,
+            tls: ctx.tls,
+            host: ctx.host.clone(),
+            user,
+        }
+    }
+
+    /// A request for the console: pass it with a valid session, else start the login.
+    async fn console(&self, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+        match self.valid_session(ctx, req.headers()).await {
+            Err(e) => store_failure(&e),
+            Ok(Some(session)) => {
+                let refresh = session.needs_refresh(self.now());
+                let user = session.user.clone();
+                let fwd = self.forwarding(ctx, Some(user));
+                let mut resp = self.upstream.forward(req, self.site(ctx), &fwd).await;
+                if refresh {
+                    let fresh = Session {
+                        seen: self.now(),
+                        ..session
+                    };
+                    if let Some(c) = self.session_cookie(&fresh) {
+                        resp.headers_mut().append(SET_COOKIE, c);
+                    }
+                }
+                resp
+            }
+            Ok(None) => self.first_factor(ctx, req).await,
+        }
+    }
+
+    /// The session in the request's cookie if it is genuine, current, not revoked, for
+    /// this site, and bound to the first-factor credentials the request carries.
+    ///
+    /// # Errors
+    /// The store could not be read (the caller fails closed).
+    pub async fn valid_session(
+        &self,
+        ctx: &Ctx,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Session>, StoreError> {
+        let Some(s) = session::read_session(headers, &self.names, &self.keys.cookie) else {
+            return Ok(None);
+        };
+        let site = self.site(ctx);
+        let limits = &self.config.session;
+        if s.site != site.name || s.realm != site.realm {
+            return Ok(None);
+        }
+        if s.check_times(self.now(), limits.idle.as_secs(), limits.absolute.as_secs())
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let bound = match &site.first_factor {
+            FirstFactor::Basic { .. } => match basic::credentials(headers) {
+                Some(Ok(c)) => {
+                    c.user == s.user
+                        && first_factor::same_binding(
+                            &s.bind,
+                            &first_factor::binding(
+                                &self.keys.binding,
+                                &site.realm,
+                                &c.user,
+                                c.password.as_bytes(),
+                            ),
+                        )
+                }
+                _ => false,
+            },
+        };
+        if !bound {
+            return Ok(None);
+        }
+        let Some(user) = self.store.user(&s.realm, &s.user).await? else {
+            return Ok(None);
+        };
+        if !user.enrolled() || s.iat < user.not_before || self.store.session_revoked(&s.id).await? {
+            return Ok(None);
+        }
+        Ok(Some(s))
+    }
+
+    /// No valid session: run the site's first factor.
+    async fn first_factor(&self, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+        let site = self.site(ctx);
+        match &site.first_factor {
+            FirstFactor::Basic { probe_path } => self.basic_login(ctx, &req, probe_path).await,
+        }
+    }
+
+    async fn basic_login<B>(
+        &self,
+        ctx: &Ctx,
+        req: &Request<B>,
+        probe_path: &str,
+    ) -> Response<Body> {
+        let site = self.site(ctx);
+        let creds = match basic::credentials(req.headers()) {
+            Some(Ok(c)) => c,
+            _ => return basic::challenge(&self.challenge(ctx, probe_path).await),
+        };
+        if !first_factor::acceptable_user(&creds.user) {
+            return message::bad_request("This user name cannot be used with two-factor authentication (it contains ':' or a control character, or is too long).");
+        }
+        if let Err(wait) = self.limiter.check(ctx.client_ip) {
+            return flow::too_many(wait.as_secs().max(1));
+        }
+        let Some(authorization) = req.headers().get(AUTHORIZATION) else {
+            return basic::challenge(&self.challenge(ctx, probe_path).await);
+        };
+        match basic::check(&self.upstream, site, probe_path, &ctx.host, authorization).await {
+            Err(page) => page,
+            Ok(basic::Verdict::Refused(resp)) => {
+                tracing::info!(target: "mfa_gate::audit", event = "password_refused", site = %site.name, realm = %site.realm, user = %creds.user, ip = %ctx.client_ip);
+                resp
+            }
+            Ok(basic::Verdict::Accepted) => {
+                let bind = first_factor::binding(
+                    &self.keys.binding,
+                    &site.realm,
+                    &creds.user,
+                    creds.password.as_bytes(),
+                );
+                let return_to = if req.method() == Method::GET || req.method() == Method::HEAD {
+                    flow::safe_return_to(req.uri().path_and_query().map_or("/", |p| p.as_str()))
+                } else {
+                    "/".to_string()
+                };
+                match self
+                    .start_pending(ctx, req.headers(), &creds.user, &bind, &return_to)
+                    .await
+                {
+                    Ok(resp) => resp,
+                    Err(e) => store_failure(&e),
+                }
+            }
+        }
+    }
+
+    /// The console's Basic challenge (learned once with an unauthenticated probe).
+    async fn challenge(&self, ctx: &Ctx, probe_path: &str) -> HeaderValue {
+        let slot = self.challenges.get(ctx.site_index);
+        if let Some(known) = slot.and_then(|m| m.lock().ok().and_then(|g| g.clone())) {
+            return known;
+        }
+        let site = self.site(ctx);
+        match basic::learn_challenge(&self.upstream, site, probe_path, &ctx.host).await {
+            Some(learned) => {
+                if let Some(Ok(mut g)) = slot.map(Mutex::lock) {
+                    *g = Some(learned.clone());
+                }
+                learned
+            }
+            None => basic::fallback_challenge(site),
+        }
+    }
+
+    /// Records a password-accepted login and sends the browser to the gate's login page.
+    /// A still-valid pending login of the same user and credentials is reused, so parallel
+    /// requests (a page and its favicon) do not show two different enrollment secrets.
+    pub async fn start_pending(
+        &self,
+        ctx: &Ctx,
+        headers: &http::HeaderMap,
+        user: &str,
+        bind: &str,
+        return_to: &str,
+    ) -> Result<Response<Body>, StoreError> {
+        let site = self.site(ctx);
+        let now = self.now();
+        let login_page = format!("{}login", self.config.server.prefix);
+        if let Some((_, existing)) = flow::pending_login(self, ctx, headers).await? {
+            if existing.user == user && first_factor::same_binding(&existing.binding, bind) {
+                return Ok(redirect(&login_page, Vec::new()));
+            }
+        }
+        let enrolled = self
+            .store
+            .user(&site.realm, user)
+            .await?
+            .is_some_and(|u| u.enrolled());
+        let enroll_secret = if enrolled {
+            None
+        } else {
+            let secret = totp::new_secret().map_err(|e| StoreError::Io(e.to_string()))?;
+            Some(
+                seal::seal(
+                    &self.keys.seal,
+                    seal::Purpose::Provisional,
+                    &site.realm,
+                    user,
+                    &secret,
+                )
+                .map_err(|e| StoreError::Io(e.to_string()))?,
+            )
+        };
+        let pending = PendingLogin {
+            site: site.name.clone(),
+            realm: site.realm.clone(),
+            user: user.to_string(),
+            binding: bind.to_string(),
+            return_to: return_to.to_string(),
+            created: now,
+            expires: now + self.config.session.pending.as_secs(),
+            enroll_secret,
+        };
+        let id = session::random_id().map_err(|e| StoreError::Io(e.to_string()))?;
+        self.store.put_pending(&id, &pending).await?;
+        let cookie = session::set_cookie(
+            &self.names,
+            self.names.pending,
+            Some(&id),
+            self.config.session.pending.as_secs(),
+            &self.keys.cookie,
+        );
+        Ok(redirect(&login_page, cookie.into_iter().collect()))
+    }
+
+    /// The `Set-Cookie` for a session.
+    pub fn session_cookie(&self, s: &Session) -> Option<HeaderValue> {
+        let value = session::encode_session(s)?;
+        session::set_cookie(
+            &self.names,
+            self.names.session,
+            Some(&value),
+            self.config.session.absolute.as_secs(),
+            &self.keys.cookie,
+        )
+    }
+
+    /// Periodic housekeeping: expired pending logins and revocations, quiet limiter keys.
+    pub async fn sweep(&self) {
+        self.limiter.forget_quiet();
+        if let Err(e) = self.store.sweep(self.now()).await {
+            tracing::warn!(error = %e, "store sweep failed");
+        }
+    }
+}
+
+/// A 303 to `location` with extra `Set-Cookie` headers.
+pub fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Response<Body> {
+    let mut resp = Response::new(basic::empty());
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    for c in cookies {
+        resp.headers_mut().append(SET_COOKIE, c);
+    }
+    resp
+}
+
+/// The page for a store failure: fail closed, say so plainly, log the detail.
+pub fn store_failure(e: &StoreError) -> Response<Body> {
+    tracing::error!(error = %e, "store failure; refusing the request");
+    message::page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in is unavailable",
+        "The gate cannot read or write its data right now, so it lets nobody in. Try again shortly; if it persists, tell your administrator.",
+        None,
+    )
+}

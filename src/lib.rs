@@ -1,0 +1,44 @@
+//! # mfa-gate
+//!
+//! A reverse proxy that adds TOTP multi-factor authentication in front of legacy admin
+//! consoles. The console keeps checking its own passwords; once it has accepted one, the
+//! gate asks for a TOTP code (enrolling the user with a QR code the first time), issues
+//! its own session cookie and passes traffic through.
+//!
+//! ## Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`cli`] | `serve`, `check-config`, `demo` |
+//! | [`config`] | TOML → validated [`config::Config`], errors with file:line:column |
+//! | [`server`] | listeners (plain/TLS), accept loop, graceful shutdown, systemd notify |
+//! | [`gate`] | the decision for one request: refuse, gate page, challenge, or pass |
+//! | [`target`] | request-target checks and the reserved-prefix routing decision |
+//! | [`flow`] | the gate's endpoints: login page, enroll/verify submissions, logout |
+//! | [`first_factor`] | how each mode learns "password accepted" (`basic`) |
+//! | [`proxy`] | pooled upstream client, header hygiene, upgrades, 502/504 |
+//! | [`totp`] | pure TOTP: code syntax, check with skew, secrets, otpauth URI |
+//! | [`session`] | cookie codec, expiry checks, the one cookie builder |
+//! | [`store`] | the storage contract, sealing of secrets, the sled implementation |
+//! | [`throttle`] | per-IP limiter |
+//! | [`keys`] | master key file and derived keys |
+//! | [`pages`] | HTML pages, escaped by construction |
+//! | [`demo`] | the demo console and configuration |
+//! | [`clock`] | time as a parameter |
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod first_factor;
+pub mod flow;
+pub mod gate;
+pub mod keys;
+pub mod pages;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod target;
+pub mod throttle;
+pub mod totp;

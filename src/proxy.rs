@@ -1,0 +1,398 @@
+//! Forwarding to the console: the pooled upstream client, header hygiene (hop-by-hop per
+//! RFC 9110 §7.6.1, client identity headers, forwarding headers), upgrades such as
+//! WebSocket, and the 502/504 pages.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, UPGRADE};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+
+use crate::config::Site;
+use crate::pages::message;
+use crate::session;
+
+/// Errors inside bodies, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every request and response the gate handles.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Hop-by-hop headers that never cross the gate (RFC 9110 §7.6.1, plus the de-facto ones).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Headers through which a client could claim an identity or a forwarding path. Compared
+/// after lower-casing and turning `_` into `-`, so every spelling is caught.
+const IDENTITY: [&str; 16] = [
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-auth-user",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-webauth-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-real-ip",
+    "forwarded",
+    "x-original-uri",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The pooled client to the consoles.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream::new()
+    }
+}
+
+/// Facts about the client connection the forwarding headers are built from.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    pub tls: bool,
+    pub host: HeaderValue,
+    pub user: Option<String>,
+}
+
+impl Upstream {
+    pub fn new() -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Upstream { client }
+    }
+
+    /// Sends a request and waits for the response head, at most `timeout`.
+    async fn send(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, Response<Body>> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => {
+                tracing::warn!("the console did not answer within {:?}", timeout);
+                Err(message::page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The console is not answering",
+                    "The console behind this gate took too long to answer. Try again in a moment.",
+                    None,
+                ))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reach the console");
+                Err(message::page(
+                    StatusCode::BAD_GATEWAY,
+                    "The console is unreachable",
+                    "The gate could not reach the console behind it. It may be down or restarting.",
+                    None,
+                ))
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// A small request of the gate's own (the Basic-auth probe); the body is read whole,
+    /// up to `limit` bytes.
+    ///
+    /// # Errors
+    /// A ready-made 502/504 page.
+    pub async fn fetch(
+        &self,
+        site: &Site,
+        path: &str,
+        headers: HeaderMap,
+        limit: usize,
+    ) -> Result<(http::response::Parts, Bytes), Response<Body>> {
+        let uri = site.upstream.uri_for(path).map_err(|_| bad_gateway())?;
+        let mut req = Request::builder()
+            .uri(uri)
+            .body(crate::pages::full(Bytes::new()))
+            .map_err(|_| bad_gateway())?;
+        *req.headers_mut() = headers;
+        let resp = self.send(req, site.upstream_timeout).await?;
+        let (parts, body) = resp.into_parts();
+        let body = http_body_util::Limited::new(body, limit);
+        let bytes = match tokio::time::timeout(site.upstream_timeout, body.collect()).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            _ => return Err(bad_gateway()),
+        };
+        Ok((parts, bytes))
+    }
+
+    /// Forwards a request the gate has let through, streaming both bodies, and joins the
+    /// two sides of an upgrade (WebSocket) when the console agrees to one.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        site: &Site,
+        fwd: &Forwarding,
+    ) -> Response<Body> {
+        let upgrade = upgrade_protocol(req.headers());
+        let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let (mut parts, body) = req.into_parts();
+        let Ok(uri) = site.upstream.uri_for(&path) else {
+            return message::bad_request("The request target cannot be forwarded.");
+        };
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        prepare_request_headers(&mut parts.headers, site, fwd, upgrade.as_ref());
+        let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+
+        let mut resp = match self.send(req, site.upstream_timeout).await {
+            Ok(r) => r,
+            Err(page) => return page,
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = client_side {
+                let console_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_side, console_side) {
+                        Ok((client, console)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut console = TokioIo::new(console);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut console).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    }
+                });
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, crate::pages::full(Bytes::new()));
+            }
+            return bad_gateway();
+        }
+        let (mut parts, body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+    }
+}
+
+fn bad_gateway() -> Response<Body> {
+    message::page(
+        StatusCode::BAD_GATEWAY,
+        "The console is unreachable",
+        "The gate could not get a valid answer from the console behind it.",
+        None,
+    )
+}
+
+/// The protocol a request asks to upgrade to, if it really asks (`Connection: upgrade`).
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether a header name is a client-supplied identity or forwarding claim.
+pub fn is_identity_header(name: &HeaderName) -> bool {
+    let normal = name.as_str().replace('_', "-");
+    IDENTITY.contains(&normal.as_str()) || normal.starts_with("x-forwarded-")
+}
+
+/// Request headers as the console must see them: hop-by-hop and identity headers gone,
+/// the gate's cookies gone, then the gate's own forwarding headers added.
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    site: &Site,
+    fwd: &Forwarding,
+    upgrade: Option<&HeaderValue>,
+) {
+    let client_xff = fwd
+        .peer_trusted
+        .then(|| joined(headers, "x-forwarded-for"))
+        .flatten();
+    let client_proto = fwd
+        .peer_trusted
+        .then(|| headers.get("x-forwarded-proto").cloned())
+        .flatten();
+    remove_hop_by_hop(headers);
+    let identity: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_identity_header(n))
+        .cloned()
+        .collect();
+    for name in identity {
+        headers.remove(name);
+    }
+    if let Some(h) = &site.user_header {
+        headers.remove(h);
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(session::strip_gate_cookies)
+        .collect();
+    headers.remove(COOKIE);
+    for c in cookies {
+        headers.append(COOKIE, c);
+    }
+
+    let xff = match client_xff {
+        Some(chain) => format!("{chain}, {}", fwd.peer),
+        None => fwd.peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    let proto = client_proto
+        .filter(|p| p == "https" || p == "http")
+        .unwrap_or(HeaderValue::from_static(if fwd.tls {
+            "https"
+        } else {
+            "http"
+        }));
+    headers.insert("x-forwarded-proto", proto);
+    headers.insert("x-forwarded-host", fwd.host.clone());
+    headers.insert(HOST, fwd.host.clone());
+    if let (Some(name), Some(user)) = (&site.user_header, &fwd.user) {
+        if let Ok(v) = HeaderValue::from_str(user) {
+            headers.insert(name.clone(), v);
+        }
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol.clone());
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The client's address: the peer, or — only when the peer is a trusted proxy — the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let chain = joined(headers, "x-forwarded-for").unwrap_or_default();
+    let mut client = peer;
+    for entry in chain.rsplit(',') {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_in_every_spelling() {
+        for name in [
+            "Remote-User",
+            "X-Forwarded-User",
+            "x_forwarded_user",
+            "X-FORWARDED-FOR",
+            "X-Forwarded-Uri",
+            "X-Forwarded-Prefix",
+            "Forwarded",
+            "remote_user",
+        ] {
+            let n = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
+            assert!(is_identity_header(&n), "{name}");
+        }
+        assert!(!is_identity_header(&HeaderName::from_static("accept")));
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("close, X-Secret, keep-alive"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.5"),
+        );
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().expect("ip")
+        );
+        let stranger: IpAddr = "198.51.100.7".parse().expect("ip");
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+}

@@ -1,0 +1,231 @@
+//! Listening: the accept loop (plain TCP or TLS with ALPN h2/http1.1), HTTP/1.1 and
+//! HTTP/2 with upgrades, header timeouts and size limits, graceful shutdown, and the
+//! systemd notifications. [`run`] takes its listener and shutdown future, so tests bind
+//! `127.0.0.1:0` and stop the gate when they are done.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, TlsFiles};
+use crate::gate::Gate;
+use crate::keys::Keys;
+use crate::store::sled::SledStore;
+use crate::store::Store;
+
+/// Why the gate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Key(#[from] crate::keys::KeyError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// How long a draining gate waits for open connections on shutdown.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Builds the gate from a validated configuration: keys, store, state.
+///
+/// # Errors
+/// The key file or store cannot be opened, or the key does not belong to the store.
+pub async fn build_gate(config: Config, clock: Arc<dyn Clock>) -> Result<Gate, StartError> {
+    let keys = Keys::load_or_create(&config.store.key_file)?;
+    let store = SledStore::open(&config.store.path)?;
+    store.check_key(&keys.fingerprint).await?;
+    Ok(Gate::new(config, Arc::new(store), keys, clock))
+}
+
+/// Loads the certificate chain and key and builds a TLS acceptor offering h2 and http/1.1.
+///
+/// # Errors
+/// Unreadable or invalid PEM files.
+pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError::Tls(format!("{}: {e}", files.cert.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!(
+            "{}: no certificate found",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", files.key.display())))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the production server: binds, tells systemd it is ready, serves until SIGTERM or
+/// SIGINT, then drains.
+///
+/// # Errors
+/// Startup failures (keys, store, TLS, bind).
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
+    let addr = config.server.listen;
+    let gate = build_gate(config, Arc::new(SystemClock)).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
+    notify_ready();
+    run(listener, tls, gate, shutdown_signal()).await;
+    Ok(())
+}
+
+fn notify_ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(timeout) = sd_notify::watchdog_enabled() {
+        let period = timeout / 2;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down: draining connections");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// Accepts connections until `shutdown` resolves, then waits (up to 30 s) for open
+/// connections to finish.
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    gate: Gate,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let sweeper = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tick.tick().await;
+                gate.sweep().await;
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let watcher = graceful.watcher();
+                    let gate = gate.clone();
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, tls, gate, watcher).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    sweeper.abort();
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {:?}; closing them", DRAIN);
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    gate: Gate,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let header_timeout = gate.config.server.header_timeout;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(gate.config.server.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(gate.config.server.max_header_bytes as u32);
+    let is_tls = tls.is_some();
+    let service = service_fn(move |req| {
+        let gate = gate.clone();
+        async move { Ok::<_, std::convert::Infallible>(gate.handle(req, peer, is_tls).await) }
+    });
+    let result = match tls {
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watcher.watch(conn.into_owned()).await
+        }
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Whether a path is a directory the gate can write (for `check-config`).
+pub fn writable_dir(path: &Path) -> bool {
+    let probe = path.join(".mfa-gate-write-test");
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}

@@ -1,0 +1,362 @@
+//! The embedded store: sled in one directory on the gate's host.
+//!
+//! Trees: `users` (`realm \0 user` → JSON [`UserRecord`]), `pending` (id → JSON
+//! [`PendingLogin`]), `revoked` (session id → expiry, big-endian u64), `meta`.
+//! Changes go through compare-and-swap on a single key and are flushed before the
+//! method returns.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{PendingLogin, Sealed, StepOutcome, Store, StoreError, UserRecord};
+
+/// The sled-backed store. Cheap to clone (sled handles are `Arc`s).
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+    pending: sled::Tree,
+    revoked: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn user_key(realm: &str, user: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(realm.len() + user.len() + 1);
+    key.extend_from_slice(realm.as_bytes());
+    key.push(0);
+    key.extend_from_slice(user.as_bytes());
+    key
+}
+
+impl SledStore {
+    /// Opens (or creates) the store directory.
+    ///
+    /// # Errors
+    /// The directory cannot be created or is locked by another process (a running daemon).
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| {
+                StoreError::Io(format!("cannot open the store at {}: {e}", path.display()))
+            })?;
+        Ok(SledStore {
+            users: db.open_tree("users").map_err(io)?,
+            pending: db.open_tree("pending").map_err(io)?,
+            revoked: db.open_tree("revoked").map_err(io)?,
+            meta: db.open_tree("meta").map_err(io)?,
+            db,
+        })
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(|_| ()).map_err(io)
+    }
+
+    /// Applies `change` to one user record atomically; `change` may run more than once.
+    fn update_user<T>(
+        &self,
+        realm: &str,
+        user: &str,
+        change: impl Fn(Option<UserRecord>) -> (Option<UserRecord>, T),
+    ) -> Result<T, StoreError> {
+        let key = user_key(realm, user);
+        loop {
+            let old = self.users.get(&key).map_err(io)?;
+            let record = old.as_deref().map(decode::<UserRecord>).transpose()?;
+            let (new, outcome) = change(record);
+            let new = new.map(|r| encode(&r)).transpose()?;
+            match self.users.compare_and_swap(&key, old, new).map_err(io)? {
+                Ok(()) => return Ok(outcome),
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn check_key(&self, fingerprint: &[u8; 32]) -> Result<(), StoreError> {
+        let swapped = self
+            .meta
+            .compare_and_swap("key_fingerprint", None::<&[u8]>, Some(&fingerprint[..]))
+            .map_err(io)?;
+        match swapped {
+            Ok(()) => self.flush().await,
+            Err(current) if current.current.as_deref() == Some(&fingerprint[..]) => Ok(()),
+            Err(_) => Err(StoreError::KeyMismatch),
+        }
+    }
+
+    async fn user(&self, realm: &str, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.users
+            .get(user_key(realm, user))
+            .map_err(io)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    async fn users(
+        &self,
+        realm: Option<&str>,
+    ) -> Result<Vec<(String, String, UserRecord)>, StoreError> {
+        let prefix = realm.map(|r| user_key(r, "")).unwrap_or_default();
+        let mut out = Vec::new();
+        for item in self.users.scan_prefix(prefix) {
+            let (k, v) = item.map_err(io)?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let (r, u) = key
+                .split_once('\0')
+                .ok_or_else(|| StoreError::Corrupt("user key without separator".into()))?;
+            out.push((r.to_string(), u.to_string(), decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    async fn activate(
+        &self,
+        realm: &str,
+        user: &str,
+        secret: Sealed,
+        step: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let done = self.update_user(realm, user, |old| {
+            let old = old.unwrap_or_default();
+            if old.enrolled() {
+                return (Some(old), false);
+            }
+            let new = UserRecord {
+                secret: Some(secret.clone()),
+                last_step: step,
+                enrolled_at: Some(now),
+                not_before: old.not_before,
+                last_login: Some(now),
+            };
+            (Some(new), true)
+        })?;
+        self.flush().await?;
+        Ok(done)
+    }
+
+    async fn consume_step(
+        &self,
+        realm: &str,
+        user: &str,
+        step: u64,
+        now: u64,
+    ) -> Result<StepOutcome, StoreError> {
+        let outcome = self.update_user(realm, user, |old| match old {
+            Some(r) if !r.enrolled() => (Some(r), StepOutcome::NotEnrolled),
+            None => (None, StepOutcome::NotEnrolled),
+            Some(r) if step <= r.last_step => (Some(r), StepOutcome::Replayed),
+            Some(r) => (
+                Some(UserRecord {
+                    last_step: step,
+                    last_login: Some(now),
+                    ..r
+                }),
+                StepOutcome::Accepted,
+            ),
+        })?;
+        if outcome == StepOutcome::Accepted {
+            self.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn reset(&self, realm: &str, user: &str, now: u64) -> Result<bool, StoreError> {
+        let was = self.update_user(realm, user, |old| {
+            let old = old.unwrap_or_default();
+            let was = old.enrolled();
+            let new = UserRecord {
+                secret: None,
+                last_step: 0,
+                enrolled_at: None,
+                // Strictly after every session issued so far, even within this second.
+                not_before: now.saturating_add(1).max(old.not_before),
+                last_login: old.last_login,
+            };
+            (Some(new), was)
+        })?;
+        self.flush().await?;
+        Ok(was)
+    }
+
+    async fn put_pending(&self, id: &str, login: &PendingLogin) -> Result<(), StoreError> {
+        self.pending.insert(id, encode(login)?).map_err(io)?;
+        self.flush().await
+    }
+
+    async fn pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
+        self.pending
+            .get(id)
+            .map_err(io)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    async fn take_pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
+        let taken = self.pending.remove(id).map_err(io)?;
+        self.flush().await?;
+        taken.map(|v| decode(&v)).transpose()
+    }
+
+    async fn revoke_session(&self, id: &str, until: u64) -> Result<(), StoreError> {
+        self.revoked.insert(id, &until.to_be_bytes()).map_err(io)?;
+        self.flush().await
+    }
+
+    async fn session_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        self.revoked.contains_key(id).map_err(io)
+    }
+
+    async fn sweep(&self, now: u64) -> Result<(), StoreError> {
+        for item in self.revoked.iter() {
+            let (k, v) = item.map_err(io)?;
+            let until = <[u8; 8]>::try_from(v.as_ref()).map_or(0, u64::from_be_bytes);
+            if until < now {
+                self.revoked.remove(k).map_err(io)?;
+            }
+        }
+        for item in self.pending.iter() {
+            let (k, v) = item.map_err(io)?;
+            let expired = decode::<PendingLogin>(&v).map_or(true, |p| p.expires < now);
+            if expired {
+                self.pending.remove(k).map_err(io)?;
+            }
+        }
+        self.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::seal::{seal, Purpose};
+
+    fn sealed() -> Sealed {
+        seal(
+            &[1u8; 32],
+            Purpose::Active,
+            "r",
+            "u",
+            b"12345678901234567890",
+        )
+        .expect("seal")
+    }
+
+    #[tokio::test]
+    async fn enrollment_replay_and_reset() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(&dir.path().join("s"))?;
+        assert_eq!(
+            store.consume_step("r", "u", 5, 100).await?,
+            StepOutcome::NotEnrolled
+        );
+        assert!(store.activate("r", "u", sealed(), 10, 300).await?);
+        assert!(
+            !store.activate("r", "u", sealed(), 11, 330).await?,
+            "second activation refused"
+        );
+        assert_eq!(
+            store.consume_step("r", "u", 10, 300).await?,
+            StepOutcome::Replayed
+        );
+        assert_eq!(
+            store.consume_step("r", "u", 9, 300).await?,
+            StepOutcome::Replayed
+        );
+        assert_eq!(
+            store.consume_step("r", "u", 11, 330).await?,
+            StepOutcome::Accepted
+        );
+        assert_eq!(
+            store.consume_step("r", "u", 11, 330).await?,
+            StepOutcome::Replayed
+        );
+        assert!(store.reset("r", "u", 400).await?);
+        let rec = store.user("r", "u").await?.unwrap_or_default();
+        assert!(!rec.enrolled());
+        assert_eq!(rec.last_step, 0);
+        assert_eq!(rec.not_before, 401);
+        assert_eq!(
+            store.consume_step("r", "u", 12, 400).await?,
+            StepOutcome::NotEnrolled
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_consumption_accepts_once() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(&dir.path().join("s"))?;
+        store.activate("r", "u", sealed(), 1, 30).await?;
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.consume_step("r", "u", 2, 60).await
+            }));
+        }
+        let mut accepted = 0;
+        for t in tasks {
+            if t.await?? == StepOutcome::Accepted {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn wrong_key_is_detected() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(&dir.path().join("s"))?;
+        store.check_key(&[1u8; 32]).await?;
+        store.check_key(&[1u8; 32]).await?;
+        assert!(matches!(
+            store.check_key(&[2u8; 32]).await,
+            Err(StoreError::KeyMismatch)
+        ));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn pending_is_taken_once() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(&dir.path().join("s"))?;
+        let p = PendingLogin {
+            site: "s".into(),
+            realm: "r".into(),
+            user: "u".into(),
+            binding: "b".into(),
+            return_to: "/".into(),
+            created: 1,
+            expires: 100,
+            enroll_secret: None,
+        };
+        store.put_pending("id", &p).await?;
+        assert_eq!(store.take_pending("id").await?, Some(p.clone()));
+        assert_eq!(store.take_pending("id").await?, None);
+        store.put_pending("id2", &p).await?;
+        store.sweep(101).await?;
+        assert_eq!(store.pending("id2").await?, None);
+        Ok(())
+    }
+}
