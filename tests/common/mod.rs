@@ -3,6 +3,8 @@
 //! independently of the code under test (our own HMAC-SHA1 and `oathtool`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod certs;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -243,11 +245,13 @@ pub struct TestGate {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// The configuration used by tests: `top` goes before `[[site]]`, `site` inside it.
+/// The configuration used by tests: `top` goes inside `[server]` (and may open further
+/// tables such as `[session]`), `site` inside the `[[site]]` table.
 pub fn config_text(dir: &Path, upstream: SocketAddr, top: &str, site: &str) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
+{top}
 
 [store]
 path = "{store}"
@@ -258,7 +262,6 @@ issuer = "Test consoles"
 
 [throttle]
 per_ip = "100000/min"
-{top}
 
 [[site]]
 name = "console"
@@ -290,13 +293,20 @@ impl TestGate {
     /// Starts a gate on an existing directory (e.g. after a restart).
     pub async fn launch(dir: &Path, text: &str, clock: Arc<ManualClock>) -> TestGate {
         let config = Config::from_toml(Path::new("test.toml"), text).unwrap();
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(mfa_gate::server::tls_acceptor)
+            .transpose()
+            .unwrap();
         let gate = mfa_gate::server::build_gate(config, clock.clone())
             .await
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(mfa_gate::server::run(listener, None, gate, async move {
+        let task = tokio::spawn(mfa_gate::server::run(listener, tls, gate, async move {
             let _ = stopped.await;
         }));
         TestGate {
@@ -544,4 +554,22 @@ pub fn oathtool(secret_b32: &str, time: u64) -> String {
 
 pub fn b32_decode(s: &str) -> Vec<u8> {
     data_encoding::BASE32_NOPAD.decode(s.as_bytes()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// A gate in front of an external upstream (e.g. a real nginx)
+// ---------------------------------------------------------------------------------------
+
+impl TestGate {
+    /// Like [`TestGate::start_with`], for an upstream that is not a [`Console`] (a real
+    /// nginx, for instance). The upstream must answer the credential probe on `/probe`.
+    pub async fn start_upstream(upstream: SocketAddr, top: &str, site: &str) -> TestGate {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let text = config_text(&dir, upstream, top, site);
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut gate = TestGate::launch(&dir, &text, clock).await;
+        gate._tmp = Some(tmp);
+        gate
+    }
 }

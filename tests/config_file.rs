@@ -1,0 +1,191 @@
+//! The configuration file: the shipped example validates, mistakes name file:line:column
+//! and the fix, and the binary's `check-config` and `serve` exit accordingly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use mfa_gate::config::Config;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
+
+fn example() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mfa-gate.toml"))
+        .unwrap()
+}
+
+/// The example with its system paths pointed into `dir`.
+fn example_in(dir: &Path) -> String {
+    common::certs::make_cert(dir);
+    example()
+        .replace("/etc/mfa-gate", dir.to_str().unwrap())
+        .replace("/var/lib/mfa-gate", dir.to_str().unwrap())
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_in(dir.path());
+    let c = Config::from_toml(Path::new("config/mfa-gate.toml"), &text).unwrap();
+    assert_eq!(c.sites.len(), 2);
+    assert!(c.server.tls.is_some());
+    assert_eq!(c.totp.issuer, "Acme consoles");
+    // And through the binary.
+    let file = dir.path().join("mfa-gate.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (2 sites"));
+}
+
+/// Runs `check-config` on `text`; returns (exit code, stderr).
+fn check(dir: &Path, text: &str) -> (i32, String) {
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn mistakes_name_file_line_column_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = example_in(dir.path());
+    let file = dir.path().join("bad.toml");
+    let file = file.display();
+
+    // A typo in a key.
+    let text = good.replacen("issuer =", "isuser =", 1);
+    let (code, err) = check(dir.path(), &text);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(&format!(
+            "{file}:{}:1: unknown field `isuser`",
+            line_of(&text, "isuser")
+        )),
+        "{err}"
+    );
+    assert!(err.contains("expected:"), "{err}");
+
+    // A bad CIDR: the column points at the value.
+    let text = good.replacen(
+        "trusted_proxies = []",
+        "trusted_proxies = [\"10.0.0.0/33\"]",
+        1,
+    );
+    let (code, err) = check(dir.path(), &text);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(&format!(
+            "{file}:{}:20: \"10.0.0.0/33\" is not a CIDR",
+            line_of(&text, "10.0.0.0/33")
+        )),
+        "{err}"
+    );
+
+    // A missing certificate is named.
+    let text = good.replacen("cert.pem", "missing-cert.pem", 1);
+    let (code, err) = check(dir.path(), &text);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("missing-cert.pem")
+            && err.contains(&format!(":{}:", line_of(&text, "missing-cert"))),
+        "{err}"
+    );
+
+    // A store whose parent does not exist.
+    let text = good.replacen(
+        &format!("{}/store", dir.path().display()),
+        "/nonexistent/dir/store",
+        1,
+    );
+    let (code, err) = check(dir.path(), &text);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("/nonexistent/dir")
+            && err.contains(&format!(":{}:", line_of(&text, "/nonexistent"))),
+        "{err}"
+    );
+
+    // Broken TOML.
+    let (code, err) = check(dir.path(), "[server\nlisten = 1\n");
+    assert_eq!(code, 2);
+    assert!(err.starts_with(&format!("{file}:1:")), "{err}");
+
+    // A missing file.
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent/mfa-gate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mfa-gate.toml: cannot read")
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_and_a_foreign_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nowhere\"\n[store]\npath = \"/tmp/x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":2:10: cannot read this listen address"));
+
+    // A store created with one key, then started with another key file.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{0}/store\"\nkey_file = \"{0}/k1\"\n[[site]]\nname = \"s\"\nhosts = [\"localhost\"]\nupstream = \"http://127.0.0.1:9\"\nfirst_factor = {{ mode = \"basic\" }}\n",
+        dir.path().display()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = Config::from_toml(Path::new("t.toml"), &text).unwrap();
+    rt.block_on(async {
+        let gate =
+            mfa_gate::server::build_gate(c, std::sync::Arc::new(mfa_gate::clock::SystemClock))
+                .await
+                .unwrap();
+        drop(gate);
+    });
+    // sled releases its lock when the last handle is dropped.
+    let file = dir.path().join("other-key.toml");
+    std::fs::write(&file, text.replace("/k1", "/k2")).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the key file does not belong to this store"),
+        "{err}"
+    );
+}
