@@ -70,8 +70,9 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
 
     let text = demo_config(listen, &dir, console_addr);
     let config = Config::from_toml(Path::new("<demo>"), &text)?;
-    println!(
-        "\nmfa-gate demo\n\
+    let banner = move |listen: SocketAddr| {
+        println!(
+            "\nmfa-gate demo\n\
          =============\n\
          Console (Basic auth) on http://{console_addr} — reachable directly only for this demo.\n\
          Gate in front of it:  http://{listen}/\n\n\
@@ -81,9 +82,10 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
          4. You are in the console. Sign out at http://{listen}/.mfa/logout\n\n\
          Store and key file: {}\n\
          Press Ctrl-C to stop.\n",
-        dir.display()
-    );
-    crate::server::serve(config).await?;
+            dir.display()
+        );
+    };
+    crate::server::serve_then(config, banner).await?;
     Ok(())
 }
 

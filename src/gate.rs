@@ -178,7 +178,7 @@ impl Gate {
         self.config
             .sites
             .iter()
-            .position(|s| s.hosts.iter().any(|h| *h == host))
+            .position(|s| s.hosts.contains(&host))
     }
 
     fn forwarding(&self, ctx: &Ctx, user: Option<String>) -> Forwarding {

@@ -85,6 +85,15 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
 /// # Errors
 /// Startup failures (keys, store, TLS, bind).
 pub async fn serve(config: Config) -> Result<(), StartError> {
+    serve_then(config, |_| {}).await
+}
+
+/// [`serve`], calling `ready` with the bound address once the gate accepts connections
+/// (the demo prints its instructions there).
+///
+/// # Errors
+/// Startup failures (keys, store, TLS, bind).
+pub async fn serve_then(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     let addr = config.server.listen;
     let gate = build_gate(config, Arc::new(SystemClock)).await?;
@@ -92,6 +101,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
+    ready(listener.local_addr().unwrap_or(addr));
     notify_ready();
     run(listener, tls, gate, shutdown_signal()).await;
     Ok(())

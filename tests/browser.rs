@@ -4,7 +4,7 @@
 //! asks without them, gets the gate's 401 challenge, and repeats the request with them,
 //! exactly as it does after a person typed them into the prompt. The gate then redirects
 //! to its own page, which Chromium renders. `--dump-dom` gives the DOM as parsed by the
-//! browser; `--screenshot` saves docs/enroll.png and docs/verify.png for the README.
+//! browser; `--screenshot` saves enroll.png and verify.png (into docs/ with UPDATE_DOCS=1).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -64,10 +64,17 @@ async fn dump_dom(url: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Saves a 600×900 screenshot of `url` at `docs/<name>` in the repository and checks it
-/// is a PNG of that size.
+/// Saves a 600×900 screenshot of `url` under `target/screenshots/<name>` and checks it is
+/// a PNG of that size. With `UPDATE_DOCS=1` the picture is written to `docs/<name>`
+/// instead (the committed copies the README shows), so a plain test run changes no
+/// tracked file.
 async fn screenshot(url: &str, name: &str) -> PathBuf {
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = if std::env::var_os("UPDATE_DOCS").is_some() {
+        root.join("docs")
+    } else {
+        root.join("target/screenshots")
+    };
     std::fs::create_dir_all(&docs).unwrap();
     let path = docs.join(name);
     let _ = std::fs::remove_file(&path); // never check a stale picture

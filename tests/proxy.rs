@@ -170,10 +170,9 @@ async fn websocket_without_a_session_is_refused_before_the_upgrade() {
         .unwrap();
     req.headers_mut()
         .insert("authorization", "Basic YWxpY2U6cHctYQ==".parse().unwrap());
-    let err = tokio_tungstenite::connect_async(req)
-        .await
-        .err()
-        .expect("no upgrade");
+    let Err(err) = tokio_tungstenite::connect_async(req).await else {
+        panic!("upgraded without a session");
+    };
     let text = err.to_string();
     assert!(
         text.contains("303") || text.contains("HTTP error"),

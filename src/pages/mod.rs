@@ -33,7 +33,7 @@ main{max-width:28rem;margin:3rem auto;background:#fff;padding:2rem;border-radius
 box-shadow:0 1px 4px rgba(0,0,0,.15)}h1{font-size:1.4rem;margin-top:0}\
 .qr{display:block;margin:1rem auto;width:220px;height:220px}\
 .secret{font-family:ui-monospace,monospace;font-size:1.1rem;letter-spacing:.05em;\
-background:#f3f4f6;padding:.5rem;border-radius:.25rem;text-align:center;word-break:break-all}\
+background:#f3f4f6;padding:.5rem;border-radius:.25rem;text-align:center;word-break:normal;overflow-wrap:anywhere}\
 label{display:block;margin-top:1rem;font-weight:600}\
 input[type=text]{font-size:1.5rem;letter-spacing:.3em;width:100%;box-sizing:border-box;\
 padding:.5rem;margin-top:.25rem;font-family:ui-monospace,monospace}\

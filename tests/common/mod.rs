@@ -211,10 +211,8 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
         )
         .await;
         while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    break;
-                }
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
             }
         }
     });
@@ -401,9 +399,14 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(gate: &TestGate, auth: Option<(&str, &str)>) -> Browser {
+        Browser::at(gate.addr, auth)
+    }
+
+    /// A browser for a gate at any address (e.g. one started as a separate process).
+    pub fn at(addr: SocketAddr, auth: Option<(&str, &str)>) -> Browser {
         Browser {
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            base: format!("http://{}", gate.addr),
+            base: format!("http://{addr}"),
             cookies: Arc::default(),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
         }

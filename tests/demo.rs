@@ -1,0 +1,79 @@
+//! `mfa-gate demo` as a newcomer runs it: the real binary, its own console, the printed
+//! password, and a whole login through the gate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use http::StatusCode;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Kill(tokio::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_what_to_do_and_the_flow_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _guard = Kill(child);
+    let mut password = None;
+    while let Some(line) =
+        tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+    {
+        if let Some(rest) = line.split("password ").nth(1) {
+            password = Some(rest.trim().to_string());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    let password = password.expect("the demo prints the console password");
+
+    // The demo gate uses the real clock: the code is for the current step, and the gate's
+    // ±1 step window covers a step boundary passed in between.
+    let gate_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let b = Browser::at(gate_addr, Some(("admin", &password)));
+    // The banner is printed once the gate accepts connections.
+    let first = b.get("/").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
+    let page = b.get("/.mfa/login").await;
+    let secret = page.secret_b32();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let done = b
+        .post_form(
+            "/.mfa/enroll",
+            &[("code", &oathtool(&secret, now)), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    let console = b.get("/").await;
+    assert_eq!(console.status, StatusCode::OK);
+    assert!(console.body.contains("Demo router console"));
+    assert!(dir.path().join("master.key").exists() && dir.path().join("store").is_dir());
+}
