@@ -150,6 +150,39 @@ impl Upstream {
 pub enum FirstFactor {
     /// The console uses HTTP Basic auth; credentials are checked with `GET probe_path`.
     Basic { probe_path: String },
+    /// The console has an HTML login form and a session cookie.
+    Form(FormLogin),
+}
+
+/// How a form-login console is recognised.
+#[derive(Debug, Clone)]
+pub struct FormLogin {
+    /// Where the login form POSTs to.
+    pub login_path: String,
+    /// The console's login page, where browsers without a session are sent.
+    pub login_page: String,
+    /// The form field holding the user name.
+    pub username_field: String,
+    /// The console's session cookie: set on success, and the gate session is bound to it.
+    pub session_cookie: String,
+    /// Statuses of a successful login response (default 302 and 303).
+    pub success_status: Vec<u16>,
+    /// A `Location` starting with this means the login failed (e.g. back to the login page).
+    pub failure_location: Option<String>,
+    /// Paths that reach the console without a gate session: exact, or a prefix ending in `*`.
+    pub public: Vec<String>,
+    /// The console's logout path; it ends the gate session too.
+    pub logout_path: Option<String>,
+}
+
+impl FormLogin {
+    /// Whether `path` (a checked path, without query) may reach the console without a session.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == p,
+        })
+    }
 }
 
 impl Config {
@@ -526,29 +559,161 @@ fn validate_first_factor(
 ) -> Result<FirstFactor, ConfigError> {
     match raw.mode.get_ref().as_str() {
         "basic" => {
+            let form_only = [
+                ("login_path", raw.login_path.as_ref().map(Spanned::span)),
+                ("login_page", raw.login_page.as_ref().map(Spanned::span)),
+                (
+                    "username_field",
+                    raw.username_field.as_ref().map(Spanned::span),
+                ),
+                (
+                    "session_cookie",
+                    raw.session_cookie.as_ref().map(Spanned::span),
+                ),
+                (
+                    "failure_location",
+                    raw.failure_location.as_ref().map(Spanned::span),
+                ),
+                ("logout_path", raw.logout_path.as_ref().map(Spanned::span)),
+            ];
+            if let Some((key, Some(span))) = form_only.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(at.error(
+                    span,
+                    &format!("{key} is only used with mode = \"form\""),
+                    "remove it, or set mode = \"form\"",
+                ));
+            }
+            if raw.public.is_some() || raw.success_status.is_some() {
+                return Err(at.at(
+                    &raw.mode,
+                    "public and success_status are only used with mode = \"form\"",
+                    "remove them, or set mode = \"form\"",
+                ));
+            }
             let probe_path = match raw.probe_path {
                 None => "/".to_string(),
-                Some(p) => {
-                    let ok = p.get_ref().parse::<http::uri::PathAndQuery>().is_ok()
-                        && crate::target::check_path(p.get_ref().split('?').next().unwrap_or(""))
-                            .is_ok();
-                    if !ok {
-                        return Err(at.at(
-                            &p,
-                            "the probe path is not a plain absolute path",
-                            "a path such as \"/\" or \"/status\"",
-                        ));
-                    }
-                    p.into_inner()
-                }
+                Some(p) => plain_path(at, &p, true)?,
             };
             Ok(FirstFactor::Basic { probe_path })
+        }
+        "form" => {
+            if let Some(p) = &raw.probe_path {
+                return Err(at.at(
+                    p,
+                    "probe_path is only used with mode = \"basic\"",
+                    "remove it",
+                ));
+            }
+            let required = |v: Option<Spanned<String>>, key: &str, example: &str| {
+                v.ok_or_else(|| {
+                    at.at(
+                        &raw.mode,
+                        &format!("mode = \"form\" needs {key}"),
+                        &format!("{key} = {example}"),
+                    )
+                })
+            };
+            let login_path = plain_path(
+                at,
+                &required(raw.login_path, "login_path", "\"/login\"")?,
+                false,
+            )?;
+            let login_page = match raw.login_page {
+                Some(p) => plain_path(at, &p, true)?,
+                None => login_path.clone(),
+            };
+            let username_field =
+                required(raw.username_field, "username_field", "\"username\"")?.into_inner();
+            let cookie = required(raw.session_cookie, "session_cookie", "\"JSESSIONID\"")?;
+            if cookie.get_ref().is_empty()
+                || !cookie
+                    .get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+            {
+                return Err(at.at(
+                    &cookie,
+                    "not a valid cookie name",
+                    "the name of the console's session cookie, e.g. \"sessionid\"",
+                ));
+            }
+            let mut success_status = Vec::new();
+            for s in raw.success_status.unwrap_or_default() {
+                if !(200..400).contains(s.get_ref()) {
+                    return Err(at.at(
+                        &s,
+                        "a successful login answers with a 2xx or 3xx status",
+                        "e.g. success_status = [302, 303]",
+                    ));
+                }
+                success_status.push(*s.get_ref());
+            }
+            if success_status.is_empty() {
+                success_status = vec![302, 303];
+            }
+            let failure_location = raw.failure_location.map(Spanned::into_inner);
+            let mut public = Vec::new();
+            for p in raw.public.unwrap_or_default() {
+                let text = p.get_ref();
+                let base = text.strip_suffix('*').unwrap_or(text);
+                if !base.starts_with('/')
+                    || base.contains('*')
+                    || base.contains('?')
+                    || crate::target::check_path(base).is_err()
+                {
+                    return Err(at.at(
+                        &p,
+                        "a public path is an absolute path, optionally ending in '*'",
+                        "e.g. \"/login\" or \"/static/*\"",
+                    ));
+                }
+                public.push(text.clone());
+            }
+            let logout_path = raw
+                .logout_path
+                .map(|p| plain_path(at, &p, false))
+                .transpose()?;
+            Ok(FirstFactor::Form(FormLogin {
+                login_path,
+                login_page,
+                username_field,
+                session_cookie: cookie.into_inner(),
+                success_status,
+                failure_location,
+                public,
+                logout_path,
+            }))
         }
         other => Err(at.at(
             &raw.mode,
             &format!("unknown first-factor mode {other:?}"),
-            "mode = \"basic\" (the console uses HTTP Basic auth)",
+            "mode = \"basic\" (HTTP Basic auth) or mode = \"form\" (an HTML login form)",
         )),
+    }
+}
+
+/// An absolute path without dot segments (and without a query unless `query_ok`).
+fn plain_path(
+    at: &Locator<'_>,
+    p: &Spanned<String>,
+    query_ok: bool,
+) -> Result<String, ConfigError> {
+    let text = p.get_ref();
+    let (path, query) = match text.split_once('?') {
+        Some((path, q)) => (path, Some(q)),
+        None => (text.as_str(), None),
+    };
+    let ok = text.parse::<http::uri::PathAndQuery>().is_ok()
+        && crate::target::check_path(path).is_ok()
+        && (query_ok || query.is_none());
+    if ok {
+        Ok(text.clone())
+    } else {
+        Err(at.at(
+            p,
+            "not a plain absolute path",
+            "a path such as \"/\" or \"/login\"",
+        ))
     }
 }
 
@@ -686,6 +851,14 @@ mod raw {
     pub struct FirstFactor {
         pub mode: Spanned<String>,
         pub probe_path: Option<Spanned<String>>,
+        pub login_path: Option<Spanned<String>>,
+        pub login_page: Option<Spanned<String>>,
+        pub username_field: Option<Spanned<String>>,
+        pub session_cookie: Option<Spanned<String>>,
+        pub success_status: Option<Vec<Spanned<u16>>>,
+        pub failure_location: Option<Spanned<String>>,
+        pub public: Option<Vec<Spanned<String>>>,
+        pub logout_path: Option<Spanned<String>>,
     }
 }
 
@@ -789,6 +962,45 @@ first_factor = { mode = "basic" }
             "path = \"/tmp/mfa-gate-test-store\"\nkey_file = \"/tmp/mfa-gate-test-store/k\"",
         );
         assert!(parse(&text).is_err_and(|e| e.message.contains("inside the store")));
+    }
+
+    #[test]
+    fn form_mode_is_validated() -> Result<(), ConfigError> {
+        let form = r#"first_factor = { mode = "form", login_path = "/j_security_check", username_field = "j_username", session_cookie = "JSESSIONID", public = ["/login", "/static/*"], logout_path = "/logout" }"#;
+        let c = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, form))?;
+        let FirstFactor::Form(f) = &c.sites[0].first_factor else {
+            panic!("form mode")
+        };
+        assert_eq!(f.login_page, "/j_security_check");
+        assert_eq!(f.success_status, [302, 303]);
+        assert!(
+            f.is_public("/login")
+                && f.is_public("/static/app.js")
+                && !f.is_public("/login2")
+                && !f.is_public("/admin")
+        );
+        for (bad, col) in [
+            (
+                r#"first_factor = { mode = "form", username_field = "u", session_cookie = "s" }"#,
+                25,
+            ),
+            (
+                r#"first_factor = { mode = "form", login_path = "/l", username_field = "u", session_cookie = "s", public = ["static/*"] }"#,
+                106,
+            ),
+            (
+                r#"first_factor = { mode = "basic", login_path = "/l" }"#,
+                47,
+            ),
+            (
+                r#"first_factor = { mode = "form", login_path = "/l", username_field = "u", session_cookie = "a b" }"#,
+                91,
+            ),
+        ] {
+            let e = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, bad)).err();
+            assert_eq!(e.map(|e| (e.line, e.column)), Some((12, col)), "{bad}");
+        }
+        Ok(())
     }
 
     #[test]

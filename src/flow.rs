@@ -15,7 +15,7 @@ use percent_encoding::percent_decode_str;
 use subtle::ConstantTimeEq;
 
 use crate::config::FirstFactor;
-use crate::first_factor::{self, basic};
+use crate::first_factor::{self, basic, form};
 use crate::gate::{redirect, store_failure, Ctx, Gate};
 use crate::keys::keyed_hash;
 use crate::pages::{self, enroll, message, verify};
@@ -111,6 +111,8 @@ pub async fn pending_login(
                 }
             }
         }
+        // The pending cookie alone names the login; the console's cookies are held.
+        FirstFactor::Form(_) => {}
     }
     Ok(Some((id, p)))
 }
@@ -256,8 +258,16 @@ async fn render_login(
     Ok(pages::html(status, page))
 }
 
-/// Reads a small urlencoded form; `Err` is the 4xx page to send.
-async fn read_form(req: Request<Incoming>, fields: &[&str]) -> Result<Vec<String>, Response<Body>> {
+/// Reads a body of at most `limit` bytes: 413 at once when `Content-Length` announces
+/// more, or as soon as more arrives.
+///
+/// # Errors
+/// The 413 page to send.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<bytes::Bytes, Response<Body>> {
     let too_large = || {
         message::page(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -266,16 +276,21 @@ async fn read_form(req: Request<Incoming>, fields: &[&str]) -> Result<Vec<String
             None,
         )
     };
-    let declared = req
-        .headers()
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > FORM_LIMIT as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let body = http_body_util::Limited::new(req.into_body(), FORM_LIMIT);
-    let bytes = body.collect().await.map_err(|_| too_large())?.to_bytes();
+    let body = http_body_util::Limited::new(body, limit);
+    Ok(body.collect().await.map_err(|_| too_large())?.to_bytes())
+}
+
+/// Reads a small urlencoded form; `Err` is the 4xx page to send.
+async fn read_form(req: Request<Incoming>, fields: &[&str]) -> Result<Vec<String>, Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_limited(&parts.headers, body, FORM_LIMIT).await?;
     let mut values: Vec<Option<String>> = vec![None; fields.len()];
     for (k, v) in form_urlencoded::parse(&bytes) {
         if let Some(i) = fields.iter().position(|f| *f == k) {
@@ -426,14 +441,26 @@ async fn finish_login(
     let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, now)
         .map_err(|e| StoreError::Io(e.to_string()))?;
     let names = gate.names;
-    let cookies = [
+    let mut cookies: Vec<HeaderValue> = [
         gate.session_cookie(&s),
         session::set_cookie(&names, names.pending, None, 0, &gate.keys.cookie),
-    ];
-    Ok(redirect(
-        &safe_return_to(&p.return_to),
-        cookies.into_iter().flatten().collect(),
-    ))
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // Form mode: release the console's held answer (its session cookies) now.
+    if let Some(sealed) = &p.held {
+        let bytes = seal::open(&gate.keys.seal, Purpose::Held, &p.realm, &p.user, sealed)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let held: form::Held =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        cookies.extend(
+            held.set_cookies
+                .iter()
+                .filter_map(|c| HeaderValue::from_str(c).ok()),
+        );
+    }
+    Ok(redirect(&safe_return_to(&p.return_to), cookies))
 }
 
 fn logout_page(gate: &Gate, headers: &HeaderMap) -> Response<Body> {

@@ -11,8 +11,8 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::clock::Clock;
-use crate::config::{Config, FirstFactor, Site};
-use crate::first_factor::{self, basic};
+use crate::config::{Config, FirstFactor, FormLogin, Site};
+use crate::first_factor::{self, basic, form};
 use crate::keys::Keys;
 use crate::pages::message;
 use crate::proxy::{self, Body, Forwarding, Upstream};
@@ -199,26 +199,63 @@ impl Gate {
 
     /// A request for the console: pass it with a valid session, else start the login.
     async fn console(&self, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
-        match self.valid_session(ctx, req.headers()).await {
-            Err(e) => store_failure(&e),
-            Ok(Some(session)) => {
-                let refresh = session.needs_refresh(self.now());
-                let user = session.user.clone();
-                let fwd = self.forwarding(ctx, Some(user));
-                let mut resp = self.upstream.forward(req, self.site(ctx), &fwd).await;
-                if refresh {
-                    let fresh = Session {
-                        seen: self.now(),
-                        ..session
-                    };
-                    if let Some(c) = self.session_cookie(&fresh) {
-                        resp.headers_mut().append(SET_COOKIE, c);
-                    }
-                }
-                resp
+        let session = match self.valid_session(ctx, req.headers()).await {
+            Err(e) => return store_failure(&e),
+            Ok(None) => return self.first_factor(ctx, req).await,
+            Ok(Some(session)) => session,
+        };
+        let site = self.site(ctx);
+        let form = match &site.first_factor {
+            FirstFactor::Form(f) => Some(f),
+            FirstFactor::Basic { .. } => None,
+        };
+        let logout = form.is_some_and(|f| f.logout_path.as_deref() == Some(req.uri().path()));
+        let fwd = self.forwarding(ctx, Some(session.user.clone()));
+        let mut resp = self.upstream.forward(req, site, &fwd).await;
+        let now = self.now();
+        if logout {
+            // The console's own logout ends the gate session as well.
+            if let Err(e) = self
+                .store
+                .revoke_session(
+                    &session.id,
+                    session.iat + self.config.session.absolute.as_secs(),
+                )
+                .await
+            {
+                return store_failure(&e);
             }
-            Ok(None) => self.first_factor(ctx, req).await,
+            tracing::info!(target: "mfa_gate::audit", event = "logout", site = %site.name, realm = %site.realm, user = %session.user, ip = %ctx.client_ip);
+            if let Some(c) =
+                session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
+            {
+                resp.headers_mut().append(SET_COOKIE, c);
+            }
+            return resp;
         }
+        // A console that renews its session cookie moves the binding along with it.
+        let renewed = form
+            .and_then(|f| form::set_cookie_value(resp.headers(), &f.session_cookie))
+            .map(|value| {
+                first_factor::binding(
+                    &self.keys.binding,
+                    &site.realm,
+                    &session.user,
+                    value.as_bytes(),
+                )
+            });
+        if renewed.is_some() || session.needs_refresh(now) {
+            let bind = renewed.unwrap_or_else(|| session.bind.clone());
+            let fresh = Session {
+                seen: now,
+                bind,
+                ..session
+            };
+            if let Some(c) = self.session_cookie(&fresh) {
+                resp.headers_mut().append(SET_COOKIE, c);
+            }
+        }
+        resp
     }
 
     /// The session in the request's cookie if it is genuine, current, not revoked, for
@@ -260,6 +297,19 @@ impl Gate {
                 }
                 _ => false,
             },
+            FirstFactor::Form(f) => {
+                form::cookie_value(headers, &f.session_cookie).is_some_and(|v| {
+                    first_factor::same_binding(
+                        &s.bind,
+                        &first_factor::binding(
+                            &self.keys.binding,
+                            &site.realm,
+                            &s.user,
+                            v.as_bytes(),
+                        ),
+                    )
+                })
+            }
         };
         if !bound {
             return Ok(None);
@@ -278,6 +328,7 @@ impl Gate {
         let site = self.site(ctx);
         match &site.first_factor {
             FirstFactor::Basic { probe_path } => self.basic_login(ctx, &req, probe_path).await,
+            FirstFactor::Form(form) => self.form_login(ctx, req, form).await,
         }
     }
 
@@ -320,7 +371,7 @@ impl Gate {
                     "/".to_string()
                 };
                 match self
-                    .start_pending(ctx, req.headers(), &creds.user, &bind, &return_to)
+                    .start_pending(ctx, req.headers(), &creds.user, &bind, &return_to, None)
                     .await
                 {
                     Ok(resp) => resp,
@@ -328,6 +379,111 @@ impl Gate {
                 }
             }
         }
+    }
+
+    /// Form mode without a session: the login POST goes to the console (and is judged),
+    /// public paths pass, anything else is answered by the gate.
+    async fn form_login(
+        &self,
+        ctx: &Ctx,
+        req: Request<Incoming>,
+        form: &FormLogin,
+    ) -> Response<Body> {
+        let path = req.uri().path();
+        if req.method() == Method::POST && path == form.login_path {
+            return self.form_submit(ctx, req, form).await;
+        }
+        if form.is_public(path) {
+            return self
+                .upstream
+                .forward(req, self.site(ctx), &self.forwarding(ctx, None))
+                .await;
+        }
+        let navigating = req.method() == Method::GET || req.method() == Method::HEAD;
+        if navigating && form::wants_html(req.headers()) {
+            return redirect(&form.login_page, Vec::new());
+        }
+        message::page(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in required",
+            "Sign in to the console first; this request needs a session.",
+            Some((&form.login_page, "Sign in")),
+        )
+    }
+
+    /// The console's login POST: forwarded unchanged; a success is held until the second
+    /// factor, a failure goes back as the console sent it.
+    async fn form_submit(
+        &self,
+        ctx: &Ctx,
+        req: Request<Incoming>,
+        form: &FormLogin,
+    ) -> Response<Body> {
+        let site = self.site(ctx);
+        if let Err(wait) = self.limiter.check(ctx.client_ip) {
+            return flow::too_many(wait.as_secs().max(1));
+        }
+        let (parts, body) = req.into_parts();
+        let body = match flow::read_limited(&parts.headers, body, form::LOGIN_FORM_LIMIT).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let user = form::username(&body, &form.username_field);
+        if user
+            .as_deref()
+            .is_some_and(|u| !first_factor::acceptable_user(u))
+        {
+            return message::bad_request("This user name cannot be used with two-factor authentication (it contains ':' or a control character, or is too long).");
+        }
+        let headers = parts.headers.clone();
+        let req = Request::from_parts(parts, crate::pages::full(body));
+        let resp = self
+            .upstream
+            .forward(req, site, &self.forwarding(ctx, None))
+            .await;
+        let Some(value) = form::succeeded(form, resp.status().as_u16(), resp.headers()) else {
+            if let Some(user) = &user {
+                tracing::info!(target: "mfa_gate::audit", event = "password_refused", site = %site.name, realm = %site.realm, user = %user, ip = %ctx.client_ip);
+            }
+            return resp;
+        };
+        let Some(user) = user else {
+            tracing::error!(site = %site.name, field = %form.username_field, "the console accepted a login whose form has no user name field; check username_field");
+            return message::page(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in cannot continue",
+                "The gate could not tell which user signed in. Tell your administrator (username_field).",
+                None,
+            );
+        };
+        let held = form::Held {
+            set_cookies: resp
+                .headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_string))
+                .collect(),
+        };
+        let return_to = form::return_to(resp.headers().get(http::header::LOCATION), &ctx.host);
+        let bind = first_factor::binding(&self.keys.binding, &site.realm, &user, value.as_bytes());
+        match self
+            .start_pending(ctx, &headers, &user, &bind, &return_to, Some(held))
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => store_failure(&e),
+        }
+    }
+
+    fn seal_held(
+        &self,
+        realm: &str,
+        user: &str,
+        held: &form::Held,
+    ) -> Result<crate::store::Sealed, StoreError> {
+        let bytes = serde_json::to_vec(held).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        seal::seal(&self.keys.seal, seal::Purpose::Held, realm, user, &bytes)
+            .map_err(|e| StoreError::Io(e.to_string()))
     }
 
     /// The console's Basic challenge (learned once with an unauthenticated probe).
@@ -358,6 +514,7 @@ impl Gate {
         user: &str,
         bind: &str,
         return_to: &str,
+        held: Option<form::Held>,
     ) -> Result<Response<Body>, StoreError> {
         let site = self.site(ctx);
         let now = self.now();
@@ -396,6 +553,9 @@ impl Gate {
             created: now,
             expires: now + self.config.session.pending.as_secs(),
             enroll_secret,
+            held: held
+                .map(|h| self.seal_held(&site.realm, user, &h))
+                .transpose()?,
         };
         let id = session::random_id().map_err(|e| StoreError::Io(e.to_string()))?;
         self.store.put_pending(&id, &pending).await?;

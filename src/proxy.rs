@@ -151,12 +151,16 @@ impl Upstream {
 
     /// Forwards a request the gate has let through, streaming both bodies, and joins the
     /// two sides of an upgrade (WebSocket) when the console agrees to one.
-    pub async fn forward(
+    pub async fn forward<B>(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<B>,
         site: &Site,
         fwd: &Forwarding,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let upgrade = upgrade_protocol(req.headers());
         let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let path = req
@@ -171,7 +175,7 @@ impl Upstream {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         prepare_request_headers(&mut parts.headers, site, fwd, upgrade.as_ref());
-        let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+        let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
 
         let mut resp = match self.send(req, site.upstream_timeout).await {
             Ok(r) => r,

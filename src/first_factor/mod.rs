@@ -5,6 +5,7 @@
 //! is not accepted with another.
 
 pub mod basic;
+pub mod form;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;

@@ -58,6 +58,9 @@ pub struct PendingLogin {
     pub expires: u64,
     /// The provisional secret shown on the enrollment page; active only after a code.
     pub enroll_secret: Option<Sealed>,
+    /// Form mode: the console's login answer (its cookies), sealed, released after MFA.
+    #[serde(default)]
+    pub held: Option<Sealed>,
 }
 
 /// Result of presenting a matched time step.

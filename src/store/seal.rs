@@ -21,6 +21,8 @@ pub enum Purpose {
     Active,
     /// A secret shown on the enrollment page, not yet confirmed.
     Provisional,
+    /// A console's held login answer (its session cookies), until the second factor.
+    Held,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
         match self {
             Purpose::Active => b"mfa-gate totp secret v1",
             Purpose::Provisional => b"mfa-gate provisional secret v1",
+            Purpose::Held => b"mfa-gate held login v1",
         }
     }
 }

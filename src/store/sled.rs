@@ -350,6 +350,7 @@ mod tests {
             created: 1,
             expires: 100,
             enroll_secret: None,
+            held: None,
         };
         store.put_pending("id", &p).await?;
         assert_eq!(store.take_pending("id").await?, Some(p.clone()));
