@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod certs;
+pub mod form_console;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
