@@ -111,6 +111,8 @@ pub struct Session {
 pub struct Throttle {
     /// Requests that test a secret, per client IP and minute.
     pub per_ip_per_minute: u32,
+    /// Per-account back-off and hard lock, across all IPs and sessions.
+    pub lock: crate::store::LockPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +304,26 @@ fn validate(at: &Locator<'_>, raw: raw::File) -> Result<Config, ConfigError> {
             )
         })?,
     };
+    let mut lock = crate::store::LockPolicy::default();
+    if let Some(n) = &throttle.lock_after {
+        lock.lock_after = *n.get_ref();
+    }
+    if let Some(n) = &throttle.hard_lock_after {
+        lock.hard_lock_after = *n.get_ref();
+    }
+    if lock.lock_after == 0 || lock.hard_lock_after <= lock.lock_after || lock.hard_lock_after > 100
+    {
+        let place = throttle
+            .hard_lock_after
+            .as_ref()
+            .map(Spanned::span)
+            .or(throttle.lock_after.as_ref().map(Spanned::span));
+        return Err(at.error(
+            place.unwrap_or(0..0),
+            "lock_after and hard_lock_after do not fit together",
+            "1 ≤ lock_after < hard_lock_after ≤ 100 (defaults 5 and 20)",
+        ));
+    }
     if raw.site.is_empty() {
         return Err(at.error(
             0..0,
@@ -335,7 +357,10 @@ fn validate(at: &Locator<'_>, raw: raw::File) -> Result<Config, ConfigError> {
         store,
         totp: Totp { issuer, skew_steps },
         session,
-        throttle: Throttle { per_ip_per_minute },
+        throttle: Throttle {
+            per_ip_per_minute,
+            lock,
+        },
         sites,
     })
 }
@@ -828,6 +853,8 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Throttle {
         pub per_ip: Option<Spanned<String>>,
+        pub lock_after: Option<Spanned<u32>>,
+        pub hard_lock_after: Option<Spanned<u32>>,
     }
 
     #[derive(Deserialize)]

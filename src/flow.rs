@@ -22,8 +22,8 @@ use crate::pages::{self, enroll, message, verify};
 use crate::proxy::Body;
 use crate::session::{self, Session};
 use crate::store::seal::{self, Purpose};
-use crate::store::{PendingLogin, StepOutcome, StoreError};
-use crate::totp;
+use crate::store::{Outcome, PendingLogin, Sealed, StoreError, UserOp, UserRecord};
+use crate::{recovery, totp};
 
 /// Largest form body the gate reads; bigger ones get 413 before being read.
 pub const FORM_LIMIT: usize = 8 * 1024;
@@ -330,112 +330,232 @@ async fn submit(
     if let Err(wait) = gate.limiter.check(ctx.client_ip) {
         return Ok(too_many(wait.as_secs().max(1)));
     }
-    if totp::parse_code(code).is_err() {
-        let msg = "A code is exactly six digits (0-9). Please type it again.";
-        return render_login(gate, &id, p, Some(msg), StatusCode::BAD_REQUEST).await;
-    }
-    let now = gate.now();
-    let skew = gate.config.totp.skew_steps;
     let record = gate
         .store
         .user(&p.realm, &p.user)
         .await?
         .unwrap_or_default();
-    let audit = |outcome: &str| {
-        tracing::info!(target: "mfa_gate::audit", event = outcome, site = %p.site, realm = %p.realm, user = %p.user, ip = %ctx.client_ip);
-    };
-    match (step, record.secret) {
+    let audit = Audit::new(ctx, &p);
+    match (step, record.secret.clone()) {
         (Step::Enroll, Some(_)) => {
-            audit("enroll_refused_already_enrolled");
-            return Ok(message::page(
+            audit.event("enroll_refused_already_enrolled");
+            Ok(message::page(
                 StatusCode::CONFLICT,
                 "Already set up",
                 "Two-factor authentication is already set up for this account. Sign in with a code from your app; an administrator can reset it if the phone is lost.",
                 Some((&format!("{}login", gate.config.server.prefix), "Enter a code")),
-            ));
+            ))
         }
-        (Step::Verify, None) => return render_login(gate, &id, p, None, StatusCode::OK).await,
-        (Step::Enroll, None) => {
-            let Some(sealed) = p.enroll_secret.clone() else {
-                return render_login(gate, &id, p, None, StatusCode::OK).await;
-            };
-            let secret = seal::open(
-                &gate.keys.seal,
-                Purpose::Provisional,
-                &p.realm,
-                &p.user,
-                &sealed,
-            )
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let Some(matched) = totp::check(&secret, code, now, skew) else {
-                audit("enroll_wrong_code");
-                let msg = "That code is not right. Check that the app shows this account and try the current code.";
-                return render_login(gate, &id, p, Some(msg), StatusCode::FORBIDDEN).await;
-            };
-            let active = seal::seal(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, &secret)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
-            if !gate
-                .store
-                .activate(&p.realm, &p.user, active, matched, now)
-                .await?
-            {
-                return render_login(
-                    gate,
-                    &id,
-                    p,
-                    Some("This account was set up meanwhile; enter a code."),
-                    StatusCode::CONFLICT,
-                )
-                .await;
-            }
-            audit("enrolled");
+        (Step::Verify, None) => render_login(gate, &id, p, None, StatusCode::OK).await,
+        (Step::Enroll, None) => enroll(gate, &id, p, code, audit).await,
+        (Step::Verify, Some(sealed)) => verify(gate, &id, p, &record, &sealed, code, audit).await,
+    }
+}
+
+/// Audit events of one login: who, realm, client IP, outcome (time: the log line's).
+struct Audit {
+    ip: std::net::IpAddr,
+    site: String,
+    realm: String,
+    user: String,
+}
+
+impl Audit {
+    fn new(ctx: &Ctx, p: &PendingLogin) -> Audit {
+        Audit {
+            ip: ctx.client_ip,
+            site: p.site.clone(),
+            realm: p.realm.clone(),
+            user: p.user.clone(),
         }
-        (Step::Verify, Some(sealed)) => {
-            let secret = seal::open(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, &sealed)
-                .map_err(|e| {
+    }
+
+    fn event(&self, outcome: &str) {
+        tracing::info!(target: "mfa_gate::audit", event = outcome, site = %self.site, realm = %self.realm, user = %self.user, ip = %self.ip);
+    }
+}
+
+const SIX_DIGITS: &str = "A code is exactly six digits (0-9). Please type it again.";
+
+/// The first code for the provisional secret: activate it (with new recovery codes) and
+/// show the recovery codes once.
+async fn enroll(
+    gate: &Gate,
+    id: &str,
+    p: PendingLogin,
+    code: &str,
+    audit: Audit,
+) -> Result<Response<Body>, StoreError> {
+    if totp::parse_code(code).is_err() {
+        return render_login(gate, id, p, Some(SIX_DIGITS), StatusCode::BAD_REQUEST).await;
+    }
+    let Some(sealed) = p.enroll_secret.clone() else {
+        return render_login(gate, id, p, None, StatusCode::OK).await;
+    };
+    let now = gate.now();
+    let secret = seal::open(
+        &gate.keys.seal,
+        Purpose::Provisional,
+        &p.realm,
+        &p.user,
+        &sealed,
+    )
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let Some(matched) = totp::check(&secret, code, now, gate.config.totp.skew_steps) else {
+        audit.event("enroll_wrong_code");
+        let msg = "That code is not right. Check that the app shows this account and try the current code.";
+        return render_login(gate, id, p, Some(msg), StatusCode::FORBIDDEN).await;
+    };
+    let active = seal::seal(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, &secret)
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    let codes = recovery::generate().map_err(|e| StoreError::Io(e.to_string()))?;
+    let hashes = recovery::hashes(&gate.keys.recovery, &p.realm, &p.user, &codes);
+    let op = UserOp::Activate {
+        secret: &active,
+        step: matched,
+        recovery: &hashes,
+    };
+    if gate.store.apply(&p.realm, &p.user, op, now).await? != Outcome::Applied {
+        return render_login(
+            gate,
+            id,
+            p,
+            Some("This account was set up meanwhile; enter a code."),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    }
+    audit.event("enrolled");
+    finish_login(gate, id, &p, now, Some(&codes)).await
+}
+
+/// A code (or a recovery code) from an enrolled user, under the per-account lockout.
+async fn verify(
+    gate: &Gate,
+    id: &str,
+    p: PendingLogin,
+    record: &UserRecord,
+    sealed: &Sealed,
+    input: &str,
+    audit: Audit,
+) -> Result<Response<Body>, StoreError> {
+    let now = gate.now();
+    if let Some(wait) = record.lockout(now) {
+        audit.event("login_refused_locked");
+        return Ok(locked(wait));
+    }
+    let outcome = if totp::parse_code(input).is_ok() {
+        let secret = seal::open(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, sealed)
+            .map_err(|e| {
                 StoreError::Corrupt(format!(
                     "the secret of {}/{} cannot be opened: {e}",
                     p.realm, p.user
                 ))
             })?;
-            let Some(matched) = totp::check(&secret, code, now, skew) else {
-                audit("login_wrong_code");
-                return render_login(
-                    gate,
-                    &id,
-                    p,
-                    Some("That code is not right. Try the current code from your app."),
-                    StatusCode::FORBIDDEN,
-                )
-                .await;
-            };
-            match gate
-                .store
-                .consume_step(&p.realm, &p.user, matched, now)
-                .await?
-            {
-                StepOutcome::Accepted => audit("login_ok"),
-                StepOutcome::Replayed => {
-                    audit("login_replayed_code");
-                    let msg = "That code was already used. Wait for the next code in your app.";
-                    return render_login(gate, &id, p, Some(msg), StatusCode::FORBIDDEN).await;
-                }
-                StepOutcome::NotEnrolled => {
-                    return render_login(gate, &id, p, None, StatusCode::OK).await
-                }
+        match totp::check(&secret, input, now, gate.config.totp.skew_steps) {
+            None => Outcome::UnknownRecovery,
+            Some(step) => {
+                gate.store
+                    .apply(&p.realm, &p.user, UserOp::ConsumeStep { step }, now)
+                    .await?
             }
         }
+    } else if let Some(code) = recovery::normalize(input) {
+        let hash = recovery::hash(&gate.keys.recovery, &p.realm, &p.user, &code);
+        let outcome = gate
+            .store
+            .apply(
+                &p.realm,
+                &p.user,
+                UserOp::ConsumeRecovery { hash: &hash },
+                now,
+            )
+            .await?;
+        if outcome == Outcome::Applied {
+            audit.event("recovery_code_used");
+        }
+        outcome
+    } else {
+        let msg = "Enter the six-digit code from your app, or one of your recovery codes.";
+        return render_login(gate, id, p, Some(msg), StatusCode::BAD_REQUEST).await;
+    };
+    match outcome {
+        Outcome::Applied => {
+            audit.event("login_ok");
+            finish_login(gate, id, &p, now, None).await
+        }
+        Outcome::NotEnrolled => render_login(gate, id, p, None, StatusCode::OK).await,
+        wrong => {
+            let failed = gate
+                .store
+                .apply(
+                    &p.realm,
+                    &p.user,
+                    UserOp::Failure {
+                        policy: &gate.config.throttle.lock,
+                    },
+                    now,
+                )
+                .await?;
+            audit.event(if wrong == Outcome::Replayed {
+                "login_replayed_code"
+            } else {
+                "login_wrong_code"
+            });
+            if let Outcome::Failed {
+                locked_until,
+                hard,
+                failures,
+            } = failed
+            {
+                if hard || locked_until > now {
+                    tracing::warn!(target: "mfa_gate::audit", event = "account_locked", realm = %p.realm, user = %p.user, failures, hard, ip = %audit.ip);
+                }
+            }
+            let msg = if wrong == Outcome::Replayed {
+                "That code was already used. Wait for the next code in your app."
+            } else {
+                "That code is not right. Try the current code from your app."
+            };
+            render_login(gate, id, p, Some(msg), StatusCode::FORBIDDEN).await
+        }
     }
-    finish_login(gate, &id, &p, now).await
+}
+
+/// The page for a locked account: 429 with `Retry-After` for a back-off, 403 for a lock
+/// only an admin can lift.
+fn locked(wait: Option<u64>) -> Response<Body> {
+    match wait {
+        Some(secs) => {
+            let mut resp = message::page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many wrong codes",
+                &format!("This account had several wrong codes in a row. Try again in {secs} seconds."),
+                None,
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(RETRY_AFTER, v);
+            }
+            resp
+        }
+        None => message::page(
+            StatusCode::FORBIDDEN,
+            "Account locked",
+            "This account is locked after too many wrong codes. Ask your administrator to unlock it.",
+            None,
+        ),
+    }
 }
 
 /// Turns a pending login into a session: consume the pending record, set the session
-/// cookie, clear the pending cookie, go where the person was going.
+/// cookie, clear the pending cookie, release what the console's login held back, and go
+/// where the person was going — after showing new recovery codes, if there are any.
 async fn finish_login(
     gate: &Gate,
     id: &str,
     p: &PendingLogin,
     now: u64,
+    new_codes: Option<&[String]>,
 ) -> Result<Response<Body>, StoreError> {
     gate.store.take_pending(id).await?;
     let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, now)
@@ -460,7 +580,15 @@ async fn finish_login(
                 .filter_map(|c| HeaderValue::from_str(c).ok()),
         );
     }
-    Ok(redirect(&safe_return_to(&p.return_to), cookies))
+    let target = safe_return_to(&p.return_to);
+    let Some(codes) = new_codes else {
+        return Ok(redirect(&target, cookies));
+    };
+    let mut resp = pages::html(StatusCode::OK, pages::recovery::render(codes, &target));
+    for c in cookies {
+        resp.headers_mut().append(http::header::SET_COOKIE, c);
+    }
+    Ok(resp)
 }
 
 fn logout_page(gate: &Gate, headers: &HeaderMap) -> Response<Body> {

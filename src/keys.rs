@@ -44,6 +44,8 @@ pub struct Keys {
     pub binding: [u8; 32],
     /// Key for CSRF tokens.
     pub csrf: [u8; 32],
+    /// Key for the hashes of recovery codes.
+    pub recovery: [u8; 32],
     /// A value that identifies the master key without revealing it (stored in the store to
     /// detect a key file that does not belong to it).
     pub fingerprint: [u8; 32],
@@ -106,6 +108,7 @@ impl Keys {
             seal: subkey(master, b"mfa-gate seal v1"),
             binding: subkey(master, b"mfa-gate binding v1"),
             csrf: subkey(master, b"mfa-gate csrf v1"),
+            recovery: subkey(master, b"mfa-gate recovery v1"),
             fingerprint: subkey(master, b"mfa-gate fingerprint v1"),
         }
     }

@@ -21,6 +21,7 @@
 //! | [`session`] | cookie codec, expiry checks, the one cookie builder |
 //! | [`store`] | the storage contract, sealing of secrets, the sled implementation |
 //! | [`throttle`] | per-IP limiter |
+//! | [`recovery`] | recovery codes: generation, normal form, keyed hashes |
 //! | [`keys`] | master key file and derived keys |
 //! | [`pages`] | HTML pages, escaped by construction |
 //! | [`demo`] | the demo console and configuration |
@@ -36,6 +37,7 @@ pub mod gate;
 pub mod keys;
 pub mod pages;
 pub mod proxy;
+pub mod recovery;
 pub mod server;
 pub mod session;
 pub mod store;

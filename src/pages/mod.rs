@@ -3,6 +3,7 @@
 
 pub mod enroll;
 pub mod message;
+pub mod recovery;
 pub mod verify;
 
 use bytes::Bytes;
@@ -38,7 +39,7 @@ label{display:block;margin-top:1rem;font-weight:600}\
 input[type=text]{font-size:1.5rem;letter-spacing:.3em;width:100%;box-sizing:border-box;\
 padding:.5rem;margin-top:.25rem;font-family:ui-monospace,monospace}\
 button{margin-top:1rem;font-size:1rem;padding:.6rem 1.2rem;border:0;border-radius:.4rem;\
-background:#1d4ed8;color:#fff;cursor:pointer}.error{background:#fee2e2;color:#991b1b;\
+background:#1d4ed8;color:#fff;cursor:pointer}.codes{font-family:ui-monospace,monospace;font-size:1.1rem;columns:2}.error{background:#fee2e2;color:#991b1b;\
 padding:.6rem;border-radius:.4rem}.muted{color:#555;font-size:.9rem}";
 
 /// Wraps a page body in the common document.

@@ -36,11 +36,208 @@ pub struct UserRecord {
     pub not_before: u64,
     /// The last successful second factor.
     pub last_login: Option<u64>,
+    /// Keyed hashes of the unused recovery codes.
+    #[serde(default)]
+    pub recovery: Vec<String>,
+    /// Consecutive failed second factors (codes and recovery codes), across all IPs.
+    #[serde(default)]
+    pub failures: u32,
+    /// No attempt is looked at before this time (back-off).
+    #[serde(default)]
+    pub locked_until: u64,
+    /// Locked until an admin unlocks.
+    #[serde(default)]
+    pub hard_locked: bool,
 }
 
 impl UserRecord {
     pub fn enrolled(&self) -> bool {
         self.secret.is_some()
+    }
+
+    /// Whether attempts are refused at `now`; the seconds to wait (`None` = ask an admin).
+    pub fn lockout(&self, now: u64) -> Option<Option<u64>> {
+        if self.hard_locked {
+            Some(None)
+        } else if now < self.locked_until {
+            Some(Some(self.locked_until - now))
+        } else {
+            None
+        }
+    }
+
+    /// Applies one operation at `now`: the single definition of every change to a user,
+    /// shared by all store implementations (each makes it atomic in its own way).
+    pub fn apply(
+        old: Option<UserRecord>,
+        op: &UserOp<'_>,
+        now: u64,
+    ) -> (Option<UserRecord>, Outcome) {
+        let existed = old.is_some();
+        let mut r = old.unwrap_or_default();
+        let outcome = match op {
+            UserOp::Activate {
+                secret,
+                step,
+                recovery,
+            } => {
+                if r.enrolled() {
+                    return (existed.then_some(r), Outcome::AlreadyEnrolled);
+                }
+                r.secret = Some((*secret).clone());
+                r.last_step = *step;
+                r.enrolled_at = Some(now);
+                r.last_login = Some(now);
+                r.recovery = recovery.to_vec();
+                r.failures = 0;
+                r.locked_until = 0;
+                Outcome::Applied
+            }
+            UserOp::ConsumeStep { step } => {
+                if !r.enrolled() {
+                    return (existed.then_some(r), Outcome::NotEnrolled);
+                }
+                if *step <= r.last_step {
+                    return (Some(r), Outcome::Replayed);
+                }
+                r.last_step = *step;
+                r.last_login = Some(now);
+                r.failures = 0;
+                Outcome::Applied
+            }
+            UserOp::ConsumeRecovery { hash } => {
+                if !r.enrolled() {
+                    return (existed.then_some(r), Outcome::NotEnrolled);
+                }
+                let Some(i) = r.recovery.iter().position(|h| h == hash) else {
+                    return (Some(r), Outcome::UnknownRecovery);
+                };
+                r.recovery.remove(i);
+                r.last_login = Some(now);
+                r.failures = 0;
+                Outcome::Applied
+            }
+            UserOp::Failure { policy } => {
+                if !existed {
+                    return (None, Outcome::NoSuchUser);
+                }
+                r.failures = r.failures.saturating_add(1);
+                if r.failures >= policy.hard_lock_after {
+                    r.hard_locked = true;
+                }
+                r.locked_until = now + policy.delay(r.failures);
+                Outcome::Failed {
+                    failures: r.failures,
+                    locked_until: r.locked_until,
+                    hard: r.hard_locked,
+                }
+            }
+            UserOp::SetRecovery { hashes } => {
+                if !r.enrolled() {
+                    return (existed.then_some(r), Outcome::NotEnrolled);
+                }
+                r.recovery = hashes.to_vec();
+                Outcome::Applied
+            }
+            UserOp::Reset => {
+                if !existed {
+                    return (None, Outcome::NoSuchUser);
+                }
+                r = UserRecord {
+                    // Strictly after every session issued so far, even within this second.
+                    not_before: now.saturating_add(1).max(r.not_before),
+                    last_login: r.last_login,
+                    ..UserRecord::default()
+                };
+                Outcome::Applied
+            }
+            UserOp::Unlock => {
+                if !existed {
+                    return (None, Outcome::NoSuchUser);
+                }
+                r.failures = 0;
+                r.locked_until = 0;
+                r.hard_locked = false;
+                Outcome::Applied
+            }
+        };
+        (Some(r), outcome)
+    }
+}
+
+/// One change to a user record.
+#[derive(Debug, Clone, Copy)]
+pub enum UserOp<'a> {
+    /// Activate a secret (with recovery-code hashes) for a user without one, consuming `step`.
+    Activate {
+        secret: &'a Sealed,
+        step: u64,
+        recovery: &'a [String],
+    },
+    /// Consume a matched time step if it is newer than every step accepted before.
+    ConsumeStep { step: u64 },
+    /// Consume one recovery code (by its hash).
+    ConsumeRecovery { hash: &'a str },
+    /// Count a failed second factor and apply the back-off policy.
+    Failure { policy: &'a LockPolicy },
+    /// Replace the recovery codes (the user regenerated them).
+    SetRecovery { hashes: &'a [String] },
+    /// Clear the secret, recovery codes, replay state and lockout; end every session.
+    Reset,
+    /// Clear the lockout.
+    Unlock,
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    AlreadyEnrolled,
+    NotEnrolled,
+    /// The step was already used (or an older one).
+    Replayed,
+    UnknownRecovery,
+    /// A failure was counted; the resulting lockout.
+    Failed {
+        failures: u32,
+        locked_until: u64,
+        hard: bool,
+    },
+    NoSuchUser,
+}
+
+/// Per-account back-off: after `lock_after` consecutive failures each further failure
+/// waits `base_delay` doubled each time (at most `max_delay`); at `hard_lock_after` the
+/// account is locked until an admin unlocks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    pub lock_after: u32,
+    pub hard_lock_after: u32,
+    pub base_delay: u64,
+    pub max_delay: u64,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        LockPolicy {
+            lock_after: 5,
+            hard_lock_after: 20,
+            base_delay: 30,
+            max_delay: 900,
+        }
+    }
+}
+
+impl LockPolicy {
+    /// Seconds to wait after `failures` consecutive failures.
+    pub fn delay(&self, failures: u32) -> u64 {
+        if failures < self.lock_after {
+            return 0;
+        }
+        let doublings = (failures - self.lock_after).min(20);
+        self.base_delay
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_delay)
     }
 }
 
@@ -63,17 +260,6 @@ pub struct PendingLogin {
     pub held: Option<Sealed>,
 }
 
-/// Result of presenting a matched time step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOutcome {
-    /// The step was newer than any accepted before; it is now consumed.
-    Accepted,
-    /// This step (or a later one) was already used: a replay.
-    Replayed,
-    /// The user has no active secret (e.g. reset meanwhile).
-    NotEnrolled,
-}
-
 /// The storage contract shared by the embedded store and (later) PostgreSQL.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -88,29 +274,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         realm: Option<&str>,
     ) -> Result<Vec<(String, String, UserRecord)>, StoreError>;
 
-    /// Activates `secret` for a user who has none, consuming `step`. Returns `false` (and
-    /// changes nothing) if the user is already enrolled.
-    async fn activate(
+    /// Applies `op` to one user's record as one atomic, durable step.
+    async fn apply(
         &self,
         realm: &str,
         user: &str,
-        secret: Sealed,
-        step: u64,
+        op: UserOp<'_>,
         now: u64,
-    ) -> Result<bool, StoreError>;
-
-    /// Consumes `step` for an enrolled user if it is newer than every step accepted before.
-    async fn consume_step(
-        &self,
-        realm: &str,
-        user: &str,
-        step: u64,
-        now: u64,
-    ) -> Result<StepOutcome, StoreError>;
-
-    /// Clears the secret and replay state and raises the revocation cut-off to `now`.
-    /// Returns whether the user was enrolled.
-    async fn reset(&self, realm: &str, user: &str, now: u64) -> Result<bool, StoreError>;
+    ) -> Result<Outcome, StoreError>;
 
     async fn put_pending(&self, id: &str, login: &PendingLogin) -> Result<(), StoreError>;
 
@@ -126,4 +297,99 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Drops expired pending logins and revocations.
     async fn sweep(&self, now: u64) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed() -> Sealed {
+        seal::seal(
+            &[1u8; 32],
+            seal::Purpose::Active,
+            "r",
+            "u",
+            b"12345678901234567890",
+        )
+        .expect("seal")
+    }
+
+    fn enrolled() -> UserRecord {
+        let s = sealed();
+        let codes = ["h1".to_string(), "h2".to_string()];
+        let (r, o) = UserRecord::apply(
+            None,
+            &UserOp::Activate {
+                secret: &s,
+                step: 10,
+                recovery: &codes,
+            },
+            300,
+        );
+        assert_eq!(o, Outcome::Applied);
+        r.expect("record")
+    }
+
+    #[test]
+    fn steps_are_consumed_once_and_in_order() {
+        let r = enrolled();
+        let (r, o) = UserRecord::apply(Some(r), &UserOp::ConsumeStep { step: 10 }, 300);
+        assert_eq!(o, Outcome::Replayed);
+        let (r, o) = UserRecord::apply(r, &UserOp::ConsumeStep { step: 11 }, 330);
+        assert_eq!(o, Outcome::Applied);
+        let (_, o) = UserRecord::apply(r, &UserOp::ConsumeStep { step: 11 }, 330);
+        assert_eq!(o, Outcome::Replayed);
+        let (_, o) = UserRecord::apply(None, &UserOp::ConsumeStep { step: 1 }, 30);
+        assert_eq!(o, Outcome::NotEnrolled);
+    }
+
+    #[test]
+    fn recovery_codes_are_single_use() {
+        let r = enrolled();
+        let (r, o) = UserRecord::apply(Some(r), &UserOp::ConsumeRecovery { hash: "h1" }, 400);
+        assert_eq!(o, Outcome::Applied);
+        let (r, o) = UserRecord::apply(r, &UserOp::ConsumeRecovery { hash: "h1" }, 400);
+        assert_eq!(o, Outcome::UnknownRecovery);
+        assert_eq!(r.map(|r| r.recovery), Some(vec!["h2".to_string()]));
+    }
+
+    #[test]
+    fn back_off_grows_and_hard_locks_well_before_100() {
+        let p = LockPolicy::default();
+        let mut r = Some(enrolled());
+        let mut delays = Vec::new();
+        for _ in 0..p.hard_lock_after {
+            let (next, o) = UserRecord::apply(r, &UserOp::Failure { policy: &p }, 1000);
+            r = next;
+            if let Outcome::Failed { locked_until, .. } = o {
+                delays.push(locked_until - 1000);
+            }
+        }
+        assert_eq!(&delays[..6], &[0, 0, 0, 0, 30, 60]);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        let r = r.expect("record");
+        assert!(r.hard_locked && p.hard_lock_after < 100);
+        assert_eq!(
+            r.lockout(1_000_000),
+            Some(None),
+            "no time unlocks a hard lock"
+        );
+        let (r, _) = UserRecord::apply(Some(r), &UserOp::Unlock, 2000);
+        assert_eq!(r.map(|r| r.lockout(2000)), Some(None));
+    }
+
+    #[test]
+    fn reset_clears_everything_and_raises_the_cut_off() {
+        let p = LockPolicy::default();
+        let (r, _) = UserRecord::apply(Some(enrolled()), &UserOp::Failure { policy: &p }, 500);
+        let (r, o) = UserRecord::apply(r, &UserOp::Reset, 600);
+        assert_eq!(o, Outcome::Applied);
+        let r = r.expect("record");
+        assert!(!r.enrolled() && r.recovery.is_empty() && r.failures == 0 && r.last_step == 0);
+        assert_eq!(r.not_before, 601);
+        assert_eq!(
+            UserRecord::apply(None, &UserOp::Reset, 1).1,
+            Outcome::NoSuchUser
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{PendingLogin, Sealed, StepOutcome, Store, StoreError, UserRecord};
+use super::{Outcome, PendingLogin, Store, StoreError, UserOp, UserRecord};
 
 /// The sled-backed store. Cheap to clone (sled handles are `Arc`s).
 #[derive(Debug, Clone)]
@@ -64,8 +64,15 @@ impl SledStore {
         })
     }
 
+    /// Makes every change so far durable. sled's own `flush_async` can stall when many
+    /// callers flush at once on one runtime thread, so the blocking flush runs on tokio's
+    /// blocking pool instead (sled serialises concurrent flushes itself).
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map(|_| ()).map_err(io)
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(result) => result.map(|_| ()).map_err(io),
+            Err(e) => Err(StoreError::Io(format!("flush task failed: {e}"))),
+        }
     }
 
     /// Applies `change` to one user record atomically; `change` may run more than once.
@@ -128,74 +135,16 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    async fn activate(
+    async fn apply(
         &self,
         realm: &str,
         user: &str,
-        secret: Sealed,
-        step: u64,
+        op: UserOp<'_>,
         now: u64,
-    ) -> Result<bool, StoreError> {
-        let done = self.update_user(realm, user, |old| {
-            let old = old.unwrap_or_default();
-            if old.enrolled() {
-                return (Some(old), false);
-            }
-            let new = UserRecord {
-                secret: Some(secret.clone()),
-                last_step: step,
-                enrolled_at: Some(now),
-                not_before: old.not_before,
-                last_login: Some(now),
-            };
-            (Some(new), true)
-        })?;
+    ) -> Result<Outcome, StoreError> {
+        let outcome = self.update_user(realm, user, |old| UserRecord::apply(old, &op, now))?;
         self.flush().await?;
-        Ok(done)
-    }
-
-    async fn consume_step(
-        &self,
-        realm: &str,
-        user: &str,
-        step: u64,
-        now: u64,
-    ) -> Result<StepOutcome, StoreError> {
-        let outcome = self.update_user(realm, user, |old| match old {
-            Some(r) if !r.enrolled() => (Some(r), StepOutcome::NotEnrolled),
-            None => (None, StepOutcome::NotEnrolled),
-            Some(r) if step <= r.last_step => (Some(r), StepOutcome::Replayed),
-            Some(r) => (
-                Some(UserRecord {
-                    last_step: step,
-                    last_login: Some(now),
-                    ..r
-                }),
-                StepOutcome::Accepted,
-            ),
-        })?;
-        if outcome == StepOutcome::Accepted {
-            self.flush().await?;
-        }
         Ok(outcome)
-    }
-
-    async fn reset(&self, realm: &str, user: &str, now: u64) -> Result<bool, StoreError> {
-        let was = self.update_user(realm, user, |old| {
-            let old = old.unwrap_or_default();
-            let was = old.enrolled();
-            let new = UserRecord {
-                secret: None,
-                last_step: 0,
-                enrolled_at: None,
-                // Strictly after every session issued so far, even within this second.
-                not_before: now.saturating_add(1).max(old.not_before),
-                last_login: old.last_login,
-            };
-            (Some(new), was)
-        })?;
-        self.flush().await?;
-        Ok(was)
     }
 
     async fn put_pending(&self, id: &str, login: &PendingLogin) -> Result<(), StoreError> {
@@ -250,7 +199,7 @@ mod tests {
     use super::*;
     use crate::store::seal::{seal, Purpose};
 
-    fn sealed() -> Sealed {
+    fn sealed() -> crate::store::Sealed {
         seal(
             &[1u8; 32],
             Purpose::Active,
@@ -262,43 +211,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn enrollment_replay_and_reset() -> Result<(), Box<dyn std::error::Error>> {
+    async fn operations_are_stored_and_survive_reopening() -> Result<(), Box<dyn std::error::Error>>
+    {
         let dir = tempfile::tempdir()?;
-        let store = SledStore::open(&dir.path().join("s"))?;
+        let path = dir.path().join("s");
+        {
+            let store = SledStore::open(&path)?;
+            let s = sealed();
+            let op = UserOp::Activate {
+                secret: &s,
+                step: 10,
+                recovery: &[],
+            };
+            assert_eq!(store.apply("r", "u", op, 300).await?, Outcome::Applied);
+            assert_eq!(
+                store.apply("r", "u", op, 300).await?,
+                Outcome::AlreadyEnrolled
+            );
+            assert_eq!(
+                store
+                    .apply("r", "u", UserOp::ConsumeStep { step: 11 }, 330)
+                    .await?,
+                Outcome::Applied
+            );
+        }
+        let store = SledStore::open(&path)?;
         assert_eq!(
-            store.consume_step("r", "u", 5, 100).await?,
-            StepOutcome::NotEnrolled
+            store
+                .apply("r", "u", UserOp::ConsumeStep { step: 11 }, 330)
+                .await?,
+            Outcome::Replayed
         );
-        assert!(store.activate("r", "u", sealed(), 10, 300).await?);
-        assert!(
-            !store.activate("r", "u", sealed(), 11, 330).await?,
-            "second activation refused"
-        );
+        assert_eq!(store.users(Some("r")).await?.len(), 1);
+        assert_eq!(store.users(Some("q")).await?.len(), 0);
         assert_eq!(
-            store.consume_step("r", "u", 10, 300).await?,
-            StepOutcome::Replayed
+            store.apply("r", "u", UserOp::Reset, 400).await?,
+            Outcome::Applied
         );
-        assert_eq!(
-            store.consume_step("r", "u", 9, 300).await?,
-            StepOutcome::Replayed
-        );
-        assert_eq!(
-            store.consume_step("r", "u", 11, 330).await?,
-            StepOutcome::Accepted
-        );
-        assert_eq!(
-            store.consume_step("r", "u", 11, 330).await?,
-            StepOutcome::Replayed
-        );
-        assert!(store.reset("r", "u", 400).await?);
         let rec = store.user("r", "u").await?.unwrap_or_default();
         assert!(!rec.enrolled());
-        assert_eq!(rec.last_step, 0);
         assert_eq!(rec.not_before, 401);
-        assert_eq!(
-            store.consume_step("r", "u", 12, 400).await?,
-            StepOutcome::NotEnrolled
-        );
         Ok(())
     }
 
@@ -306,17 +258,30 @@ mod tests {
     async fn concurrent_consumption_accepts_once() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = SledStore::open(&dir.path().join("s"))?;
-        store.activate("r", "u", sealed(), 1, 30).await?;
+        let s = sealed();
+        store
+            .apply(
+                "r",
+                "u",
+                UserOp::Activate {
+                    secret: &s,
+                    step: 1,
+                    recovery: &[],
+                },
+                30,
+            )
+            .await?;
         let mut tasks = Vec::new();
         for _ in 0..32 {
-            let s = store.clone();
+            let st = store.clone();
             tasks.push(tokio::spawn(async move {
-                s.consume_step("r", "u", 2, 60).await
+                st.apply("r", "u", UserOp::ConsumeStep { step: 2 }, 60)
+                    .await
             }));
         }
         let mut accepted = 0;
         for t in tasks {
-            if t.await?? == StepOutcome::Accepted {
+            if t.await?? == Outcome::Applied {
                 accepted += 1;
             }
         }

@@ -368,6 +368,29 @@ impl Got {
             .collect()
     }
 
+    /// Where a finished login sends the browser: the 303 `Location`, or — right after
+    /// enrollment, which answers 200 with the recovery codes — the page's continue link.
+    pub fn next(&self) -> Option<String> {
+        match self.status {
+            StatusCode::SEE_OTHER => self.header("location"),
+            StatusCode::OK => between(&self.body, "href=\"", "\" id=\"continue\"")
+                .map(|h| h.replace("&amp;", "&")),
+            _ => None,
+        }
+    }
+
+    /// The recovery codes shown on the page after enrollment.
+    pub fn recovery_codes(&self) -> Vec<String> {
+        let Some(list) = between(&self.body, "id=\"recovery-codes\">", "</ol>") else {
+            return Vec::new();
+        };
+        list.split("<code>")
+            .skip(1)
+            .filter_map(|c| c.split("</code>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The value of the hidden CSRF field on a gate page.
     pub fn csrf(&self) -> String {
         between(&self.body, "name=\"csrf\" value=\"", "\"")
@@ -571,6 +594,32 @@ impl TestGate {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let text = config_text(&dir, upstream, top, site);
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut gate = TestGate::launch(&dir, &text, clock).await;
+        gate._tmp = Some(tmp);
+        gate
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A gate with another first factor (e.g. form mode) in front of an external upstream
+// ---------------------------------------------------------------------------------------
+
+impl TestGate {
+    /// Like [`TestGate::start_upstream`], with `first_factor` (the inline table, e.g.
+    /// `{ mode = "form", login_path = "/login", ... }`) in place of Basic with `/probe`.
+    pub async fn start_upstream_first_factor(
+        upstream: SocketAddr,
+        top: &str,
+        site: &str,
+        first_factor: &str,
+    ) -> TestGate {
+        const BASIC: &str = r#"first_factor = { mode = "basic", probe_path = "/probe" }"#;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let text = config_text(&dir, upstream, top, site);
+        assert!(text.contains(BASIC), "config_text no longer has {BASIC}");
+        let text = text.replace(BASIC, &format!("first_factor = {first_factor}"));
         let clock = Arc::new(ManualClock::new(T0));
         let mut gate = TestGate::launch(&dir, &text, clock).await;
         gate._tmp = Some(tmp);
