@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the tools the tests drive
-# (nginx, oathtool, zbarimg, rsvg-convert, chromium, curl, openssl, systemd-analyze), then
+# (nginx, oathtool, zbarimg, rsvg-convert, chromium, curl, openssl, systemd-analyze, and
+# Django from PyPI), then
 # checks formatting and lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# A real third-party form-login console for tests/django_form.rs (Django's admin, PyPI).
+python3 -c 'import django' 2>/dev/null || python3 -m pip install --quiet 'django>=4.2,<6'
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

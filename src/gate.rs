@@ -182,6 +182,11 @@ impl Gate {
     }
 
     fn forwarding(&self, ctx: &Ctx, user: Option<String>) -> Forwarding {
+        // Without a verified user, a form console must not see its session cookie either.
+        let hide_cookie = match (&user, &self.site(ctx).first_factor) {
+            (None, FirstFactor::Form(f)) => Some(f.session_cookie.clone()),
+            _ => None,
+        };
         let trusted = self
             .config
             .server
@@ -194,11 +199,19 @@ impl Gate {
             tls: ctx.tls,
             host: ctx.host.clone(),
             user,
+            hide_cookie,
         }
     }
 
     /// A request for the console: pass it with a valid session, else start the login.
     async fn console(&self, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+        // A login POST is always judged as a new login, session or not: it must not switch
+        // the console to another user behind an existing gate session.
+        if let FirstFactor::Form(form) = &self.site(ctx).first_factor {
+            if req.method() == Method::POST && req.uri().path() == form.login_path {
+                return self.form_submit(ctx, req, form).await;
+            }
+        }
         let session = match self.valid_session(ctx, req.headers()).await {
             Err(e) => return store_failure(&e),
             Ok(None) => return self.first_factor(ctx, req).await,

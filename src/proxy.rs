@@ -79,6 +79,9 @@ pub struct Forwarding {
     pub tls: bool,
     pub host: HeaderValue,
     pub user: Option<String>,
+    /// A console cookie to withhold as well (form mode without a gate session: the console
+    /// must see an anonymous visitor).
+    pub hide_cookie: Option<String>,
 }
 
 impl Upstream {
@@ -279,7 +282,11 @@ pub fn prepare_request_headers(
     let cookies: Vec<HeaderValue> = headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(session::strip_gate_cookies)
+        .filter_map(|v| {
+            session::strip_cookies(v, |name| {
+                session::Names::is_gate_cookie(name) || fwd.hide_cookie.as_deref() == Some(name)
+            })
+        })
         .collect();
     headers.remove(COOKIE);
     for c in cookies {

@@ -183,20 +183,14 @@ pub fn encode_session(session: &Session) -> Option<String> {
     serde_json::to_string(session).ok()
 }
 
-/// The `Cookie` header without the gate's own cookies (the console never sees them).
-/// Returns `None` when nothing is left.
-pub fn strip_gate_cookies(value: &HeaderValue) -> Option<HeaderValue> {
+/// The `Cookie` header without the cookies `drop` names. Returns `None` when nothing is
+/// left.
+pub fn strip_cookies(value: &HeaderValue, drop: impl Fn(&str) -> bool) -> Option<HeaderValue> {
     let text = value.to_str().ok()?;
-    if !text.contains("mfa_") {
-        return Some(value.clone());
-    }
     let kept: Vec<&str> = text
         .split(';')
         .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            !pair.is_empty() && !Names::is_gate_cookie(name)
-        })
+        .filter(|pair| !pair.is_empty() && !drop(pair.split('=').next().unwrap_or("").trim()))
         .collect();
     if kept.is_empty() {
         None
@@ -347,11 +341,14 @@ mod tests {
     fn gate_cookies_are_stripped_for_the_console() {
         let v = HeaderValue::from_static("a=1; mfa_session=x; __Host-mfa_pending=y; JSESSIONID=z");
         assert_eq!(
-            strip_gate_cookies(&v),
+            strip_cookies(&v, Names::is_gate_cookie),
             Some(HeaderValue::from_static("a=1; JSESSIONID=z"))
         );
         assert_eq!(
-            strip_gate_cookies(&HeaderValue::from_static("mfa_session=x")),
+            strip_cookies(
+                &HeaderValue::from_static("mfa_session=x"),
+                Names::is_gate_cookie
+            ),
             None
         );
     }
