@@ -38,6 +38,8 @@ pub async fn handle(gate: &Gate, ctx: &Ctx, req: Request<Incoming>, rest: &str) 
         (Method::POST, "verify") => submit(gate, ctx, req, Step::Verify).await,
         (Method::GET | Method::HEAD, "logout") => Ok(logout_page(gate, req.headers())),
         (Method::POST, "logout") => logout(gate, ctx, req).await,
+        (_, "admin" | "api") => Ok(crate::admin::handle(gate, ctx, req, rest).await),
+        (_, r) if r.starts_with("admin/") || r.starts_with("api/") => Ok(crate::admin::handle(gate, ctx, req, rest).await),
         (_, "healthz" | "login" | "enroll" | "verify" | "logout") => Ok(message::page(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed",
@@ -127,11 +129,11 @@ fn expired_login() -> Response<Body> {
 }
 
 /// The CSRF token of a pending login or session id.
-fn csrf_token(gate: &Gate, id: &str) -> String {
+pub fn csrf_token(gate: &Gate, id: &str) -> String {
     B64URL.encode(keyed_hash(&gate.keys.csrf, &[b"csrf", id.as_bytes()]))
 }
 
-fn csrf_ok(gate: &Gate, id: &str, token: &str) -> bool {
+pub fn csrf_ok(gate: &Gate, id: &str, token: &str) -> bool {
     csrf_token(gate, id)
         .as_bytes()
         .ct_eq(token.as_bytes())
@@ -140,7 +142,7 @@ fn csrf_ok(gate: &Gate, id: &str, token: &str) -> bool {
 
 /// Refuses cross-site requests: `Sec-Fetch-Site` must be same-origin (or absent/none) and
 /// `Origin`, when sent, must be this host.
-fn same_origin(ctx: &Ctx, headers: &HeaderMap) -> bool {
+pub fn same_origin(ctx: &Ctx, headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         if site != "same-origin" && site != "none" {
             return false;
@@ -157,7 +159,7 @@ fn same_origin(ctx: &Ctx, headers: &HeaderMap) -> bool {
     }
 }
 
-fn cross_site() -> Response<Body> {
+pub fn cross_site() -> Response<Body> {
     message::page(
         StatusCode::FORBIDDEN,
         "Request refused",

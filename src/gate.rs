@@ -17,10 +17,10 @@ use crate::keys::Keys;
 use crate::pages::message;
 use crate::proxy::{self, Body, Forwarding, Upstream};
 use crate::session::{self, Names, Session};
-use crate::store::{seal, PendingLogin, Store, StoreError};
+use crate::store::{seal, PendingLogin, Store, StoreError, UserOp};
 use crate::target::{self, Route};
 use crate::throttle::IpLimiter;
-use crate::{flow, totp};
+use crate::{flow, totp, users};
 
 /// Everything a request needs; a cheap `Clone` over an `Arc`.
 #[derive(Clone, Debug)]
@@ -37,6 +37,9 @@ pub struct Inner {
     pub upstream: Upstream,
     pub limiter: IpLimiter,
     pub names: Names,
+    /// Users whose sessions were just revoked (reset): open upgraded connections of theirs
+    /// close when their (realm, user) goes by.
+    pub revocations: tokio::sync::broadcast::Sender<(String, String)>,
     /// Each site's Basic challenge once learned from the console (std `Mutex`: held for a
     /// clone only, never across an await).
     challenges: Vec<Mutex<Option<HeaderValue>>>,
@@ -73,6 +76,7 @@ impl Gate {
                 upstream: Upstream::new(),
                 limiter,
                 names,
+                revocations: tokio::sync::broadcast::channel(64).0,
                 challenges,
             }),
         }
@@ -592,6 +596,40 @@ impl Gate {
             self.config.session.absolute.as_secs(),
             &self.keys.cookie,
         )
+    }
+
+    /// The admins of a realm: everyone listed in `admins` by a site of that realm.
+    pub fn realm_admins(&self, realm: &str) -> Vec<&str> {
+        self.config
+            .sites
+            .iter()
+            .filter(|s| s.realm == realm)
+            .flat_map(|s| s.admins.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// An admin reset: clears the user's secret, recovery codes, replay state and lockout in
+    /// one atomic step and ends every session of the user (open WebSockets included).
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub async fn reset_user(&self, realm: &str, user: &str, by: &str) -> Result<users::ActionResult, StoreError> {
+        let result = users::act(&*self.store, UserOp::Reset, realm, user, self.now()).await?;
+        tracing::info!(target: "mfa_gate::audit", event = "reset", realm, user, by, outcome = ?result);
+        if result == users::ActionResult::Done {
+            let _ = self.revocations.send((realm.to_string(), user.to_string()));
+        }
+        Ok(result)
+    }
+
+    /// An admin unlock: clears the per-account lockout.
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub async fn unlock_user(&self, realm: &str, user: &str, by: &str) -> Result<users::ActionResult, StoreError> {
+        let result = users::act(&*self.store, UserOp::Unlock, realm, user, self.now()).await?;
+        tracing::info!(target: "mfa_gate::audit", event = "unlock", realm, user, by, outcome = ?result);
+        Ok(result)
     }
 
     /// Periodic housekeeping: expired pending logins and revocations, quiet limiter keys.

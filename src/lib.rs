@@ -25,8 +25,10 @@
 //! | [`keys`] | master key file and derived keys |
 //! | [`pages`] | HTML pages, escaped by construction |
 //! | [`demo`] | the demo console and configuration |
+//! | [`users`] | list/show/reset/unlock for the CLI, admin socket and admin page |
 //! | [`clock`] | time as a parameter |
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -44,3 +46,4 @@ pub mod store;
 pub mod target;
 pub mod throttle;
 pub mod totp;
+pub mod users;
