@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin_socket::Request;
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,22 @@ pub enum Command {
         /// The TOML configuration file.
         config: PathBuf,
     },
+    /// List, show, reset or unlock users (through the running daemon, or on the store).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// The TOML configuration file (names the admin socket and the store).
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/mfa-gate/mfa-gate.toml"
+        )]
+        config: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Start a small Basic-auth console on loopback with the gate in front of it.
     Demo {
         /// Where the gate listens.
@@ -41,6 +58,22 @@ pub enum Command {
         #[arg(long, default_value = "mfa-gate-demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// List the users of a realm (or of all realms).
+    List {
+        /// Only this realm.
+        realm: Option<String>,
+    },
+    /// Show one user: REALM/USER.
+    Show { target: String },
+    /// Clear a user's authenticator, recovery codes and lockout and end their sessions;
+    /// they enroll again at the next login. REALM/USER.
+    Reset { target: String },
+    /// Clear a user's lockout after too many wrong codes. REALM/USER.
+    Unlock { target: String },
 }
 
 /// Exit code for a configuration mistake.
@@ -84,6 +117,41 @@ pub async fn run(cli: Cli) -> ExitCode {
                     eprintln!("mfa-gate: {e}");
                     tracing::error!(error = %e, "cannot start");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::User {
+            action,
+            config,
+            json,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let target = |t: &str| {
+                crate::users::parse_target(t).map(|(r, u)| (r.to_string(), u.to_string()))
+            };
+            let req = match action {
+                UserAction::List { realm } => Some(Request::List { realm }),
+                UserAction::Show { target: t } => {
+                    target(&t).map(|(realm, user)| Request::Show { realm, user })
+                }
+                UserAction::Reset { target: t } => {
+                    target(&t).map(|(realm, user)| Request::Reset { realm, user })
+                }
+                UserAction::Unlock { target: t } => {
+                    target(&t).map(|(realm, user)| Request::Unlock { realm, user })
+                }
+            };
+            match req {
+                Some(req) => crate::user_cmd::run(&config, req, json).await,
+                None => {
+                    eprintln!("mfa-gate: name the user as REALM/USER, e.g. router/alice");
+                    ExitCode::from(EXIT_CONFIG)
                 }
             }
         }

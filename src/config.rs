@@ -77,6 +77,8 @@ pub struct Server {
     pub header_timeout: Duration,
     /// Largest request head accepted; larger heads get 431.
     pub max_header_bytes: usize,
+    /// The unix socket the CLI uses to reach the running daemon (mode 0600).
+    pub admin_socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -424,6 +426,17 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
         prefix,
         header_timeout: duration(at, raw.header_timeout.as_ref(), Duration::from_secs(10))?,
         max_header_bytes: 64 * 1024,
+        admin_socket: match raw.admin_socket {
+            None => PathBuf::from("/run/mfa-gate/admin.sock"),
+            Some(p) if p.get_ref().starts_with('/') => PathBuf::from(p.get_ref()),
+            Some(p) => {
+                return Err(at.at(
+                    &p,
+                    "the admin socket path must be absolute",
+                    "e.g. \"/run/mfa-gate/admin.sock\"",
+                ))
+            }
+        },
     })
 }
 
@@ -818,6 +831,7 @@ mod raw {
         pub trusted_proxies: Option<Vec<Spanned<String>>>,
         pub prefix: Option<Spanned<String>>,
         pub header_timeout: Option<Spanned<String>>,
+        pub admin_socket: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]

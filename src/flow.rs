@@ -39,7 +39,9 @@ pub async fn handle(gate: &Gate, ctx: &Ctx, req: Request<Incoming>, rest: &str) 
         (Method::GET | Method::HEAD, "logout") => Ok(logout_page(gate, req.headers())),
         (Method::POST, "logout") => logout(gate, ctx, req).await,
         (_, "admin" | "api") => Ok(crate::admin::handle(gate, ctx, req, rest).await),
-        (_, r) if r.starts_with("admin/") || r.starts_with("api/") => Ok(crate::admin::handle(gate, ctx, req, rest).await),
+        (_, r) if r.starts_with("admin/") || r.starts_with("api/") => {
+            Ok(crate::admin::handle(gate, ctx, req, rest).await)
+        }
         (_, "healthz" | "login" | "enroll" | "verify" | "logout") => Ok(message::page(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed",

@@ -197,7 +197,13 @@ impl Gate {
             .trusted_proxies
             .iter()
             .any(|n| n.contains(&ctx.peer.ip()));
+        let revocations = user.as_ref().map(|u| proxy::Revocations {
+            sender: self.revocations.clone(),
+            realm: self.site(ctx).realm.clone(),
+            user: u.clone(),
+        });
         Forwarding {
+            revocations,
             peer: ctx.peer.ip(),
             peer_trusted: trusted,
             tls: ctx.tls,
@@ -613,7 +619,12 @@ impl Gate {
     ///
     /// # Errors
     /// The store cannot be written.
-    pub async fn reset_user(&self, realm: &str, user: &str, by: &str) -> Result<users::ActionResult, StoreError> {
+    pub async fn reset_user(
+        &self,
+        realm: &str,
+        user: &str,
+        by: &str,
+    ) -> Result<users::ActionResult, StoreError> {
         let result = users::act(&*self.store, UserOp::Reset, realm, user, self.now()).await?;
         tracing::info!(target: "mfa_gate::audit", event = "reset", realm, user, by, outcome = ?result);
         if result == users::ActionResult::Done {
@@ -626,7 +637,12 @@ impl Gate {
     ///
     /// # Errors
     /// The store cannot be written.
-    pub async fn unlock_user(&self, realm: &str, user: &str, by: &str) -> Result<users::ActionResult, StoreError> {
+    pub async fn unlock_user(
+        &self,
+        realm: &str,
+        user: &str,
+        by: &str,
+    ) -> Result<users::ActionResult, StoreError> {
         let result = users::act(&*self.store, UserOp::Unlock, realm, user, self.now()).await?;
         tracing::info!(target: "mfa_gate::audit", event = "unlock", realm, user, by, outcome = ?result);
         Ok(result)

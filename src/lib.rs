@@ -9,7 +9,9 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`cli`] | `serve`, `check-config`, `demo` |
+//! | [`cli`] | `serve`, `check-config`, `demo`, `user list/show/reset/unlock` |
+//! | [`admin_socket`] | the root-only unix socket the CLI uses to reach the daemon |
+//! | [`admin`] | the admin web page and JSON API |
 //! | [`config`] | TOML → validated [`config::Config`], errors with file:line:column |
 //! | [`server`] | listeners (plain/TLS), accept loop, graceful shutdown, systemd notify |
 //! | [`gate`] | the decision for one request: refuse, gate page, challenge, or pass |
@@ -29,6 +31,7 @@
 //! | [`clock`] | time as a parameter |
 
 pub mod admin;
+pub mod admin_socket;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -46,4 +49,5 @@ pub mod store;
 pub mod target;
 pub mod throttle;
 pub mod totp;
+pub mod user_cmd;
 pub mod users;

@@ -82,6 +82,32 @@ pub struct Forwarding {
     /// A console cookie to withhold as well (form mode without a gate session: the console
     /// must see an anonymous visitor).
     pub hide_cookie: Option<String>,
+    /// For a verified user: the channel announcing resets, so an upgraded connection of a
+    /// reset user is closed at once.
+    pub revocations: Option<Revocations>,
+}
+
+/// Where resets are announced, and whose connection this is.
+#[derive(Debug, Clone)]
+pub struct Revocations {
+    pub sender: tokio::sync::broadcast::Sender<(String, String)>,
+    pub realm: String,
+    pub user: String,
+}
+
+impl Revocations {
+    /// Resolves when this user is reset (or when announcements were missed: fail closed).
+    async fn announced(self, mut rx: tokio::sync::broadcast::Receiver<(String, String)>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok((realm, user)) if realm == self.realm && user == self.user => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 impl Upstream {
@@ -187,14 +213,31 @@ impl Upstream {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
                 let console_side = hyper::upgrade::on(&mut resp);
+                let watch = fwd.revocations.clone().map(|r| {
+                    let rx = r.sender.subscribe();
+                    (r, rx)
+                });
                 tokio::spawn(async move {
-                    match tokio::try_join!(client_side, console_side) {
-                        Ok((client, console)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut console = TokioIo::new(console);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut console).await;
+                    let (client, console) = match tokio::try_join!(client_side, console_side) {
+                        Ok(both) => both,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "upgrade failed");
+                            return;
                         }
-                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    };
+                    let mut client = TokioIo::new(client);
+                    let mut console = TokioIo::new(console);
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut console);
+                    match watch {
+                        None => {
+                            let _ = copy.await;
+                        }
+                        Some((who, rx)) => tokio::select! {
+                            _ = copy => {}
+                            () = who.clone().announced(rx) => {
+                                tracing::info!(realm = %who.realm, user = %who.user, "closing an upgraded connection of a reset user");
+                            }
+                        },
                     }
                 });
                 let (parts, _) = resp.into_parts();

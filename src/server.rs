@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
@@ -101,9 +101,10 @@ pub async fn serve_then(config: Config, ready: impl FnOnce(SocketAddr)) -> Resul
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
+    let admin = bind_admin(&gate).await;
     ready(listener.local_addr().unwrap_or(addr));
     notify_ready();
-    run(listener, tls, gate, shutdown_signal()).await;
+    run_bound(listener, tls, gate, admin, shutdown_signal()).await;
     Ok(())
 }
 
@@ -143,7 +144,40 @@ pub async fn run(
     gate: Gate,
     shutdown: impl Future<Output = ()>,
 ) {
+    let admin = bind_admin(&gate).await;
+    run_bound(listener, tls, gate, admin, shutdown).await;
+}
+
+/// Binds the admin socket named in the configuration (logged, not fatal, when it fails:
+/// the gate still protects the consoles; the CLI then reports that it cannot reach it).
+pub async fn bind_admin(gate: &Gate) -> Option<UnixListener> {
+    let path = &gate.config.server.admin_socket;
+    match crate::admin_socket::bind(path).await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the admin socket; `mfa-gate user …` will not reach this daemon");
+            None
+        }
+    }
+}
+
+/// [`run`] with the admin socket already bound.
+pub async fn run_bound(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    gate: Gate,
+    admin: Option<UnixListener>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
+    let socket_path = gate.config.server.admin_socket.clone();
+    let admin = admin.map(|l| {
+        tokio::spawn(crate::admin_socket::serve(
+            l,
+            gate.clone(),
+            socket_path.clone(),
+        ))
+    });
     let sweeper = {
         let gate = gate.clone();
         tokio::spawn(async move {
@@ -177,6 +211,10 @@ pub async fn run(
     }
     drop(listener);
     sweeper.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+        let _ = std::fs::remove_file(&socket_path);
+    }
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()

@@ -1,12 +1,12 @@
 //! User administration shared by the CLI (direct store access), the admin socket and the
 //! admin web page: list, show, reset, unlock — as plain data for people and scripts.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::{Outcome, Store, StoreError, UserOp, UserRecord};
 
 /// One user as an admin sees it. Never contains a secret or a code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserView {
     pub realm: String,
     pub user: String,
@@ -38,7 +38,11 @@ impl UserView {
 
     /// A short state for people: "enrolled", "not enrolled", "locked", …
     pub fn state(&self, now: u64) -> String {
-        let base = if self.enrolled { "enrolled" } else { "not enrolled" };
+        let base = if self.enrolled {
+            "enrolled"
+        } else {
+            "not enrolled"
+        };
         if self.hard_locked {
             format!("{base}, locked until unlocked")
         } else if self.locked_until > now {
@@ -72,12 +76,19 @@ pub async fn list(store: &dyn Store, realm: Option<&str>) -> Result<Vec<UserView
 ///
 /// # Errors
 /// The store cannot be read.
-pub async fn show(store: &dyn Store, realm: &str, user: &str) -> Result<Option<UserView>, StoreError> {
-    Ok(store.user(realm, user).await?.map(|r| UserView::new(realm, user, &r)))
+pub async fn show(
+    store: &dyn Store,
+    realm: &str,
+    user: &str,
+) -> Result<Option<UserView>, StoreError> {
+    Ok(store
+        .user(realm, user)
+        .await?
+        .map(|r| UserView::new(realm, user, &r)))
 }
 
 /// What an admin action did, for people and scripts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionResult {
     Done,
@@ -88,7 +99,13 @@ pub enum ActionResult {
 ///
 /// # Errors
 /// The store cannot be written.
-pub async fn act(store: &dyn Store, op: UserOp<'_>, realm: &str, user: &str, now: u64) -> Result<ActionResult, StoreError> {
+pub async fn act(
+    store: &dyn Store,
+    op: UserOp<'_>,
+    realm: &str,
+    user: &str,
+    now: u64,
+) -> Result<ActionResult, StoreError> {
     Ok(match store.apply(realm, user, op, now).await? {
         Outcome::NoSuchUser => ActionResult::NoSuchUser,
         _ => ActionResult::Done,

@@ -250,6 +250,7 @@ pub fn config_text(dir: &Path, upstream: SocketAddr, top: &str, site: &str) -> S
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
+admin_socket = "{sock}"
 {top}
 
 [store]
@@ -271,6 +272,7 @@ first_factor = {{ mode = "basic", probe_path = "/probe" }}
 "#,
         store = dir.join("store").display(),
         key = dir.join("master.key").display(),
+        sock = dir.join("admin.sock").display(),
     )
 }
 
@@ -305,9 +307,16 @@ impl TestGate {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(mfa_gate::server::run(listener, tls, gate, async move {
-            let _ = stopped.await;
-        }));
+        let admin = mfa_gate::server::bind_admin(&gate).await;
+        let task = tokio::spawn(mfa_gate::server::run_bound(
+            listener,
+            tls,
+            gate,
+            admin,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestGate {
             addr,
             clock,

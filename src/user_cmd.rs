@@ -1,0 +1,161 @@
+//! `mfa-gate user list|show|reset|unlock`: through the running daemon's admin socket, or
+//! straight on the store when the daemon is stopped.
+//!
+//! Exit codes: 0 done, 1 failure (store or socket), 2 configuration mistake, 3 no such
+//! user.
+
+use std::process::ExitCode;
+
+use crate::admin_socket::{self, Answer, Request};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::store::sled::SledStore;
+use crate::store::UserOp;
+use crate::users::{self, ActionResult, UserView};
+
+/// Exit code when the named user is not known.
+pub const EXIT_NO_SUCH_USER: u8 = 3;
+
+/// Runs one request and prints the answer for a person, or as JSON.
+pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
+    let answer = match admin_socket::ask(&config.server.admin_socket, &req).await {
+        Ok(a) => a,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            direct(config, &req).await
+        }
+        Err(e) => Answer {
+            ok: false,
+            error: Some(format!(
+                "cannot talk to the daemon at {}: {e}",
+                config.server.admin_socket.display()
+            )),
+            ..Answer::default()
+        },
+    };
+    print(&req, &answer, json)
+}
+
+/// The daemon is not running: open the store ourselves (sled refuses if it is locked).
+async fn direct(config: &Config, req: &Request) -> Answer {
+    let store = match SledStore::open(&config.store.path) {
+        Ok(s) => s,
+        Err(e) => {
+            return Answer {
+                ok: false,
+                error: Some(format!(
+                    "the daemon's admin socket {} does not answer and the store cannot be opened ({e}); is mfa-gate running as another user?",
+                    config.server.admin_socket.display()
+                )),
+                ..Answer::default()
+            }
+        }
+    };
+    let now = SystemClock.now();
+    let result = match req {
+        Request::List { realm } => users::list(&store, realm.as_deref()).await.map(|u| Answer {
+            ok: true,
+            users: Some(u),
+            ..Answer::default()
+        }),
+        Request::Show { realm, user } => users::show(&store, realm, user).await.map(|u| Answer {
+            ok: true,
+            users: Some(u.into_iter().collect()),
+            ..Answer::default()
+        }),
+        Request::Reset { realm, user } => users::act(&store, UserOp::Reset, realm, user, now)
+            .await
+            .map(|r| Answer {
+                ok: true,
+                result: Some(r),
+                ..Answer::default()
+            }),
+        Request::Unlock { realm, user } => users::act(&store, UserOp::Unlock, realm, user, now)
+            .await
+            .map(|r| Answer {
+                ok: true,
+                result: Some(r),
+                ..Answer::default()
+            }),
+    };
+    if let (Request::Reset { realm, user } | Request::Unlock { realm, user }, Ok(a)) =
+        (req, &result)
+    {
+        let event = if matches!(req, Request::Reset { .. }) {
+            "reset"
+        } else {
+            "unlock"
+        };
+        tracing::info!(target: "mfa_gate::audit", event, realm = %realm, user = %user, by = "cli(direct)", outcome = ?a.result);
+    }
+    result.unwrap_or_else(|e| Answer {
+        ok: false,
+        error: Some(e.to_string()),
+        ..Answer::default()
+    })
+}
+
+fn print(req: &Request, answer: &Answer, json: bool) -> ExitCode {
+    let code = if !answer.ok {
+        ExitCode::FAILURE
+    } else if answer.result == Some(ActionResult::NoSuchUser)
+        || (matches!(req, Request::Show { .. }) && answer.users.as_ref().is_some_and(Vec::is_empty))
+    {
+        ExitCode::from(EXIT_NO_SUCH_USER)
+    } else {
+        ExitCode::SUCCESS
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(answer).unwrap_or_default()
+        );
+        return code;
+    }
+    if let Some(e) = &answer.error {
+        eprintln!("mfa-gate: {e}");
+        return code;
+    }
+    let now = SystemClock.now();
+    match req {
+        Request::List { .. } => {
+            let users = answer.users.as_deref().unwrap_or_default();
+            if users.is_empty() {
+                println!("no users");
+            }
+            for u in users {
+                println!("{}/{}\t{}\tlast login {}", u.realm, u.user, u.state(now), when(u.last_login));
+            }
+        }
+        Request::Show { realm, user } => match answer.users.as_deref().and_then(|u| u.first()) {
+            None => eprintln!("no user {realm}/{user}"),
+            Some(u) => show(u, now),
+        },
+        Request::Reset { realm, user } => match answer.result {
+            Some(ActionResult::Done) => println!("reset {realm}/{user}: authenticator, recovery codes and lockout cleared, sessions ended; the user enrolls again at the next login"),
+            _ => eprintln!("no user {realm}/{user}"),
+        },
+        Request::Unlock { realm, user } => match answer.result {
+            Some(ActionResult::Done) => println!("unlocked {realm}/{user}"),
+            _ => eprintln!("no user {realm}/{user}"),
+        },
+    }
+    code
+}
+
+fn show(u: &UserView, now: u64) {
+    println!("user:            {}/{}", u.realm, u.user);
+    println!("state:           {}", u.state(now));
+    println!("enrolled at:     {}", when(u.enrolled_at));
+    println!("last login:      {}", when(u.last_login));
+    println!("failures:        {}", u.failures);
+    println!("recovery codes:  {} left", u.recovery_codes_left);
+}
+
+fn when(t: Option<u64>) -> String {
+    t.map_or_else(|| "never".to_string(), |t| format!("{} (unix time)", t))
+}
