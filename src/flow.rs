@@ -38,16 +38,20 @@ pub async fn handle(gate: &Gate, ctx: &Ctx, req: Request<Incoming>, rest: &str) 
         (Method::POST, "verify") => submit(gate, ctx, req, Step::Verify).await,
         (Method::GET | Method::HEAD, "logout") => Ok(logout_page(gate, req.headers())),
         (Method::POST, "logout") => logout(gate, ctx, req).await,
+        (Method::GET | Method::HEAD, "recovery") => recovery_page(gate, ctx, req.headers()).await,
+        (Method::POST, "recovery") => regenerate_recovery(gate, ctx, req).await,
         (_, "admin" | "api") => Ok(crate::admin::handle(gate, ctx, req, rest).await),
         (_, r) if r.starts_with("admin/") || r.starts_with("api/") => {
             Ok(crate::admin::handle(gate, ctx, req, rest).await)
         }
-        (_, "healthz" | "login" | "enroll" | "verify" | "logout") => Ok(message::page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Method not allowed",
-            "This page does not accept that kind of request.",
-            None,
-        )),
+        (_, "healthz" | "login" | "enroll" | "verify" | "logout" | "recovery") => {
+            Ok(message::page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "This page does not accept that kind of request.",
+                None,
+            ))
+        }
         _ => Ok(message::page(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -593,6 +597,77 @@ async fn finish_login(
         resp.headers_mut().append(http::header::SET_COOKIE, c);
     }
     Ok(resp)
+}
+
+/// Offers new recovery codes to a fully signed-in user.
+async fn recovery_page(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, StoreError> {
+    let Some(s) = gate.valid_session(ctx, headers).await? else {
+        return Ok(redirect("/", Vec::new()));
+    };
+    let left = gate
+        .store
+        .user(&s.realm, &s.user)
+        .await?
+        .map_or(0, |u| u.recovery.len());
+    let body = format!(
+        "<h1>Recovery codes</h1><p>Signed in as <strong>{}</strong>; {left} unused recovery code{} left.</p>\
+<p>New codes replace all old ones, which stop working at once.</p>\
+<form method=\"post\" action=\"{}recovery\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<button type=\"submit\">Make new recovery codes</button></form>",
+        pages::esc(&s.user),
+        if left == 1 { "" } else { "s" },
+        pages::esc(&gate.config.server.prefix),
+        pages::esc(&csrf_token(gate, &s.id)),
+    );
+    Ok(pages::html(
+        StatusCode::OK,
+        pages::layout("Recovery codes", &body),
+    ))
+}
+
+/// Replaces a signed-in user's recovery codes and shows the new ones once.
+async fn regenerate_recovery(
+    gate: &Gate,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, StoreError> {
+    if !same_origin(ctx, req.headers()) {
+        return Ok(cross_site());
+    }
+    let Some(s) = gate.valid_session(ctx, req.headers()).await? else {
+        return Ok(redirect("/", Vec::new()));
+    };
+    let fields = match read_form(req, &["csrf"]).await {
+        Ok(f) => f,
+        Err(resp) => return Ok(resp),
+    };
+    if !csrf_ok(gate, &s.id, &fields[0]) {
+        return Ok(cross_site());
+    }
+    let codes = recovery::generate().map_err(|e| StoreError::Io(e.to_string()))?;
+    let hashes = recovery::hashes(&gate.keys.recovery, &s.realm, &s.user, &codes);
+    if gate
+        .store
+        .apply(
+            &s.realm,
+            &s.user,
+            UserOp::SetRecovery { hashes: &hashes },
+            gate.now(),
+        )
+        .await?
+        != Outcome::Applied
+    {
+        return Ok(redirect("/", Vec::new()));
+    }
+    tracing::info!(target: "mfa_gate::audit", event = "recovery_codes_regenerated", site = %s.site, realm = %s.realm, user = %s.user, ip = %ctx.client_ip);
+    Ok(pages::html(
+        StatusCode::OK,
+        pages::recovery::render(&codes, "/"),
+    ))
 }
 
 fn logout_page(gate: &Gate, headers: &HeaderMap) -> Response<Body> {

@@ -626,7 +626,7 @@ impl Gate {
         by: &str,
     ) -> Result<users::ActionResult, StoreError> {
         let result = users::act(&*self.store, UserOp::Reset, realm, user, self.now()).await?;
-        tracing::info!(target: "mfa_gate::audit", event = "reset", realm, user, by, outcome = ?result);
+        tracing::info!(target: "mfa_gate::audit", event = "reset", realm = %realm, user = %user, by = %by, outcome = ?result);
         if result == users::ActionResult::Done {
             let _ = self.revocations.send((realm.to_string(), user.to_string()));
         }
@@ -644,7 +644,7 @@ impl Gate {
         by: &str,
     ) -> Result<users::ActionResult, StoreError> {
         let result = users::act(&*self.store, UserOp::Unlock, realm, user, self.now()).await?;
-        tracing::info!(target: "mfa_gate::audit", event = "unlock", realm, user, by, outcome = ?result);
+        tracing::info!(target: "mfa_gate::audit", event = "unlock", realm = %realm, user = %user, by = %by, outcome = ?result);
         Ok(result)
     }
 
