@@ -15,6 +15,7 @@
 //! | [`config`] | TOML → validated [`config::Config`], errors with file:line:column |
 //! | [`server`] | listeners (plain/TLS), accept loop, graceful shutdown, systemd notify |
 //! | [`gate`] | the decision for one request: refuse, gate page, challenge, or pass |
+//! | [`framing`] | raw-byte guard against Content-Length + Transfer-Encoding |
 //! | [`target`] | request-target checks and the reserved-prefix routing decision |
 //! | [`flow`] | the gate's endpoints: login page, enroll/verify submissions, logout |
 //! | [`first_factor`] | how each mode learns "password accepted" (`basic`) |
@@ -38,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod first_factor;
 pub mod flow;
+pub mod framing;
 pub mod gate;
 pub mod keys;
 pub mod pages;

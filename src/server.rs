@@ -243,13 +243,25 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .max_header_list_size(gate.config.server.max_header_bytes as u32);
     let is_tls = tls.is_some();
-    let service = service_fn(move |req| {
-        let gate = gate.clone();
-        async move { Ok::<_, std::convert::Infallible>(gate.handle(req, peer, is_tls).await) }
-    });
+    let service = |smuggling: crate::framing::Flag| {
+        service_fn(move |req| {
+            let gate = gate.clone();
+            let smuggling = smuggling.clone();
+            async move {
+                if smuggling.raised() {
+                    return Ok::<_, std::convert::Infallible>(crate::pages::message::bad_request(
+                        "The request has both Content-Length and Transfer-Encoding.",
+                    ));
+                }
+                Ok(gate.handle(req, peer, is_tls).await)
+            }
+        })
+    };
+    // The framing guard watches the plaintext: inside TLS, not the TCP bytes.
     let result = match tls {
         None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let (stream, flag) = crate::framing::Watched::new(stream);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(flag));
             watcher.watch(conn.into_owned()).await
         }
         Some(acceptor) => {
@@ -261,7 +273,8 @@ async fn serve_connection(
                 }
                 Err(_) => return,
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let (stream, flag) = crate::framing::Watched::new(stream);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(flag));
             watcher.watch(conn.into_owned()).await
         }
     };

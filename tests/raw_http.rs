@@ -56,6 +56,8 @@ async fn setup(top: &str) -> (Console, TestGate) {
 async fn framing_attacks_get_400() {
     let (console, gate) = setup("").await;
     let cases = [
+        format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
         format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
         format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Content-Length: 5, 6\r\n\r\nhello"),
         format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
@@ -75,6 +77,25 @@ async fn framing_attacks_get_400() {
         "nothing reached the console: {:?}",
         console.requests()
     );
+}
+
+#[tokio::test]
+async fn a_smuggled_second_request_on_a_kept_alive_connection_gets_400() {
+    let (console, gate) = setup("").await;
+    let mut s = TcpStream::connect(gate.addr).await.unwrap();
+    let raw = format!(
+        "GET /.mfa/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nPOST /x HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Content-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("HTTP/1.1 400"), "{text}");
+    assert!(
+        !text.contains("HTTP/1.1 303") && !text.contains("console page"),
+        "{text}"
+    );
+    assert!(console.requests().is_empty(), "{:?}", console.requests());
 }
 
 #[tokio::test]
