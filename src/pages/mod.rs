@@ -1,6 +1,7 @@
 //! The gate's own HTML pages: one page a file, every interpolated value escaped by
 //! [`esc`], no JavaScript and no external assets (inline CSS and inline SVG only).
 
+pub mod admin;
 pub mod enroll;
 pub mod message;
 pub mod recovery;

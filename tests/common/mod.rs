@@ -635,3 +635,20 @@ impl TestGate {
         gate
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A browser for another site of the same gate (another Host)
+// ---------------------------------------------------------------------------------------
+
+impl Browser {
+    /// A browser for any base URL, e.g. `http://localhost:PORT` to reach the site whose
+    /// host is `localhost` (the `Host` header follows the base).
+    pub fn with_base(base: String, auth: Option<(&str, &str)>) -> Browser {
+        Browser {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            base,
+            cookies: Arc::default(),
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        }
+    }
+}
