@@ -22,6 +22,28 @@ pub struct SledStore {
     meta: sled::Tree,
 }
 
+/// Opens the sled directory. A process that has just closed it (a restart, the CLI right
+/// after the daemon stopped) may hold the directory lock a moment longer while sled's
+/// background thread winds down: wait up to two seconds for it.
+fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
+    let mut tries = 0;
+    loop {
+        let result = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match result {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && tries < 40 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
@@ -48,13 +70,9 @@ impl SledStore {
     /// # Errors
     /// The directory cannot be created or is locked by another process (a running daemon).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                StoreError::Io(format!("cannot open the store at {}: {e}", path.display()))
-            })?;
+        let db = open_db(path).map_err(|e| {
+            StoreError::Io(format!("cannot open the store at {}: {e}", path.display()))
+        })?;
         Ok(SledStore {
             users: db.open_tree("users").map_err(io)?,
             pending: db.open_tree("pending").map_err(io)?,
