@@ -149,12 +149,9 @@ async fn page_route(
         }
         (Method::POST, "admin/reset") => submit(gate, ctx, req, admin, Action::Reset).await,
         (Method::POST, "admin/unlock") => submit(gate, ctx, req, admin, Action::Unlock).await,
-        (_, "admin" | "admin/confirm" | "admin/reset" | "admin/unlock") => Ok(message::page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Method not allowed",
-            "This page does not accept that kind of request.",
-            None,
-        )),
+        (_, "admin" | "admin/confirm" | "admin/reset" | "admin/unlock") => {
+            Ok(message::method_not_allowed())
+        }
         _ => Ok(message::page(
             StatusCode::NOT_FOUND,
             "Not found",

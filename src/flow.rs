@@ -45,12 +45,7 @@ pub async fn handle(gate: &Gate, ctx: &Ctx, req: Request<Incoming>, rest: &str) 
             Ok(crate::admin::handle(gate, ctx, req, rest).await)
         }
         (_, "healthz" | "login" | "enroll" | "verify" | "logout" | "recovery") => {
-            Ok(message::page(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method not allowed",
-                "This page does not accept that kind of request.",
-                None,
-            ))
+            Ok(message::method_not_allowed())
         }
         _ => Ok(message::page(
             StatusCode::NOT_FOUND,
@@ -174,12 +169,21 @@ pub fn cross_site() -> Response<Body> {
     )
 }
 
-/// 429 with `Retry-After` and a page saying when to try again.
+/// 429 with `Retry-After` and a page saying when to try again (per-IP limit).
 pub fn too_many(wait_secs: u64) -> Response<Body> {
+    retry_later(
+        "Too many attempts",
+        "Too many sign-in attempts from your address.",
+        wait_secs,
+    )
+}
+
+/// A 429 page with `Retry-After`: the one shape of every "wait, then try again".
+fn retry_later(title: &str, why: &str, wait_secs: u64) -> Response<Body> {
     let mut resp = message::page(
         StatusCode::TOO_MANY_REQUESTS,
-        "Too many attempts",
-        &format!("Too many sign-in attempts from your address. Try again in {wait_secs} seconds."),
+        title,
+        &format!("{why} Try again in {wait_secs} seconds."),
         None,
     );
     if let Ok(v) = HeaderValue::from_str(&wait_secs.to_string()) {
@@ -243,14 +247,7 @@ async fn render_login(
             s
         }
     };
-    let secret = seal::open(
-        &gate.keys.seal,
-        Purpose::Provisional,
-        &p.realm,
-        &p.user,
-        &sealed,
-    )
-    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let secret = provisional_secret(gate, &p, &sealed)?;
     let uri = totp::otpauth_uri(&secret, issuer, &p.user)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let page = enroll::render(&enroll::Enroll {
@@ -264,6 +261,22 @@ async fn render_login(
     })
     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(pages::html(status, page))
+}
+
+/// Opens the provisional secret of a pending login.
+fn provisional_secret(
+    gate: &Gate,
+    p: &PendingLogin,
+    sealed: &Sealed,
+) -> Result<Vec<u8>, StoreError> {
+    seal::open(
+        &gate.keys.seal,
+        Purpose::Provisional,
+        &p.realm,
+        &p.user,
+        sealed,
+    )
+    .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Reads a body of at most `limit` bytes: 413 at once when `Content-Length` announces
@@ -401,14 +414,7 @@ async fn enroll(
         return render_login(gate, id, p, None, StatusCode::OK).await;
     };
     let now = gate.now();
-    let secret = seal::open(
-        &gate.keys.seal,
-        Purpose::Provisional,
-        &p.realm,
-        &p.user,
-        &sealed,
-    )
-    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let secret = provisional_secret(gate, &p, &sealed)?;
     let Some(matched) = totp::check(&secret, code, now, gate.config.totp.skew_steps) else {
         audit.event("enroll_wrong_code");
         let msg = "That code is not right. Check that the app shows this account and try the current code.";
@@ -534,18 +540,7 @@ async fn verify(
 /// only an admin can lift.
 fn locked(wait: Option<u64>) -> Response<Body> {
     match wait {
-        Some(secs) => {
-            let mut resp = message::page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many wrong codes",
-                &format!("This account had several wrong codes in a row. Try again in {secs} seconds."),
-                None,
-            );
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(RETRY_AFTER, v);
-            }
-            resp
-        }
+        Some(secs) => retry_later("Too many wrong codes", "This account had several wrong codes in a row.", secs),
         None => message::page(
             StatusCode::FORBIDDEN,
             "Account locked",

@@ -29,3 +29,13 @@ pub fn page(
 pub fn bad_request(text: &str) -> Response<Body> {
     page(StatusCode::BAD_REQUEST, "Bad request", text, None)
 }
+
+/// 405 for a gate page asked with the wrong method.
+pub fn method_not_allowed() -> Response<Body> {
+    page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        "This page does not accept that kind of request.",
+        None,
+    )
+}
