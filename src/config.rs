@@ -131,6 +131,8 @@ pub struct Site {
     pub user_header: Option<HeaderName>,
     /// Longest wait for the console's response headers before a 504.
     pub upstream_timeout: Duration,
+    /// Whether `Alice` and `alice` are two users (default: one, as most consoles see it).
+    pub case_sensitive_users: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -177,15 +179,34 @@ pub struct FormLogin {
     pub public: Vec<String>,
     /// The console's logout path; it ends the gate session too.
     pub logout_path: Option<String>,
+    /// Follow a console that renews its session cookie during a session (otherwise a new
+    /// session cookie outside the login ends the gate session).
+    pub follow_renewal: bool,
+    /// Pass the client's `Authorization` header to the console (off: a console that also
+    /// takes Basic auth would let anyone with a session act as another user).
+    pub forward_authorization: bool,
 }
 
 impl FormLogin {
-    /// Whether `path` (a checked path, without query) may reach the console without a session.
+    /// Whether `path` (a checked path, without query) may reach the console without a
+    /// session; compared as the console reads paths (decoded, without `;` parameters).
     pub fn is_public(&self, path: &str) -> bool {
+        let path = crate::first_factor::form::canonical_path(path);
         self.public.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => path.starts_with(prefix),
-            None => path == p,
+            None => path == *p,
         })
+    }
+
+    /// Whether `path` is the login form's target (as the console reads paths).
+    pub fn is_login(&self, path: &str) -> bool {
+        crate::first_factor::form::canonical_path(path) == self.login_path
+    }
+
+    /// Whether `path` is the console's logout (as the console reads paths).
+    pub fn is_logout(&self, path: &str) -> bool {
+        self.logout_path.as_deref()
+            == Some(crate::first_factor::form::canonical_path(path).as_str())
     }
 }
 
@@ -588,6 +609,7 @@ fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> 
         admins: raw.admins.unwrap_or_default(),
         user_header,
         upstream_timeout: duration(at, raw.upstream_timeout.as_ref(), Duration::from_secs(60))?,
+        case_sensitive_users: raw.case_sensitive_users.unwrap_or(false),
     })
 }
 
@@ -720,6 +742,8 @@ fn validate_first_factor(
                 failure_location,
                 public,
                 logout_path,
+                follow_renewal: raw.follow_renewal.unwrap_or(false),
+                forward_authorization: raw.forward_authorization.unwrap_or(false),
             }))
         }
         other => Err(at.at(
@@ -883,6 +907,7 @@ mod raw {
         pub admins: Option<Vec<String>>,
         pub user_header: Option<Spanned<String>>,
         pub upstream_timeout: Option<Spanned<String>>,
+        pub case_sensitive_users: Option<bool>,
     }
 
     /// `first_factor = { mode = "...", ... }`: a struct rather than a tagged enum, so every
@@ -900,6 +925,8 @@ mod raw {
         pub failure_location: Option<Spanned<String>>,
         pub public: Option<Vec<Spanned<String>>>,
         pub logout_path: Option<Spanned<String>>,
+        pub follow_renewal: Option<bool>,
+        pub forward_authorization: Option<bool>,
     }
 }
 

@@ -22,7 +22,7 @@ use crate::pages::{self, enroll, message, verify};
 use crate::proxy::Body;
 use crate::session::{self, Session};
 use crate::store::seal::{self, Purpose};
-use crate::store::{Outcome, PendingLogin, Sealed, StoreError, UserOp, UserRecord};
+use crate::store::{Outcome, PendingLogin, Sealed, StoreError, UserOp};
 use crate::{recovery, totp};
 
 /// Largest form body the gate reads; bigger ones get 413 before being read.
@@ -100,16 +100,10 @@ pub async fn pending_login(
     match &site.first_factor {
         FirstFactor::Basic { .. } => {
             if headers.contains_key(AUTHORIZATION) {
-                let Some(Ok(c)) = basic::credentials(headers) else {
+                let Some((user, bind)) = basic::identity(&gate.keys.binding, site, headers) else {
                     return Ok(None);
                 };
-                let bind = first_factor::binding(
-                    &gate.keys.binding,
-                    &site.realm,
-                    &c.user,
-                    c.password.as_bytes(),
-                );
-                if c.user != p.user || !first_factor::same_binding(&bind, &p.binding) {
+                if user != p.user || !first_factor::same_binding(&bind, &p.binding) {
                     return Ok(None);
                 }
             }
@@ -369,7 +363,7 @@ async fn submit(
         }
         (Step::Verify, None) => render_login(gate, &id, p, None, StatusCode::OK).await,
         (Step::Enroll, None) => enroll(gate, &id, p, code, audit).await,
-        (Step::Verify, Some(sealed)) => verify(gate, &id, p, &record, &sealed, code, audit).await,
+        (Step::Verify, Some(sealed)) => verify(gate, &id, p, &sealed, code, audit).await,
     }
 }
 
@@ -448,17 +442,36 @@ async fn verify(
     gate: &Gate,
     id: &str,
     p: PendingLogin,
-    record: &UserRecord,
     sealed: &Sealed,
     input: &str,
     audit: Audit,
 ) -> Result<Response<Body>, StoreError> {
     let now = gate.now();
-    if let Some(wait) = record.lockout(now) {
-        audit.event("login_refused_locked");
-        return Ok(locked(wait));
+    let is_code = totp::parse_code(input).is_ok();
+    let recovery_code = recovery::normalize(input);
+    if !is_code && recovery_code.is_none() {
+        let msg = "Enter the six-digit code from your app, or one of your recovery codes.";
+        return render_login(gate, id, p, Some(msg), StatusCode::BAD_REQUEST).await;
     }
-    let outcome = if totp::parse_code(input).is_ok() {
+    // The attempt is counted (or refused for a locked account) before anything is compared.
+    let policy = &gate.config.throttle.lock;
+    let (hard, locked_until, failures) = match gate
+        .store
+        .apply(&p.realm, &p.user, UserOp::Attempt { policy }, now)
+        .await?
+    {
+        Outcome::Counted {
+            hard,
+            locked_until,
+            failures,
+        } => (hard, locked_until, failures),
+        Outcome::Locked { wait } => {
+            audit.event("login_refused_locked");
+            return Ok(locked(wait));
+        }
+        _ => return render_login(gate, id, p, None, StatusCode::OK).await,
+    };
+    let outcome = if is_code {
         let secret = seal::open(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, sealed)
             .map_err(|e| {
                 StoreError::Corrupt(format!(
@@ -474,7 +487,8 @@ async fn verify(
                     .await?
             }
         }
-    } else if let Some(code) = recovery::normalize(input) {
+    } else {
+        let code = recovery_code.unwrap_or_default();
         let hash = recovery::hash(&gate.keys.recovery, &p.realm, &p.user, &code);
         let outcome = gate
             .store
@@ -489,9 +503,6 @@ async fn verify(
             audit.event("recovery_code_used");
         }
         outcome
-    } else {
-        let msg = "Enter the six-digit code from your app, or one of your recovery codes.";
-        return render_login(gate, id, p, Some(msg), StatusCode::BAD_REQUEST).await;
     };
     match outcome {
         Outcome::Applied => {
@@ -500,31 +511,13 @@ async fn verify(
         }
         Outcome::NotEnrolled => render_login(gate, id, p, None, StatusCode::OK).await,
         wrong => {
-            let failed = gate
-                .store
-                .apply(
-                    &p.realm,
-                    &p.user,
-                    UserOp::Failure {
-                        policy: &gate.config.throttle.lock,
-                    },
-                    now,
-                )
-                .await?;
             audit.event(if wrong == Outcome::Replayed {
                 "login_replayed_code"
             } else {
                 "login_wrong_code"
             });
-            if let Outcome::Failed {
-                locked_until,
-                hard,
-                failures,
-            } = failed
-            {
-                if hard || locked_until > now {
-                    tracing::warn!(target: "mfa_gate::audit", event = "account_locked", realm = %p.realm, user = %p.user, failures, hard, ip = %audit.ip);
-                }
+            if hard || locked_until > now {
+                tracing::warn!(target: "mfa_gate::audit", event = "account_locked", realm = %p.realm, user = %p.user, failures, hard, ip = %audit.ip);
             }
             let msg = if wrong == Outcome::Replayed {
                 "That code was already used. Wait for the next code in your app."
@@ -560,7 +553,10 @@ async fn finish_login(
     now: u64,
     new_codes: Option<&[String]>,
 ) -> Result<Response<Body>, StoreError> {
-    gate.store.take_pending(id).await?;
+    if gate.store.take_pending(id).await?.is_none() {
+        // Another request finished this login first (two codes sent at once).
+        return Ok(expired_login());
+    }
     let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, now)
         .map_err(|e| StoreError::Io(e.to_string()))?;
     let names = gate.names;

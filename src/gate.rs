@@ -186,10 +186,14 @@ impl Gate {
     }
 
     fn forwarding(&self, ctx: &Ctx, user: Option<String>) -> Forwarding {
-        // Without a verified user, a form console must not see its session cookie either.
-        let hide_cookie = match (&user, &self.site(ctx).first_factor) {
-            (None, FirstFactor::Form(f)) => Some(f.session_cookie.clone()),
-            _ => None,
+        // Without a verified user, a form console must not see its session cookie either;
+        // and unless the site says otherwise it never sees a client's Authorization.
+        let (hide_cookie, drop_authorization) = match (&user, &self.site(ctx).first_factor) {
+            (None, FirstFactor::Form(f)) => {
+                (Some(f.session_cookie.clone()), !f.forward_authorization)
+            }
+            (Some(_), FirstFactor::Form(f)) => (None, !f.forward_authorization),
+            (_, FirstFactor::Basic { .. }) => (None, false),
         };
         let trusted = self
             .config
@@ -210,6 +214,7 @@ impl Gate {
             host: ctx.host.clone(),
             user,
             hide_cookie,
+            drop_authorization,
         }
     }
 
@@ -218,7 +223,7 @@ impl Gate {
         // A login POST is always judged as a new login, session or not: it must not switch
         // the console to another user behind an existing gate session.
         if let FirstFactor::Form(form) = &self.site(ctx).first_factor {
-            if req.method() == Method::POST && req.uri().path() == form.login_path {
+            if req.method() == Method::POST && form.is_login(req.uri().path()) {
                 return self.form_submit(ctx, req, form).await;
             }
         }
@@ -232,7 +237,7 @@ impl Gate {
             FirstFactor::Form(f) => Some(f),
             FirstFactor::Basic { .. } => None,
         };
-        let logout = form.is_some_and(|f| f.logout_path.as_deref() == Some(req.uri().path()));
+        let logout = form.is_some_and(|f| f.is_logout(req.uri().path()));
         let fwd = self.forwarding(ctx, Some(session.user.clone()));
         let mut resp = self.upstream.forward(req, site, &fwd).await;
         let now = self.now();
@@ -256,19 +261,42 @@ impl Gate {
             }
             return resp;
         }
-        // A console that renews its session cookie moves the binding along with it.
-        let renewed = form
-            .and_then(|f| form::set_cookie_value(resp.headers(), &f.session_cookie))
-            .map(|value| {
-                first_factor::binding(
-                    &self.keys.binding,
-                    &site.realm,
-                    &session.user,
-                    value.as_bytes(),
-                )
-            });
-        if renewed.is_some() || session.needs_refresh(now) {
-            let bind = renewed.unwrap_or_else(|| session.bind.clone());
+        // A console that renews its session cookie: the binding follows only where the site
+        // allows it; otherwise the gate session ends (a new console session outside the
+        // login is a new login).
+        let renewed = form.and_then(|f| {
+            form::set_cookie_value(resp.headers(), &f.session_cookie).map(|v| (f, v))
+        });
+        let rebind = match renewed {
+            Some((f, value)) if f.follow_renewal => Some(first_factor::binding(
+                &self.keys.binding,
+                &site.realm,
+                &session.user,
+                value.as_bytes(),
+            )),
+            Some(_) => {
+                if let Err(e) = self
+                    .store
+                    .revoke_session(
+                        &session.id,
+                        session.iat + self.config.session.absolute.as_secs(),
+                    )
+                    .await
+                {
+                    return store_failure(&e);
+                }
+                tracing::info!(target: "mfa_gate::audit", event = "session_ended_console_renewed", site = %site.name, realm = %site.realm, user = %session.user, ip = %ctx.client_ip);
+                if let Some(c) =
+                    session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
+                {
+                    resp.headers_mut().append(SET_COOKIE, c);
+                }
+                return resp;
+            }
+            None => None,
+        };
+        if rebind.is_some() || session.needs_refresh(now) {
+            let bind = rebind.unwrap_or_else(|| session.bind.clone());
             let fresh = Session {
                 seen: now,
                 bind,
@@ -305,21 +333,10 @@ impl Gate {
             return Ok(None);
         }
         let bound = match &site.first_factor {
-            FirstFactor::Basic { .. } => match basic::credentials(headers) {
-                Some(Ok(c)) => {
-                    c.user == s.user
-                        && first_factor::same_binding(
-                            &s.bind,
-                            &first_factor::binding(
-                                &self.keys.binding,
-                                &site.realm,
-                                &c.user,
-                                c.password.as_bytes(),
-                            ),
-                        )
-                }
-                _ => false,
-            },
+            FirstFactor::Basic { .. } => basic::identity(&self.keys.binding, site, headers)
+                .is_some_and(|(user, bind)| {
+                    user == s.user && first_factor::same_binding(&s.bind, &bind)
+                }),
             FirstFactor::Form(f) => {
                 form::cookie_value(headers, &f.session_cookie).is_some_and(|v| {
                     first_factor::same_binding(
@@ -362,39 +379,37 @@ impl Gate {
         probe_path: &str,
     ) -> Response<Body> {
         let site = self.site(ctx);
-        let creds = match basic::credentials(req.headers()) {
-            Some(Ok(c)) => c,
-            _ => return basic::challenge(&self.challenge(ctx, probe_path).await),
+        // Nobody logs in until the console is known to refuse the probe without a password.
+        let challenge = match self.challenge(ctx, probe_path).await {
+            Ok(c) => c,
+            Err(page) => return page,
         };
-        if !first_factor::acceptable_user(&creds.user) {
-            return message::bad_request("This user name cannot be used with two-factor authentication (it contains ':' or a control character, or is too long).");
-        }
+        let (Some(Ok(_)), Some(authorization)) = (
+            basic::credentials(req.headers()),
+            req.headers().get(AUTHORIZATION),
+        ) else {
+            return basic::challenge(&challenge);
+        };
+        let Some((user, bind)) = basic::identity(&self.keys.binding, site, req.headers()) else {
+            return bad_user_name();
+        };
         if let Err(wait) = self.limiter.check(ctx.client_ip) {
             return flow::too_many(wait.as_secs().max(1));
         }
-        let Some(authorization) = req.headers().get(AUTHORIZATION) else {
-            return basic::challenge(&self.challenge(ctx, probe_path).await);
-        };
         match basic::check(&self.upstream, site, probe_path, &ctx.host, authorization).await {
             Err(page) => page,
             Ok(basic::Verdict::Refused(resp)) => {
-                tracing::info!(target: "mfa_gate::audit", event = "password_refused", site = %site.name, realm = %site.realm, user = %creds.user, ip = %ctx.client_ip);
+                tracing::info!(target: "mfa_gate::audit", event = "password_refused", site = %site.name, realm = %site.realm, user = %user, ip = %ctx.client_ip);
                 resp
             }
             Ok(basic::Verdict::Accepted) => {
-                let bind = first_factor::binding(
-                    &self.keys.binding,
-                    &site.realm,
-                    &creds.user,
-                    creds.password.as_bytes(),
-                );
                 let return_to = if req.method() == Method::GET || req.method() == Method::HEAD {
                     flow::safe_return_to(req.uri().path_and_query().map_or("/", |p| p.as_str()))
                 } else {
                     "/".to_string()
                 };
                 match self
-                    .start_pending(ctx, req.headers(), &creds.user, &bind, &return_to, None)
+                    .start_pending(ctx, req.headers(), &user, &bind, &return_to, None)
                     .await
                 {
                     Ok(resp) => resp,
@@ -413,7 +428,7 @@ impl Gate {
         form: &FormLogin,
     ) -> Response<Body> {
         let path = req.uri().path();
-        if req.method() == Method::POST && path == form.login_path {
+        if req.method() == Method::POST && form.is_login(path) {
             return self.form_submit(ctx, req, form).await;
         }
         if form.is_public(path) {
@@ -451,13 +466,20 @@ impl Gate {
             Ok(b) => b,
             Err(resp) => return resp,
         };
-        let user = form::username(&body, &form.username_field);
-        if user
-            .as_deref()
-            .is_some_and(|u| !first_factor::acceptable_user(u))
-        {
-            return message::bad_request("This user name cannot be used with two-factor authentication (it contains ':' or a control character, or is too long).");
-        }
+        let user = match form::login_user(
+            &parts.headers,
+            parts.uri.query(),
+            &body,
+            &form.username_field,
+        ) {
+            Ok(None) => None,
+            Ok(Some(name)) => match first_factor::canonical_user(&name, !site.case_sensitive_users)
+            {
+                Some(user) => Some(user),
+                None => return bad_user_name(),
+            },
+            Err(why) => return message::bad_request(why),
+        };
         let headers = parts.headers.clone();
         let req = Request::from_parts(parts, crate::pages::full(body));
         let resp = self
@@ -468,6 +490,9 @@ impl Gate {
             if let Some(user) = &user {
                 tracing::info!(target: "mfa_gate::audit", event = "password_refused", site = %site.name, realm = %site.realm, user = %user, ip = %ctx.client_ip);
             }
+            // Whatever the console meant, a login judged failed never hands out its session.
+            let mut resp = resp;
+            form::drop_set_cookie(resp.headers_mut(), &form.session_cookie);
             return resp;
         };
         let Some(user) = user else {
@@ -510,21 +535,17 @@ impl Gate {
     }
 
     /// The console's Basic challenge (learned once with an unauthenticated probe).
-    async fn challenge(&self, ctx: &Ctx, probe_path: &str) -> HeaderValue {
+    async fn challenge(&self, ctx: &Ctx, probe_path: &str) -> Result<HeaderValue, Response<Body>> {
         let slot = self.challenges.get(ctx.site_index);
         if let Some(known) = slot.and_then(|m| m.lock().ok().and_then(|g| g.clone())) {
-            return known;
+            return Ok(known);
         }
-        let site = self.site(ctx);
-        match basic::learn_challenge(&self.upstream, site, probe_path, &ctx.host).await {
-            Some(learned) => {
-                if let Some(Ok(mut g)) = slot.map(Mutex::lock) {
-                    *g = Some(learned.clone());
-                }
-                learned
-            }
-            None => basic::fallback_challenge(site),
+        let learned =
+            basic::learn_challenge(&self.upstream, self.site(ctx), probe_path, &ctx.host).await?;
+        if let Some(Ok(mut g)) = slot.map(Mutex::lock) {
+            *g = Some(learned.clone());
         }
+        Ok(learned)
     }
 
     /// Records a password-accepted login and sends the browser to the gate's login page.
@@ -655,6 +676,13 @@ impl Gate {
             tracing::warn!(error = %e, "store sweep failed");
         }
     }
+}
+
+/// 400 for a user name the gate cannot key an enrollment by.
+fn bad_user_name() -> Response<Body> {
+    message::bad_request(
+        "This user name cannot be used with two-factor authentication: it contains ':', a control character or surrounding spaces, is written in an unusual Unicode form, or is too long.",
+    )
 }
 
 /// A 303 to `location` with extra `Set-Cookie` headers.

@@ -26,7 +26,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Hop-by-hop headers that never cross the gate (RFC 9110 §7.6.1, plus the de-facto ones).
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -36,6 +36,7 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
     "proxy-authorization",
     "proxy-authenticate",
+    "http2-settings",
 ];
 
 /// Headers through which a client could claim an identity or a forwarding path. Compared
@@ -82,6 +83,8 @@ pub struct Forwarding {
     /// A console cookie to withhold as well (form mode without a gate session: the console
     /// must see an anonymous visitor).
     pub hide_cookie: Option<String>,
+    /// Remove the client's `Authorization` (form mode).
+    pub drop_authorization: bool,
     /// For a verified user: the channel announcing resets, so an upgraded connection of a
     /// reset user is closed at once.
     pub revocations: Option<Revocations>,
@@ -190,7 +193,10 @@ impl Upstream {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let upgrade = upgrade_protocol(req.headers());
+        // Only WebSocket, and only for a verified user: an h2c (or other) upgrade would turn
+        // the connection into a tunnel past every later check.
+        let upgrade = upgrade_protocol(req.headers())
+            .filter(|p| fwd.user.is_some() && p.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let path = req
             .uri()
@@ -320,7 +326,18 @@ pub fn prepare_request_headers(
         headers.remove(name);
     }
     if let Some(h) = &site.user_header {
-        headers.remove(h);
+        let wanted = h.as_str().replace('_', "-");
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().replace('_', "-") == wanted)
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
+    if fwd.drop_authorization {
+        headers.remove(http::header::AUTHORIZATION);
     }
     let cookies: Vec<HeaderValue> = headers
         .get_all(COOKIE)

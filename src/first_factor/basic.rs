@@ -54,6 +54,15 @@ fn parse(value: &[u8]) -> Result<Credentials, ()> {
     })
 }
 
+/// The user (in its canonical spelling for `site`) and the session binding of the Basic
+/// credentials in `headers`; `None` without usable credentials.
+pub fn identity(key: &[u8; 32], site: &Site, headers: &HeaderMap) -> Option<(String, String)> {
+    let c = credentials(headers)?.ok()?;
+    let user = super::canonical_user(&c.user, !site.case_sensitive_users)?;
+    let bind = super::binding(key, &site.realm, &user, c.password.as_bytes());
+    Some((user, bind))
+}
+
 /// What the console said about a set of credentials.
 pub enum Verdict {
     /// 2xx or 3xx: the password is right.
@@ -134,24 +143,32 @@ pub fn challenge(www_authenticate: &HeaderValue) -> Response<Body> {
     resp
 }
 
-/// The challenge to use when the console's own cannot be learned.
-pub fn fallback_challenge(site: &Site) -> HeaderValue {
-    HeaderValue::from_str(&format!("Basic realm=\"{}\"", site.name))
-        .unwrap_or(HeaderValue::from_static("Basic realm=\"console\""))
-}
-
-/// Learns the console's challenge from an unauthenticated probe.
+/// Learns the console's challenge from an unauthenticated probe. The probe path must
+/// answer 401 without credentials — otherwise every password would look "accepted", so
+/// the gate refuses to log anyone in (fail closed) and says why.
+///
+/// # Errors
+/// A ready-made 502/504 page: the console is unreachable, or the probe path is not
+/// protected.
 pub async fn learn_challenge(
     upstream: &Upstream,
     site: &Site,
     probe_path: &str,
     host: &HeaderValue,
-) -> Option<HeaderValue> {
-    let (status, resp) = probe(upstream, site, probe_path, host, None).await.ok()?;
-    if status != StatusCode::UNAUTHORIZED {
-        return None;
+) -> Result<HeaderValue, Response<Body>> {
+    let (status, resp) = probe(upstream, site, probe_path, host, None).await?;
+    match resp.headers().get(WWW_AUTHENTICATE) {
+        Some(challenge) if status == StatusCode::UNAUTHORIZED => Ok(challenge.clone()),
+        _ => {
+            tracing::error!(site = %site.name, probe_path, status = status.as_u16(), "the probe path answers without a password (expected 401 with WWW-Authenticate); refusing every login until probe_path names a protected page");
+            Err(message::page(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in is misconfigured",
+                "The gate cannot tell whether the console accepted a password (its probe page is not protected). Tell your administrator.",
+                None,
+            ))
+        }
     }
-    resp.headers().get(WWW_AUTHENTICATE).cloned()
 }
 
 /// An empty body, for responses without content.

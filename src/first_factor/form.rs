@@ -62,6 +62,23 @@ pub fn set_cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     result
 }
 
+/// Removes every `Set-Cookie` for cookie `name` from a response.
+pub fn drop_set_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let text = v.to_str().unwrap_or("");
+            text.split(['=', ';']).next().map(str::trim) != Some(name)
+        })
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for v in kept {
+        headers.append(SET_COOKIE, v);
+    }
+}
+
 /// Whether the console's answer to the login POST means "password accepted"; returns the
 /// new session cookie value.
 pub fn succeeded(form: &FormLogin, status: u16, headers: &HeaderMap) -> Option<String> {
@@ -121,6 +138,55 @@ pub fn username(body: &Bytes, field: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The user name of a login POST, read so that the console cannot read another one: the
+/// body must be urlencoded, and the field may appear once, in the body only (consoles
+/// differ on which duplicate or which of query and body wins).
+///
+/// # Errors
+/// Why the login is ambiguous (for a 400 page).
+pub fn login_user(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &Bytes,
+    field: &str,
+) -> Result<Option<String>, &'static str> {
+    let urlencoded = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !urlencoded {
+        return Err("The login form must be sent as application/x-www-form-urlencoded.");
+    }
+    if query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == field)) {
+        return Err("The user name may not be given in the address of the login form.");
+    }
+    let mut names = form_urlencoded::parse(body).filter(|(k, _)| k == field);
+    let first = names.next().map(|(_, v)| v.into_owned());
+    if names.next().is_some() {
+        return Err("The user name was given twice.");
+    }
+    Ok(first)
+}
+
+/// A path as a console would read it: each segment percent-decoded, `;` parameters
+/// dropped. The gate compares login, logout and public paths in this form, so
+/// `/%6cogin` or `/login;x` is the login path too.
+pub fn canonical_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let bare = segment.split(';').next().unwrap_or("");
+            percent_encoding::percent_decode_str(bare)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Whether the client is a browser navigating (it accepts HTML).
 pub fn wants_html(headers: &HeaderMap) -> bool {
     headers
@@ -144,6 +210,8 @@ mod tests {
             failure_location: Some("/login".into()),
             public: vec!["/login".into(), "/static/*".into()],
             logout_path: Some("/logout".into()),
+            follow_renewal: false,
+            forward_authorization: false,
         }
     }
 
@@ -213,6 +281,38 @@ mod tests {
         );
         assert_eq!(return_to(loc("//evil.example/").as_ref(), &host), "/");
         assert_eq!(return_to(None, &host), "/");
+    }
+
+    #[test]
+    fn ambiguous_login_forms_are_refused() {
+        let h = headers(&[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )]);
+        let body = Bytes::from_static(b"username=alice&password=p");
+        assert_eq!(
+            login_user(&h, None, &body, "username"),
+            Ok(Some("alice".into()))
+        );
+        let twice = Bytes::from_static(b"username=alice&username=mallory&password=p");
+        assert!(login_user(&h, None, &twice, "username").is_err());
+        assert!(login_user(&h, Some("username=mallory"), &body, "username").is_err());
+        assert_eq!(
+            login_user(&h, Some("next=/admin/"), &body, "username"),
+            Ok(Some("alice".into()))
+        );
+        let multipart = headers(&[("content-type", "multipart/form-data; boundary=x")]);
+        assert!(login_user(&multipart, None, &body, "username").is_err());
+    }
+
+    #[test]
+    fn paths_compare_as_the_console_reads_them() {
+        assert_eq!(canonical_path("/admin/%6cogin/"), "/admin/login/");
+        assert_eq!(
+            canonical_path("/j_security_check;jsessionid=1"),
+            "/j_security_check"
+        );
+        assert_eq!(canonical_path("/a;x/b"), "/a/b");
     }
 
     #[test]

@@ -33,6 +33,23 @@ pub fn acceptable_user(name: &str) -> bool {
     !name.is_empty() && name.len() <= 128 && !name.chars().any(|c| c.is_control() || c == ':')
 }
 
+/// The one spelling of a user name the gate keys enrollments by, or `None` when the name
+/// is not in its standard form (surrounding spaces, a Unicode form a console would fold,
+/// such as full-width letters) and so must be refused rather than treated as a new user.
+/// With `fold_case` (the default) `Alice` and `alice` are one user, as most consoles
+/// (Jenkins, LDAP, case-insensitive databases) treat them.
+pub fn canonical_user(name: &str, fold_case: bool) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    if !acceptable_user(name) || name.trim() != name || name.nfkc().ne(name.chars()) {
+        return None;
+    }
+    Some(if fold_case {
+        name.to_lowercase()
+    } else {
+        name.to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +63,16 @@ mod tests {
         assert!(!same_binding(&a, &binding(&k, "r", "bob", b"pw")));
         assert!(!same_binding(&a, &binding(&k, "q", "alice", b"pw")));
         assert!(!same_binding(&a, &binding(&[4u8; 32], "r", "alice", b"pw")));
+    }
+
+    #[test]
+    fn user_names_have_one_spelling() {
+        assert_eq!(canonical_user("Alice", true).as_deref(), Some("alice"));
+        assert_eq!(canonical_user("Alice", false).as_deref(), Some("Alice"));
+        assert_eq!(canonical_user("jürgen", true).as_deref(), Some("jürgen"));
+        for variant in ["alice ", " alice", "\u{ff41}lice", "a\u{0308}", "ﬁ"] {
+            assert_eq!(canonical_user(variant, true), None, "{variant:?}");
+        }
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl UserRecord {
                 r.last_step = *step;
                 r.last_login = Some(now);
                 r.failures = 0;
+                r.locked_until = 0;
                 Outcome::Applied
             }
             UserOp::ConsumeRecovery { hash } => {
@@ -115,18 +116,24 @@ impl UserRecord {
                 r.recovery.remove(i);
                 r.last_login = Some(now);
                 r.failures = 0;
+                r.locked_until = 0;
                 Outcome::Applied
             }
-            UserOp::Failure { policy } => {
-                if !existed {
-                    return (None, Outcome::NoSuchUser);
+            UserOp::Attempt { policy } => {
+                if !r.enrolled() {
+                    return (existed.then_some(r), Outcome::NotEnrolled);
                 }
+                if let Some(wait) = r.lockout(now) {
+                    return (Some(r), Outcome::Locked { wait });
+                }
+                // Counted before the code is compared, so parallel guesses cannot outrun
+                // the lock; a success clears it again.
                 r.failures = r.failures.saturating_add(1);
                 if r.failures >= policy.hard_lock_after {
                     r.hard_locked = true;
                 }
                 r.locked_until = now + policy.delay(r.failures);
-                Outcome::Failed {
+                Outcome::Counted {
                     failures: r.failures,
                     locked_until: r.locked_until,
                     hard: r.hard_locked,
@@ -178,8 +185,9 @@ pub enum UserOp<'a> {
     ConsumeStep { step: u64 },
     /// Consume one recovery code (by its hash).
     ConsumeRecovery { hash: &'a str },
-    /// Count a failed second factor and apply the back-off policy.
-    Failure { policy: &'a LockPolicy },
+    /// Count an attempt at a second factor (before comparing it) under the back-off
+    /// policy, or refuse it while the account is locked.
+    Attempt { policy: &'a LockPolicy },
     /// Replace the recovery codes (the user regenerated them).
     SetRecovery { hashes: &'a [String] },
     /// Clear the secret, recovery codes, replay state and lockout; end every session.
@@ -197,11 +205,15 @@ pub enum Outcome {
     /// The step was already used (or an older one).
     Replayed,
     UnknownRecovery,
-    /// A failure was counted; the resulting lockout.
-    Failed {
+    /// An attempt was counted; the lockout that holds should it fail.
+    Counted {
         failures: u32,
         locked_until: u64,
         hard: bool,
+    },
+    /// The account is locked: seconds to wait, or `None` until an admin unlocks.
+    Locked {
+        wait: Option<u64>,
     },
     NoSuchUser,
 }
@@ -358,17 +370,25 @@ mod tests {
         let p = LockPolicy::default();
         let mut r = Some(enrolled());
         let mut delays = Vec::new();
+        let mut now = 1000;
         for _ in 0..p.hard_lock_after {
-            let (next, o) = UserRecord::apply(r, &UserOp::Failure { policy: &p }, 1000);
+            let (next, o) = UserRecord::apply(r, &UserOp::Attempt { policy: &p }, now);
             r = next;
-            if let Outcome::Failed { locked_until, .. } = o {
-                delays.push(locked_until - 1000);
+            if let Outcome::Counted { locked_until, .. } = o {
+                delays.push(locked_until - now);
             }
+            now += 1000;
         }
         assert_eq!(&delays[..6], &[0, 0, 0, 0, 30, 60]);
         assert!(delays.windows(2).all(|w| w[0] <= w[1]));
         let r = r.expect("record");
         assert!(r.hard_locked && p.hard_lock_after < 100);
+        let (_, o) = UserRecord::apply(Some(r.clone()), &UserOp::Attempt { policy: &p }, now);
+        assert_eq!(
+            o,
+            Outcome::Locked { wait: None },
+            "no attempt is even counted once locked"
+        );
         assert_eq!(
             r.lockout(1_000_000),
             Some(None),
@@ -381,7 +401,7 @@ mod tests {
     #[test]
     fn reset_clears_everything_and_raises_the_cut_off() {
         let p = LockPolicy::default();
-        let (r, _) = UserRecord::apply(Some(enrolled()), &UserOp::Failure { policy: &p }, 500);
+        let (r, _) = UserRecord::apply(Some(enrolled()), &UserOp::Attempt { policy: &p }, 500);
         let (r, o) = UserRecord::apply(r, &UserOp::Reset, 600);
         assert_eq!(o, Outcome::Applied);
         let r = r.expect("record");

@@ -33,7 +33,7 @@ pub struct FormConsole {
 }
 
 /// The site keys for this console in the gate's configuration.
-pub const FIRST_FACTOR: &str = r#"first_factor = { mode = "form", login_path = "/login", username_field = "user", session_cookie = "SID", failure_location = "/login", public = ["/login", "/static/*"], logout_path = "/logout" }"#;
+pub const FIRST_FACTOR: &str = r#"first_factor = { mode = "form", login_path = "/login", username_field = "user", session_cookie = "SID", failure_location = "/login", public = ["/login", "/static/*"], logout_path = "/logout", follow_renewal = true }"#;
 
 fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
     let text = req.headers().get("cookie")?.to_str().ok()?;
