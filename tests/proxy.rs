@@ -32,6 +32,7 @@ async fn identity_and_hop_by_hop_headers_never_reach_the_console() {
         .header("X_Forwarded_User", "root")
         .header("x-fOrWaRdEd-uSeR", "root")
         .header("X-Mfa-User", "root")
+        .header("X_Mfa_User", "root")
         .header("X-Forwarded-For", "203.0.113.66")
         .header("X-Forwarded-Uri", "/.mfa/healthz")
         .header("X-Forwarded-Prefix", "/x")
@@ -55,6 +56,7 @@ async fn identity_and_hop_by_hop_headers_never_reach_the_console() {
     for gone in [
         "remote-user",
         "x_forwarded_user",
+        "x_mfa_user",
         "x-forwarded-uri",
         "x-forwarded-prefix",
         "forwarded",
