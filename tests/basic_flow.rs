@@ -36,7 +36,11 @@ async fn wrong_password_gets_the_consoles_own_401() {
     assert!(got.set_cookies().is_empty());
     let paths: Vec<String> = console.requests().into_iter().map(|s| s.path).collect();
     // One probe without credentials (is the probe page protected?), one with them.
-    assert_eq!(paths, ["/probe", "/probe"], "the request itself is never forwarded");
+    assert_eq!(
+        paths,
+        ["/probe", "/probe"],
+        "the request itself is never forwarded"
+    );
 }
 
 #[tokio::test]

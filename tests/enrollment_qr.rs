@@ -95,7 +95,10 @@ async fn a_user_name_with_a_newline_is_refused() {
     assert_eq!(got.status, StatusCode::BAD_REQUEST);
     assert!(got.body.contains("cannot be used"));
     assert!(
-        console.requests().iter().all(|s| !s.headers.contains_key("authorization")),
+        console
+            .requests()
+            .iter()
+            .all(|s| !s.headers.contains_key("authorization")),
         "refused before its credentials were tried"
     );
 }
