@@ -43,11 +43,14 @@ pub fn canonical_user(name: &str, fold_case: bool) -> Option<String> {
     if !acceptable_user(name) || name.trim() != name || name.nfkc().ne(name.chars()) {
         return None;
     }
-    Some(if fold_case {
-        name.to_lowercase()
+    // Lower-casing can lengthen a name or upset its normal form (U+0130 → "i\u{307}"):
+    // normalise again and check the result, so the stored name is itself canonical.
+    let canonical: String = if fold_case {
+        name.to_lowercase().nfkc().collect()
     } else {
         name.to_string()
-    })
+    };
+    acceptable_user(&canonical).then_some(canonical)
 }
 
 #[cfg(test)]
@@ -72,6 +75,19 @@ mod tests {
         assert_eq!(canonical_user("jürgen", true).as_deref(), Some("jürgen"));
         for variant in ["alice ", " alice", "\u{ff41}lice", "a\u{0308}", "ﬁ"] {
             assert_eq!(canonical_user(variant, true), None, "{variant:?}");
+        }
+        // Found by fuzzing: lower-casing U+0130 grows the name and can upset its normal
+        // form; the canonical name must itself be canonical (or the name is refused).
+        let long = format!("\u{130}{}", "a".repeat(126));
+        for name in [long.as_str(), "\u{130}\u{338}", "\u{130}x"] {
+            if let Some(c) = canonical_user(name, true) {
+                assert_eq!(
+                    canonical_user(&c, true).as_deref(),
+                    Some(c.as_str()),
+                    "{name:?}"
+                );
+                assert!(acceptable_user(&c));
+            }
         }
     }
 
