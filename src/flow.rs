@@ -694,15 +694,6 @@ async fn logout(
         Ok(f) => f,
         Err(resp) => return Ok(resp),
     };
-    if let Some(s) = s {
-        if !csrf_ok(gate, &s.id, &fields[0]) {
-            return Ok(cross_site());
-        }
-        gate.store
-            .revoke_session(&s.id, s.iat + gate.config.session.absolute.as_secs())
-            .await?;
-        tracing::info!(target: "mfa_gate::audit", event = "logout", site = %s.site, realm = %s.realm, user = %s.user, ip = %ctx.client_ip);
-    }
     let names = gate.names;
     let mut resp = message::page(
         StatusCode::OK,
@@ -710,10 +701,18 @@ async fn logout(
         "Your gate session has ended. Close the browser to forget the console password too.",
         Some(("/", "Sign in again")),
     );
-    for name in [names.session, names.pending] {
-        if let Some(c) = session::set_cookie(&names, name, None, 0, &gate.keys.cookie) {
-            resp.headers_mut().append(http::header::SET_COOKIE, c);
+    match s {
+        Some(s) if !csrf_ok(gate, &s.id, &fields[0]) => return Ok(cross_site()),
+        Some(s) => gate.end_session(ctx, &s, "logout", &mut resp).await?,
+        None => {
+            if let Some(c) = session::set_cookie(&names, names.session, None, 0, &gate.keys.cookie)
+            {
+                resp.headers_mut().append(http::header::SET_COOKIE, c);
+            }
         }
+    }
+    if let Some(c) = session::set_cookie(&names, names.pending, None, 0, &gate.keys.cookie) {
+        resp.headers_mut().append(http::header::SET_COOKIE, c);
     }
     Ok(resp)
 }

@@ -243,23 +243,10 @@ impl Gate {
         let now = self.now();
         if logout {
             // The console's own logout ends the gate session as well.
-            if let Err(e) = self
-                .store
-                .revoke_session(
-                    &session.id,
-                    session.iat + self.config.session.absolute.as_secs(),
-                )
-                .await
-            {
-                return store_failure(&e);
-            }
-            tracing::info!(target: "mfa_gate::audit", event = "logout", site = %site.name, realm = %site.realm, user = %session.user, ip = %ctx.client_ip);
-            if let Some(c) =
-                session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
-            {
-                resp.headers_mut().append(SET_COOKIE, c);
-            }
-            return resp;
+            return match self.end_session(ctx, &session, "logout", &mut resp).await {
+                Ok(()) => resp,
+                Err(e) => store_failure(&e),
+            };
         }
         // A console that renews its session cookie: the binding follows only where the site
         // allows it; otherwise the gate session ends (a new console session outside the
@@ -275,23 +262,13 @@ impl Gate {
                 value.as_bytes(),
             )),
             Some(_) => {
-                if let Err(e) = self
-                    .store
-                    .revoke_session(
-                        &session.id,
-                        session.iat + self.config.session.absolute.as_secs(),
-                    )
+                return match self
+                    .end_session(ctx, &session, "session_ended_console_renewed", &mut resp)
                     .await
                 {
-                    return store_failure(&e);
-                }
-                tracing::info!(target: "mfa_gate::audit", event = "session_ended_console_renewed", site = %site.name, realm = %site.realm, user = %session.user, ip = %ctx.client_ip);
-                if let Some(c) =
-                    session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
-                {
-                    resp.headers_mut().append(SET_COOKIE, c);
-                }
-                return resp;
+                    Ok(()) => resp,
+                    Err(e) => store_failure(&e),
+                };
             }
             None => None,
         };
@@ -307,6 +284,30 @@ impl Gate {
             }
         }
         resp
+    }
+
+    /// Ends a gate session for good: revoked in the store (every instance sees it), an
+    /// audit event, and the cookie cleared in `resp`.
+    ///
+    /// # Errors
+    /// The store could not record the revocation.
+    pub async fn end_session(
+        &self,
+        ctx: &Ctx,
+        s: &Session,
+        event: &str,
+        resp: &mut Response<Body>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .revoke_session(&s.id, s.iat + self.config.session.absolute.as_secs())
+            .await?;
+        tracing::info!(target: "mfa_gate::audit", event, site = %s.site, realm = %s.realm, user = %s.user, ip = %ctx.client_ip);
+        if let Some(c) =
+            session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
+        {
+            resp.headers_mut().append(SET_COOKIE, c);
+        }
+        Ok(())
     }
 
     /// The session in the request's cookie if it is genuine, current, not revoked, for
