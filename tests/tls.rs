@@ -47,8 +47,8 @@ impl Curl {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
+/// A console and a gate serving TLS with a fresh self-signed certificate for localhost.
+async fn tls_gate() -> (Console, TestGate, tempfile::TempDir, std::path::PathBuf) {
     let console = Console::start(&[("alice", "pw-a")]).await;
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = common::certs::make_cert(certs.path());
@@ -58,6 +58,12 @@ async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
         key.display()
     );
     let gate = TestGate::start_with(&console, &top, "").await;
+    (console, gate, certs, cert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
+    let (console, gate, certs, cert) = tls_gate().await;
     let curl = Curl {
         port: gate.addr.port(),
         cert,
@@ -119,15 +125,7 @@ async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_to_the_tls_port_gets_nothing_through() {
-    let console = Console::start(&[("alice", "pw-a")]).await;
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = common::certs::make_cert(certs.path());
-    let top = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert.display(),
-        key.display()
-    );
-    let gate = TestGate::start_with(&console, &top, "").await;
+    let (console, gate, _certs, _cert) = tls_gate().await;
     let out = tokio::process::Command::new("curl")
         .args([
             "-sS",

@@ -3,15 +3,12 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use mfa_gate::proxy::Body;
 use tokio::net::TcpListener;
 
@@ -73,22 +70,9 @@ impl FormConsole {
             ),
         };
         let c = console.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let c = c.clone();
-                        async move { Ok::<_, Infallible>(c.answer(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        super::serve_http1(listener, move |req| {
+            let c = c.clone();
+            async move { c.answer(req).await }
         });
         console
     }

@@ -73,23 +73,9 @@ impl Console {
             ),
         };
         let c = console.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let c = c.clone();
-                        async move { Ok::<_, Infallible>(c.answer(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
+        serve_http1(listener, move |req| {
+            let c = c.clone();
+            async move { c.answer(req).await }
         });
         console
     }
@@ -174,6 +160,33 @@ impl Console {
             }
         }
     }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on `listener`, one task per connection, answering
+/// every request with `answer`: the accept loop of the in-test consoles.
+pub fn serve_http1<F, Fut>(listener: TcpListener, answer: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let fut = answer(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
 }
 
 /// A body of `total` zero bytes in 64 KiB chunks, produced as it is read.
