@@ -109,7 +109,16 @@ async fn authorize(
         .realm_admins(&site.realm)
         .contains(&session.user.as_str())
     {
-        tracing::warn!(target: "mfa_gate::audit", event = "admin_refused", site = %site.name, realm = %site.realm, user = %session.user, ip = %ctx.client_ip);
+        crate::audit::warn(
+            "admin_refused",
+            &crate::audit::Event {
+                site: Some(&site.name),
+                realm: Some(&site.realm),
+                user: Some(&session.user),
+                ip: Some(ctx.client_ip),
+                ..crate::audit::Event::default()
+            },
+        );
         return Err(if api {
             json_error(StatusCode::FORBIDDEN, "not an administrator of this realm")
         } else {

@@ -90,7 +90,14 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
         .read_line(&mut line)
         .await?;
     let answer = if uid != 0 && Some(uid) != owner {
-        tracing::warn!(target: "mfa_gate::audit", event = "admin_socket_refused", uid);
+        let by = format!("uid={uid}");
+        crate::audit::warn(
+            "admin_socket_refused",
+            &crate::audit::Event {
+                by: Some(&by),
+                ..crate::audit::Event::default()
+            },
+        );
         Answer::error("permission denied: only root or the gate's own user may administer it")
     } else {
         match serde_json::from_str::<Request>(&line) {

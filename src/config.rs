@@ -133,6 +133,30 @@ pub struct Site {
     pub upstream_timeout: Duration,
     /// Whether `Alice` and `alice` are two users (default: one, as most consoles see it).
     pub case_sensitive_users: bool,
+    /// More client headers never to forward (besides the built-in identity headers).
+    pub strip_headers: Vec<HeaderName>,
+    /// The optional identity check after a password was accepted.
+    pub whoami: Option<Whoami>,
+}
+
+/// A page of the console that names the signed-in user, fetched with the console's new
+/// session (or the Basic credentials) before anything is released: the login is refused
+/// unless it names the user the gate judged.
+#[derive(Debug, Clone)]
+pub struct Whoami {
+    /// The path (and query) to fetch.
+    pub path: String,
+    /// Where the page names the user.
+    pub source: WhoamiSource,
+}
+
+/// Where a [`Whoami`] page names the user.
+#[derive(Debug, Clone)]
+pub enum WhoamiSource {
+    /// A response header.
+    Header(HeaderName),
+    /// The first capture group of a pattern matched against the body.
+    Pattern(regex::Regex),
 }
 
 #[derive(Debug, Clone)]
@@ -155,9 +179,26 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub enum FirstFactor {
     /// The console uses HTTP Basic auth; credentials are checked with `GET probe_path`.
-    Basic { probe_path: String },
+    Basic(BasicLogin),
     /// The console has an HTML login form and a session cookie.
     Form(FormLogin),
+}
+
+/// How a Basic-auth console says whether it accepted a password.
+#[derive(Debug, Clone)]
+pub struct BasicLogin {
+    /// The page asked with the credentials (and once without, and once with a wrong
+    /// password, to calibrate).
+    pub probe_path: String,
+    /// Statuses of the probe that mean "accepted" (default: 2xx and 3xx).
+    pub accept_status: Vec<u16>,
+    /// A `Location` starting with this means the password was refused.
+    pub failure_location: Option<String>,
+    /// Text in the probe's body that means the password was refused.
+    pub failure_marker: Option<String>,
+    /// The console's own session cookie, if it sets one (Tomcat, Jenkins): only the value
+    /// the console gave this gate session is forwarded.
+    pub session_cookie: Option<String>,
 }
 
 /// How a form-login console is recognised.
@@ -590,27 +631,65 @@ fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> 
             ))
         }
     };
-    let user_header = match raw.user_header {
-        None => None,
-        Some(h) => Some(HeaderName::from_bytes(h.get_ref().as_bytes()).map_err(|_| {
-            at.at(
-                &h,
-                "not a valid header name",
-                "a header name such as \"X-Mfa-User\"",
-            )
-        })?),
-    };
+    let user_header = raw.user_header.map(|h| header_name(at, &h)).transpose()?;
+    let mut strip_headers = Vec::new();
+    for h in raw.strip_headers.unwrap_or_default() {
+        strip_headers.push(header_name(at, &h)?);
+    }
+    let whoami = raw.whoami.map(|w| validate_whoami(at, w)).transpose()?;
     Ok(Site {
         name,
         hosts,
         upstream,
         realm,
         first_factor,
+        strip_headers,
+        whoami,
         admins: raw.admins.unwrap_or_default(),
         user_header,
         upstream_timeout: duration(at, raw.upstream_timeout.as_ref(), Duration::from_secs(60))?,
         case_sensitive_users: raw.case_sensitive_users.unwrap_or(false),
     })
+}
+
+fn header_name(at: &Locator<'_>, h: &Spanned<String>) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(h.get_ref().as_bytes()).map_err(|_| {
+        at.at(
+            h,
+            "not a valid header name",
+            "a header name such as \"X-Mfa-User\"",
+        )
+    })
+}
+
+fn validate_whoami(at: &Locator<'_>, raw: raw::Whoami) -> Result<Whoami, ConfigError> {
+    let path = plain_path(at, &raw.path, true)?;
+    let source = match (raw.header, raw.pattern) {
+        (Some(h), None) => WhoamiSource::Header(header_name(at, &h)?),
+        (None, Some(p)) => {
+            let re = regex::Regex::new(p.get_ref()).map_err(|e| {
+                at.at(
+                    &p,
+                    &format!("cannot read this pattern: {e}"),
+                    "a regular expression with one capture group around the user name",
+                )
+            })?;
+            if re.captures_len() < 2 {
+                return Err(at.at(
+                    &p,
+                    "the pattern has no capture group",
+                    "one group around the user name, e.g. \"\\\"user\\\":\\\"([^\\\"]*)\\\"\"",
+                ));
+            }
+            WhoamiSource::Pattern(re)
+        }
+        _ => return Err(at.at(
+            &raw.path,
+            "whoami needs exactly one of header or pattern",
+            "whoami = { path = \"/whoami\", header = \"X-User\" } or { path = ..., pattern = ... }",
+        )),
+    };
+    Ok(Whoami { path, source })
 }
 
 fn validate_first_factor(
@@ -626,14 +705,6 @@ fn validate_first_factor(
                     "username_field",
                     raw.username_field.as_ref().map(Spanned::span),
                 ),
-                (
-                    "session_cookie",
-                    raw.session_cookie.as_ref().map(Spanned::span),
-                ),
-                (
-                    "failure_location",
-                    raw.failure_location.as_ref().map(Spanned::span),
-                ),
                 ("logout_path", raw.logout_path.as_ref().map(Spanned::span)),
             ];
             if let Some((key, Some(span))) = form_only.into_iter().find(|(_, s)| s.is_some()) {
@@ -647,21 +718,65 @@ fn validate_first_factor(
                 return Err(at.at(
                     &raw.mode,
                     "public and success_status are only used with mode = \"form\"",
-                    "remove them, or set mode = \"form\"",
+                    "remove them, or set mode = \"form\" (accept_status is the basic-mode key)",
                 ));
             }
             let probe_path = match raw.probe_path {
                 None => "/".to_string(),
                 Some(p) => plain_path(at, &p, true)?,
             };
-            Ok(FirstFactor::Basic { probe_path })
+            let mut accept_status = Vec::new();
+            for s in raw.accept_status.unwrap_or_default() {
+                if !(200..400).contains(s.get_ref()) {
+                    return Err(at.at(
+                        &s,
+                        "an accepted password is answered with a 2xx or 3xx status",
+                        "e.g. accept_status = [200]",
+                    ));
+                }
+                accept_status.push(*s.get_ref());
+            }
+            if accept_status.is_empty() {
+                accept_status = (200..400).collect();
+            }
+            let failure_marker = match raw.failure_marker {
+                Some(m) if m.get_ref().is_empty() => {
+                    return Err(at.at(
+                        &m,
+                        "failure_marker is empty",
+                        "text the console shows only for a wrong password",
+                    ))
+                }
+                m => m.map(Spanned::into_inner),
+            };
+            Ok(FirstFactor::Basic(BasicLogin {
+                probe_path,
+                accept_status,
+                failure_location: raw.failure_location.map(Spanned::into_inner),
+                failure_marker,
+                session_cookie: raw.session_cookie.map(|c| cookie_name(at, c)).transpose()?,
+            }))
         }
         "form" => {
-            if let Some(p) = &raw.probe_path {
-                return Err(at.at(
-                    p,
-                    "probe_path is only used with mode = \"basic\"",
+            let basic_only = [
+                ("probe_path", raw.probe_path.as_ref().map(Spanned::span)),
+                (
+                    "failure_marker",
+                    raw.failure_marker.as_ref().map(Spanned::span),
+                ),
+            ];
+            if let Some((key, Some(span))) = basic_only.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(at.error(
+                    span,
+                    &format!("{key} is only used with mode = \"basic\""),
                     "remove it",
+                ));
+            }
+            if raw.accept_status.is_some() {
+                return Err(at.at(
+                    &raw.mode,
+                    "accept_status is only used with mode = \"basic\"",
+                    "success_status is the form-mode key",
                 ));
             }
             let required = |v: Option<Spanned<String>>, key: &str, example: &str| {
@@ -682,21 +797,19 @@ fn validate_first_factor(
                 Some(p) => plain_path(at, &p, true)?,
                 None => login_path.clone(),
             };
-            let username_field =
-                required(raw.username_field, "username_field", "\"username\"")?.into_inner();
-            let cookie = required(raw.session_cookie, "session_cookie", "\"JSESSIONID\"")?;
-            if cookie.get_ref().is_empty()
-                || !cookie
-                    .get_ref()
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
-            {
+            let username_field = required(raw.username_field, "username_field", "\"username\"")?;
+            if !crate::first_factor::login_body::plain_name(username_field.get_ref().as_bytes()) {
                 return Err(at.at(
-                    &cookie,
-                    "not a valid cookie name",
-                    "the name of the console's session cookie, e.g. \"sessionid\"",
+                    &username_field,
+                    "the user-name field is not a plain name",
+                    "ASCII letters, digits, '_', '-', '$', ':' (consoles fold other names differently)",
                 ));
             }
+            let username_field = username_field.into_inner();
+            let cookie = cookie_name(
+                at,
+                required(raw.session_cookie, "session_cookie", "\"JSESSIONID\"")?,
+            )?;
             let mut success_status = Vec::new();
             for s in raw.success_status.unwrap_or_default() {
                 if !(200..400).contains(s.get_ref()) {
@@ -737,7 +850,7 @@ fn validate_first_factor(
                 login_path,
                 login_page,
                 username_field,
-                session_cookie: cookie.into_inner(),
+                session_cookie: cookie,
                 success_status,
                 failure_location,
                 public,
@@ -752,6 +865,30 @@ fn validate_first_factor(
             "mode = \"basic\" (HTTP Basic auth) or mode = \"form\" (an HTML login form)",
         )),
     }
+}
+
+/// A console's cookie name: a plain token, and not one of the gate's own.
+fn cookie_name(at: &Locator<'_>, c: Spanned<String>) -> Result<String, ConfigError> {
+    let name = c.get_ref();
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !token {
+        return Err(at.at(
+            &c,
+            "not a valid cookie name",
+            "the name of the console's session cookie, e.g. \"sessionid\"",
+        ));
+    }
+    if crate::cookies::is_gate_cookie(name) {
+        return Err(at.at(
+            &c,
+            "this is the gate's own cookie name",
+            "the name of the console's session cookie, e.g. \"sessionid\"",
+        ));
+    }
+    Ok(c.into_inner())
 }
 
 /// An absolute path without dot segments (and without a query unless `query_ok`).
@@ -908,6 +1045,8 @@ mod raw {
         pub user_header: Option<Spanned<String>>,
         pub upstream_timeout: Option<Spanned<String>>,
         pub case_sensitive_users: Option<bool>,
+        pub strip_headers: Option<Vec<Spanned<String>>>,
+        pub whoami: Option<Whoami>,
     }
 
     /// `first_factor = { mode = "...", ... }`: a struct rather than a tagged enum, so every
@@ -927,6 +1066,17 @@ mod raw {
         pub logout_path: Option<Spanned<String>>,
         pub follow_renewal: Option<bool>,
         pub forward_authorization: Option<bool>,
+        pub accept_status: Option<Vec<Spanned<u16>>>,
+        pub failure_marker: Option<Spanned<String>>,
+    }
+
+    /// `whoami = { path = "...", header = "..." }` or `{ path = "...", pattern = "..." }`.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Whoami {
+        pub path: Spanned<String>,
+        pub header: Option<Spanned<String>>,
+        pub pattern: Option<Spanned<String>>,
     }
 }
 

@@ -23,7 +23,7 @@ use crate::proxy::Body;
 use crate::session::{self, Session};
 use crate::store::seal::{self, Purpose};
 use crate::store::{Outcome, PendingLogin, Sealed, StoreError, UserOp};
-use crate::{recovery, totp};
+use crate::{audit, recovery, totp};
 
 /// Largest form body the gate reads; bigger ones get 413 before being read.
 pub const FORM_LIMIT: usize = 8 * 1024;
@@ -385,8 +385,18 @@ impl Audit {
         }
     }
 
-    fn event(&self, outcome: &str) {
-        tracing::info!(target: "mfa_gate::audit", event = outcome, site = %self.site, realm = %self.realm, user = %self.user, ip = %self.ip);
+    fn fields(&self) -> audit::Event<'_> {
+        audit::Event {
+            site: Some(&self.site),
+            realm: Some(&self.realm),
+            user: Some(&self.user),
+            ip: Some(self.ip),
+            ..audit::Event::default()
+        }
+    }
+
+    fn event(&self, outcome: &'static str) {
+        audit::info(outcome, &self.fields());
     }
 }
 
@@ -517,7 +527,14 @@ async fn verify(
                 "login_wrong_code"
             });
             if hard || locked_until > now {
-                tracing::warn!(target: "mfa_gate::audit", event = "account_locked", realm = %p.realm, user = %p.user, failures, hard, ip = %audit.ip);
+                let detail = format!("{failures} consecutive failures, hard lock: {hard}");
+                audit::warn(
+                    "account_locked",
+                    &audit::Event {
+                        detail: Some(&detail),
+                        ..audit.fields()
+                    },
+                );
             }
             let msg = if wrong == Outcome::Replayed {
                 "That code was already used. Wait for the next code in your app."
@@ -560,14 +577,9 @@ async fn finish_login(
     let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, now)
         .map_err(|e| StoreError::Io(e.to_string()))?;
     let names = gate.names;
-    let mut cookies: Vec<HeaderValue> = [
-        gate.session_cookie(&s),
-        session::set_cookie(&names, names.pending, None, 0, &gate.keys.cookie),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    // Form mode: release the console's held answer (its session cookies) now.
+    // Form mode: release the console's held answer (its session cookies) now — before the
+    // gate's own cookies, so nothing the console sent can outlast or shadow them.
+    let mut cookies: Vec<HeaderValue> = Vec::new();
     if let Some(sealed) = &p.held {
         let bytes = seal::open(&gate.keys.seal, Purpose::Held, &p.realm, &p.user, sealed)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -579,6 +591,14 @@ async fn finish_login(
                 .filter_map(|c| HeaderValue::from_str(c).ok()),
         );
     }
+    cookies.extend(
+        [
+            gate.session_cookie(&s),
+            session::set_cookie(&names, names.pending, None, 0, &gate.keys.cookie),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     let target = safe_return_to(&p.return_to);
     let Some(codes) = new_codes else {
         return Ok(redirect(&target, cookies));
@@ -654,7 +674,16 @@ async fn regenerate_recovery(
     {
         return Ok(redirect("/", Vec::new()));
     }
-    tracing::info!(target: "mfa_gate::audit", event = "recovery_codes_regenerated", site = %s.site, realm = %s.realm, user = %s.user, ip = %ctx.client_ip);
+    audit::info(
+        "recovery_codes_regenerated",
+        &audit::Event {
+            site: Some(&s.site),
+            realm: Some(&s.realm),
+            user: Some(&s.user),
+            ip: Some(ctx.client_ip),
+            ..audit::Event::default()
+        },
+    );
     Ok(pages::html(
         StatusCode::OK,
         pages::recovery::render(&codes, "/"),

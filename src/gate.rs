@@ -2,25 +2,26 @@
 //! the first factor, or pass it to the console.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::header::{
     HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, LOCATION, SET_COOKIE, TRANSFER_ENCODING,
 };
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::clock::Clock;
-use crate::config::{Config, FirstFactor, FormLogin, Site};
-use crate::first_factor::{self, basic, form};
+use crate::config::{BasicLogin, Config, FirstFactor, FormLogin, Site, WhoamiSource};
+use crate::cookies::{self, ConsoleCookie, RequestCookies};
+use crate::first_factor::{self, basic, form, login_body};
 use crate::keys::Keys;
 use crate::pages::message;
-use crate::proxy::{self, Body, Forwarding, Upstream};
+use crate::proxy::{self, Body, Forwarding, Upstream, UpstreamError};
 use crate::session::{self, Names, Session};
 use crate::store::{seal, PendingLogin, Store, StoreError, UserOp};
 use crate::target::{self, Route};
 use crate::throttle::IpLimiter;
-use crate::{flow, totp, users};
+use crate::{audit, flow, totp, users};
 
 /// Everything a request needs; a cheap `Clone` over an `Arc`.
 #[derive(Clone, Debug)]
@@ -40,10 +41,25 @@ pub struct Inner {
     /// Users whose sessions were just revoked (reset): open upgraded connections of theirs
     /// close when their (realm, user) goes by.
     pub revocations: tokio::sync::broadcast::Sender<(String, String)>,
-    /// Each site's Basic challenge once learned from the console (std `Mutex`: held for a
-    /// clone only, never across an await).
-    challenges: Vec<Mutex<Option<HeaderValue>>>,
+    /// Each Basic site's calibration. A tokio `Mutex`, held across the calibration probes,
+    /// so concurrent first logins wait for one calibration instead of starting several.
+    calibrations: Vec<tokio::sync::Mutex<Calibration>>,
 }
+
+/// A Basic site's probe: its challenge once known to tell a right password from a wrong
+/// one, or when it was last found unable to.
+#[derive(Debug, Clone)]
+enum Calibration {
+    Unknown,
+    Ready(HeaderValue),
+    Failed { at: u64 },
+}
+
+/// Seconds before a failed calibration is tried again (ops may fix the console meanwhile).
+const RECALIBRATE_AFTER: u64 = 30;
+
+/// Most of a `whoami` page the gate reads.
+const WHOAMI_LIMIT: usize = 64 * 1024;
 
 /// One request's context after the checks every request goes through.
 #[derive(Debug, Clone)]
@@ -66,7 +82,11 @@ impl Gate {
     pub fn new(config: Config, store: Arc<dyn Store>, keys: Keys, clock: Arc<dyn Clock>) -> Gate {
         let names = Names::new(config.server.tls.is_some());
         let limiter = IpLimiter::new(config.throttle.per_ip_per_minute);
-        let challenges = config.sites.iter().map(|_| Mutex::new(None)).collect();
+        let calibrations = config
+            .sites
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(Calibration::Unknown))
+            .collect();
         Gate {
             inner: Arc::new(Inner {
                 config,
@@ -77,7 +97,7 @@ impl Gate {
                 limiter,
                 names,
                 revocations: tokio::sync::broadcast::channel(64).0,
-                challenges,
+                calibrations,
             }),
         }
     }
@@ -185,15 +205,23 @@ impl Gate {
             .position(|s| s.hosts.contains(&host))
     }
 
-    fn forwarding(&self, ctx: &Ctx, user: Option<String>) -> Forwarding {
+    /// How a request is forwarded for `session` (or without one).
+    fn forwarding(&self, ctx: &Ctx, headers: &HeaderMap, session: Option<&Session>) -> Forwarding {
+        let site = self.site(ctx);
         // Without a verified user, a form console must not see its session cookie either;
         // and unless the site says otherwise it never sees a client's Authorization.
-        let (hide_cookie, drop_authorization) = match (&user, &self.site(ctx).first_factor) {
-            (None, FirstFactor::Form(f)) => {
-                (Some(f.session_cookie.clone()), !f.forward_authorization)
+        let (console_cookie, drop_authorization) = match (&site.first_factor, session) {
+            (FirstFactor::Form(f), None) => (
+                ConsoleCookie::Hide(f.session_cookie.clone()),
+                !f.forward_authorization,
+            ),
+            (FirstFactor::Form(f), Some(_)) => (
+                ConsoleCookie::Exact(f.session_cookie.clone()),
+                !f.forward_authorization,
+            ),
+            (FirstFactor::Basic(b), _) => {
+                (self.basic_console_cookie(ctx, b, headers, session), false)
             }
-            (Some(_), FirstFactor::Form(f)) => (None, !f.forward_authorization),
-            (_, FirstFactor::Basic { .. }) => (None, false),
         };
         let trusted = self
             .config
@@ -201,10 +229,10 @@ impl Gate {
             .trusted_proxies
             .iter()
             .any(|n| n.contains(&ctx.peer.ip()));
-        let revocations = user.as_ref().map(|u| proxy::Revocations {
+        let revocations = session.map(|s| proxy::Revocations {
             sender: self.revocations.clone(),
-            realm: self.site(ctx).realm.clone(),
-            user: u.clone(),
+            realm: site.realm.clone(),
+            user: s.user.clone(),
         });
         Forwarding {
             revocations,
@@ -212,9 +240,44 @@ impl Gate {
             peer_trusted: trusted,
             tls: ctx.tls,
             host: ctx.host.clone(),
-            user,
-            hide_cookie,
+            user: session.map(|s| s.user.clone()),
+            console_cookie,
+            strip: site.strip_headers.clone(),
             drop_authorization,
+        }
+    }
+
+    /// Basic mode with `session_cookie`: the console's session cookie reaches it only with
+    /// the value the console gave this gate session.
+    fn basic_console_cookie(
+        &self,
+        ctx: &Ctx,
+        b: &BasicLogin,
+        headers: &HeaderMap,
+        session: Option<&Session>,
+    ) -> ConsoleCookie {
+        let Some(name) = &b.session_cookie else {
+            return ConsoleCookie::Pass;
+        };
+        let bound = session.is_some_and(|s| {
+            s.console.as_deref().is_some_and(|bound| {
+                RequestCookies::parse(headers).exact(name).is_some_and(|v| {
+                    first_factor::same_binding(
+                        bound,
+                        &first_factor::binding(
+                            &self.keys.binding,
+                            &self.site(ctx).realm,
+                            &s.user,
+                            v.as_bytes(),
+                        ),
+                    )
+                })
+            })
+        });
+        if bound {
+            ConsoleCookie::Exact(name.clone())
+        } else {
+            ConsoleCookie::Hide(name.clone())
         }
     }
 
@@ -223,8 +286,20 @@ impl Gate {
         // A login POST is always judged as a new login, session or not: it must not switch
         // the console to another user behind an existing gate session.
         if let FirstFactor::Form(form) = &self.site(ctx).first_factor {
-            if req.method() == Method::POST && form.is_login(req.uri().path()) {
-                return self.form_submit(ctx, req, form).await;
+            if form.is_login(req.uri().path()) {
+                match *req.method() {
+                    Method::POST => return self.form_submit(ctx, req, form).await,
+                    // Only the POST is judged: a login by any other method (a console that
+                    // reads credentials from the query) would pass unjudged.
+                    Method::GET | Method::HEAD => {
+                        if login_body::names_field(req.uri().query(), &form.username_field) {
+                            return message::bad_request(
+                                "The user name may not be given in the address of the login page.",
+                            );
+                        }
+                    }
+                    _ => return message::method_not_allowed(),
+                }
             }
         }
         let session = match self.valid_session(ctx, req.headers()).await {
@@ -233,12 +308,13 @@ impl Gate {
             Ok(Some(session)) => session,
         };
         let site = self.site(ctx);
-        let form = match &site.first_factor {
-            FirstFactor::Form(f) => Some(f),
-            FirstFactor::Basic { .. } => None,
+        let (form, basic) = match &site.first_factor {
+            FirstFactor::Form(f) => (Some(f), None),
+            FirstFactor::Basic(b) => (None, Some(b)),
         };
-        let logout = form.is_some_and(|f| f.is_logout(req.uri().path()));
-        let fwd = self.forwarding(ctx, Some(session.user.clone()));
+        let path = req.uri().path().to_string();
+        let logout = form.is_some_and(|f| f.is_logout(&path));
+        let fwd = self.forwarding(ctx, req.headers(), Some(&session));
         let mut resp = self.upstream.forward(req, site, &fwd).await;
         let now = self.now();
         if logout {
@@ -252,15 +328,27 @@ impl Gate {
         // allows it; otherwise the gate session ends (a new console session outside the
         // login is a new login).
         let renewed = form.and_then(|f| {
-            form::set_cookie_value(resp.headers(), &f.session_cookie).map(|v| (f, v))
+            cookies::set_cookie_value(resp.headers(), &f.session_cookie).map(|v| (f, v))
         });
-        let rebind = match renewed {
-            Some((f, value)) if f.follow_renewal => Some(first_factor::binding(
+        // A renewal is followed only on the console's own pages: the login path and public
+        // assets are where a console could sign someone else in without being judged.
+        let judged_path = form.is_some_and(|f| f.is_login(&path) || f.is_public(&path));
+        let binding = |value: &str| {
+            first_factor::binding(
                 &self.keys.binding,
                 &site.realm,
                 &session.user,
                 value.as_bytes(),
-            )),
+            )
+        };
+        let mut fresh = None;
+        match renewed {
+            Some((f, value)) if f.follow_renewal && !judged_path => {
+                fresh = Some(Session {
+                    bind: binding(&value),
+                    ..session.clone()
+                });
+            }
             Some(_) => {
                 return match self
                     .end_session(ctx, &session, "session_ended_console_renewed", &mut resp)
@@ -270,20 +358,39 @@ impl Gate {
                     Err(e) => store_failure(&e),
                 };
             }
-            None => None,
-        };
-        if rebind.is_some() || session.needs_refresh(now) {
-            let bind = rebind.unwrap_or_else(|| session.bind.clone());
+            None => {}
+        }
+        // Basic mode: remember which console session cookie belongs to this gate session.
+        if let Some(name) = basic.and_then(|b| b.session_cookie.as_ref()) {
+            if let Some(value) = cookies::set_cookie_value(resp.headers(), name) {
+                fresh = Some(Session {
+                    console: Some(binding(&value)),
+                    ..session.clone()
+                });
+            }
+        }
+        if fresh.is_some() || session.needs_refresh(now) {
             let fresh = Session {
                 seen: now,
-                bind,
-                ..session
+                ..fresh.unwrap_or(session)
             };
             if let Some(c) = self.session_cookie(&fresh) {
                 resp.headers_mut().append(SET_COOKIE, c);
             }
         }
         resp
+    }
+
+    /// The audit fields of a request to site `ctx` about `user`.
+    fn who<'a>(&'a self, ctx: &Ctx, user: Option<&'a str>) -> audit::Event<'a> {
+        let site = self.site(ctx);
+        audit::Event {
+            site: Some(&site.name),
+            realm: Some(&site.realm),
+            user,
+            ip: Some(ctx.client_ip),
+            ..audit::Event::default()
+        }
     }
 
     /// Ends a gate session for good: revoked in the store (every instance sees it), an
@@ -295,13 +402,22 @@ impl Gate {
         &self,
         ctx: &Ctx,
         s: &Session,
-        event: &str,
+        event: &'static str,
         resp: &mut Response<Body>,
     ) -> Result<(), StoreError> {
         self.store
             .revoke_session(&s.id, s.iat + self.config.session.absolute.as_secs())
             .await?;
-        tracing::info!(target: "mfa_gate::audit", event, site = %s.site, realm = %s.realm, user = %s.user, ip = %ctx.client_ip);
+        audit::info(
+            event,
+            &audit::Event {
+                site: Some(&s.site),
+                realm: Some(&s.realm),
+                user: Some(&s.user),
+                ip: Some(ctx.client_ip),
+                ..audit::Event::default()
+            },
+        );
         if let Some(c) =
             session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
         {
@@ -334,12 +450,13 @@ impl Gate {
             return Ok(None);
         }
         let bound = match &site.first_factor {
-            FirstFactor::Basic { .. } => basic::identity(&self.keys.binding, site, headers)
+            FirstFactor::Basic(_) => basic::identity(&self.keys.binding, site, headers)
                 .is_some_and(|(user, bind)| {
                     user == s.user && first_factor::same_binding(&s.bind, &bind)
                 }),
-            FirstFactor::Form(f) => {
-                form::cookie_value(headers, &f.session_cookie).is_some_and(|v| {
+            FirstFactor::Form(f) => RequestCookies::parse(headers)
+                .exact(&f.session_cookie)
+                .is_some_and(|v| {
                     first_factor::same_binding(
                         &s.bind,
                         &first_factor::binding(
@@ -349,8 +466,7 @@ impl Gate {
                             v.as_bytes(),
                         ),
                     )
-                })
-            }
+                }),
         };
         if !bound {
             return Ok(None);
@@ -368,7 +484,7 @@ impl Gate {
     async fn first_factor(&self, ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         let site = self.site(ctx);
         match &site.first_factor {
-            FirstFactor::Basic { probe_path } => self.basic_login(ctx, &req, probe_path).await,
+            FirstFactor::Basic(b) => self.basic_login(ctx, &req, b).await,
             FirstFactor::Form(form) => self.form_login(ctx, req, form).await,
         }
     }
@@ -377,11 +493,11 @@ impl Gate {
         &self,
         ctx: &Ctx,
         req: &Request<B>,
-        probe_path: &str,
+        rules: &BasicLogin,
     ) -> Response<Body> {
         let site = self.site(ctx);
-        // Nobody logs in until the console is known to refuse the probe without a password.
-        let challenge = match self.challenge(ctx, probe_path).await {
+        // Nobody logs in until the probe is known to tell a right password from a wrong one.
+        let challenge = match self.calibrated(ctx.site_index).await {
             Ok(c) => c,
             Err(page) => return page,
         };
@@ -397,13 +513,23 @@ impl Gate {
         if let Err(wait) = self.limiter.check(ctx.client_ip) {
             return flow::too_many(wait.as_secs().max(1));
         }
-        match basic::check(&self.upstream, site, probe_path, &ctx.host, authorization).await {
-            Err(page) => page,
+        let verdict = basic::check(&self.upstream, site, rules, &ctx.host, authorization).await;
+        match verdict {
+            Err(e) => e.page(),
             Ok(basic::Verdict::Refused(resp)) => {
-                tracing::info!(target: "mfa_gate::audit", event = "password_refused", site = %site.name, realm = %site.realm, user = %user, ip = %ctx.client_ip);
+                audit::info("password_refused", &self.who(ctx, Some(&user)));
                 resp
             }
+            Ok(basic::Verdict::RefusedOtherwise) => {
+                audit::info("password_refused", &self.who(ctx, Some(&user)));
+                basic::challenge(&challenge)
+            }
             Ok(basic::Verdict::Accepted) => {
+                let mut ask = HeaderMap::new();
+                ask.insert(AUTHORIZATION, authorization.clone());
+                if let Err(page) = self.confirm_identity(ctx, &user, ask).await {
+                    return page;
+                }
                 let return_to = if req.method() == Method::GET || req.method() == Method::HEAD {
                     flow::safe_return_to(req.uri().path_and_query().map_or("/", |p| p.as_str()))
                 } else {
@@ -420,6 +546,63 @@ impl Gate {
         }
     }
 
+    /// The site's `whoami` check: the console's page, asked with `headers` (the new console
+    /// session, or the Basic credentials), must name `user`. Without `whoami`, `Ok`.
+    ///
+    /// # Errors
+    /// The page to send: the console named someone else (audited), or cannot be asked.
+    async fn confirm_identity(
+        &self,
+        ctx: &Ctx,
+        user: &str,
+        mut headers: HeaderMap,
+    ) -> Result<(), Response<Body>> {
+        let site = self.site(ctx);
+        let Some(whoami) = &site.whoami else {
+            return Ok(());
+        };
+        headers.insert(HOST, ctx.host.clone());
+        let (parts, body) = self
+            .upstream
+            .fetch(site, &whoami.path, headers, WHOAMI_LIMIT)
+            .await
+            .map_err(UpstreamError::page)?;
+        let named = match &whoami.source {
+            WhoamiSource::Header(h) => parts
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            WhoamiSource::Pattern(re) => re
+                .captures(&String::from_utf8_lossy(&body))
+                .and_then(|c| c.get(1))
+                .map(|m| m.as_str().to_string()),
+        };
+        let canonical = named
+            .as_deref()
+            .and_then(|n| first_factor::canonical_user(n, !site.case_sensitive_users));
+        if canonical.as_deref() == Some(user) {
+            return Ok(());
+        }
+        let said = format!(
+            "the console named {named:?} (status {})",
+            parts.status.as_u16()
+        );
+        audit::warn(
+            "login_refused_identity_mismatch",
+            &audit::Event {
+                detail: Some(&said),
+                ..self.who(ctx, Some(user))
+            },
+        );
+        Err(message::page(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "The console signed in another user than the one this login named, so the gate refused it. Tell your administrator.",
+            None,
+        ))
+    }
+
     /// Form mode without a session: the login POST goes to the console (and is judged),
     /// public paths pass, anything else is answered by the gate.
     async fn form_login(
@@ -433,10 +616,11 @@ impl Gate {
             return self.form_submit(ctx, req, form).await;
         }
         if form.is_public(path) {
-            return self
-                .upstream
-                .forward(req, self.site(ctx), &self.forwarding(ctx, None))
-                .await;
+            let fwd = self.forwarding(ctx, req.headers(), None);
+            let mut resp = self.upstream.forward(req, self.site(ctx), &fwd).await;
+            // Only a login the gate judged may hand out a console session.
+            withhold_console_session(&mut resp, &form.session_cookie);
+            return resp;
         }
         let navigating = req.method() == Method::GET || req.method() == Method::HEAD;
         if navigating && form::wants_html(req.headers()) {
@@ -467,33 +651,52 @@ impl Gate {
             Ok(b) => b,
             Err(resp) => return resp,
         };
-        let user = match form::login_user(
+        let judged = match login_body::judge(
             &parts.headers,
             parts.uri.query(),
             &body,
             &form.username_field,
         ) {
-            Ok(None) => None,
-            Ok(Some(name)) => match first_factor::canonical_user(&name, !site.case_sensitive_users)
-            {
+            Ok(j) => j,
+            Err(why) => {
+                audit::warn(
+                    "login_refused_ambiguous",
+                    &audit::Event {
+                        detail: Some(why.explain()),
+                        ..self.who(ctx, None)
+                    },
+                );
+                return message::bad_request(why.explain());
+            }
+        };
+        let user = match judged.user {
+            None => None,
+            Some(name) => match first_factor::canonical_user(&name, !site.case_sensitive_users) {
                 Some(user) => Some(user),
                 None => return bad_user_name(),
             },
-            Err(why) => return message::bad_request(why),
         };
         let headers = parts.headers.clone();
-        let req = Request::from_parts(parts, crate::pages::full(body));
-        let resp = self
-            .upstream
-            .forward(req, site, &self.forwarding(ctx, None))
-            .await;
+        let mut parts = parts;
+        // The console reads exactly the fields the gate judged, in one encoding.
+        parts.headers.remove(TRANSFER_ENCODING);
+        parts.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(login_body::FORM_TYPE),
+        );
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(judged.body.len()));
+        let req = Request::from_parts(parts, crate::pages::full(judged.body));
+        let fwd = self.forwarding(ctx, &headers, None);
+        let resp = self.upstream.forward(req, site, &fwd).await;
         let Some(value) = form::succeeded(form, resp.status().as_u16(), resp.headers()) else {
             if let Some(user) = &user {
-                tracing::info!(target: "mfa_gate::audit", event = "password_refused", site = %site.name, realm = %site.realm, user = %user, ip = %ctx.client_ip);
+                audit::info("password_refused", &self.who(ctx, Some(user)));
             }
             // Whatever the console meant, a login judged failed never hands out its session.
             let mut resp = resp;
-            form::drop_set_cookie(resp.headers_mut(), &form.session_cookie);
+            withhold_console_session(&mut resp, &form.session_cookie);
             return resp;
         };
         let Some(user) = user else {
@@ -513,6 +716,12 @@ impl Gate {
                 .filter_map(|v| v.to_str().ok().map(str::to_string))
                 .collect(),
         };
+        if let Err(page) = self
+            .confirm_identity(ctx, &user, held.as_request_cookies())
+            .await
+        {
+            return page;
+        }
         let return_to = form::return_to(resp.headers().get(http::header::LOCATION), &ctx.host);
         let bind = first_factor::binding(&self.keys.binding, &site.realm, &user, value.as_bytes());
         match self
@@ -535,18 +744,65 @@ impl Gate {
             .map_err(|e| StoreError::Io(e.to_string()))
     }
 
-    /// The console's Basic challenge (learned once with an unauthenticated probe).
-    async fn challenge(&self, ctx: &Ctx, probe_path: &str) -> Result<HeaderValue, Response<Body>> {
-        let slot = self.challenges.get(ctx.site_index);
-        if let Some(known) = slot.and_then(|m| m.lock().ok().and_then(|g| g.clone())) {
-            return Ok(known);
+    /// The challenge of Basic site `index`, calibrating its probe first if that has not
+    /// been done (or failed a while ago).
+    ///
+    /// # Errors
+    /// The page to send: the console cannot be asked, or its probe cannot tell a right
+    /// password from a wrong one (every login is refused until it can).
+    async fn calibrated(&self, index: usize) -> Result<HeaderValue, Response<Body>> {
+        let Some(slot) = self.calibrations.get(index) else {
+            return Err(miscalibrated_page());
+        };
+        let mut state = slot.lock().await;
+        let now = self.now();
+        match &*state {
+            Calibration::Ready(c) => return Ok(c.clone()),
+            Calibration::Failed { at } if now < at + RECALIBRATE_AFTER => {
+                return Err(miscalibrated_page())
+            }
+            _ => {}
         }
-        let learned =
-            basic::learn_challenge(&self.upstream, self.site(ctx), probe_path, &ctx.host).await?;
-        if let Some(Ok(mut g)) = slot.map(Mutex::lock) {
-            *g = Some(learned.clone());
+        let site = self
+            .config
+            .sites
+            .get(index)
+            .ok_or_else(miscalibrated_page)?;
+        let FirstFactor::Basic(rules) = &site.first_factor else {
+            return Err(miscalibrated_page());
+        };
+        let host = site
+            .hosts
+            .first()
+            .and_then(|h| HeaderValue::from_str(h).ok())
+            .ok_or_else(miscalibrated_page)?;
+        let result = basic::calibrate(&self.upstream, site, rules, &host).await;
+        let next = match &result {
+            Ok(c) => {
+                tracing::info!(site = %site.name, probe_path = %rules.probe_path, "the console's probe tells right from wrong passwords");
+                Calibration::Ready(c.clone())
+            }
+            Err(basic::Miscalibrated::Unreachable) => Calibration::Unknown,
+            Err(why) => {
+                tracing::error!(site = %site.name, probe_path = %rules.probe_path, "refusing every login: {why}");
+                Calibration::Failed { at: now }
+            }
+        };
+        *state = next;
+        match result {
+            Ok(c) => Ok(c),
+            Err(basic::Miscalibrated::Unreachable) => Err(UpstreamError::Unreachable.page()),
+            Err(_) => Err(miscalibrated_page()),
         }
-        Ok(learned)
+    }
+
+    /// Calibrates every Basic site's probe (at start), logging the outcome.
+    pub async fn calibrate_all(&self) {
+        for (i, site) in self.config.sites.iter().enumerate() {
+            if matches!(site.first_factor, FirstFactor::Basic(_)) {
+                let _ = self.calibrated(i).await;
+            }
+        }
     }
 
     /// Records a password-accepted login and sends the browser to the gate's login page.
@@ -648,7 +904,16 @@ impl Gate {
         by: &str,
     ) -> Result<users::ActionResult, StoreError> {
         let result = users::act(&*self.store, UserOp::Reset, realm, user, self.now()).await?;
-        tracing::info!(target: "mfa_gate::audit", event = "reset", realm = %realm, user = %user, by = %by, outcome = ?result);
+        audit::info(
+            "reset",
+            &audit::Event {
+                realm: Some(realm),
+                user: Some(user),
+                by: Some(by),
+                detail: Some(result.as_str()),
+                ..audit::Event::default()
+            },
+        );
         if result == users::ActionResult::Done {
             let _ = self.revocations.send((realm.to_string(), user.to_string()));
         }
@@ -666,7 +931,16 @@ impl Gate {
         by: &str,
     ) -> Result<users::ActionResult, StoreError> {
         let result = users::act(&*self.store, UserOp::Unlock, realm, user, self.now()).await?;
-        tracing::info!(target: "mfa_gate::audit", event = "unlock", realm = %realm, user = %user, by = %by, outcome = ?result);
+        audit::info(
+            "unlock",
+            &audit::Event {
+                realm: Some(realm),
+                user: Some(user),
+                by: Some(by),
+                detail: Some(result.as_str()),
+                ..audit::Event::default()
+            },
+        );
         Ok(result)
     }
 
@@ -676,6 +950,26 @@ impl Gate {
         if let Err(e) = self.store.sweep(self.now()).await {
             tracing::warn!(error = %e, "store sweep failed");
         }
+    }
+}
+
+/// The page while a Basic site's probe cannot tell a right password from a wrong one.
+fn miscalibrated_page() -> Response<Body> {
+    message::page(
+        StatusCode::BAD_GATEWAY,
+        "Sign-in is misconfigured",
+        "The gate cannot tell whether the console accepted a password (its probe page does not refuse a wrong one), so it lets nobody in. Tell your administrator.",
+        None,
+    )
+}
+
+/// Drops every `Set-Cookie` for the console's session cookie (any spelling) from an
+/// answer to a request the gate did not judge as a successful login.
+fn withhold_console_session(resp: &mut Response<Body>, name: &str) {
+    let wanted = cookies::fold(name);
+    let dropped = cookies::drop_set_cookies(resp.headers_mut(), |n| cookies::fold(n) == wanted);
+    if !dropped.is_empty() {
+        tracing::info!(cookie = %name, "withheld a console session cookie set outside a judged login");
     }
 }
 

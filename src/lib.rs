@@ -11,7 +11,9 @@
 //! |---|---|
 //! | [`cli`] | `serve`, `check-config`, `demo`, `user list/show/reset/unlock` |
 //! | [`admin_socket`] | the root-only unix socket the CLI uses to reach the daemon |
+//! | [`audit`] | the one writer of audit events (escaped, on `mfa_gate::audit`) |
 //! | [`admin`] | the admin web page and JSON API |
+//! | [`cookies`] | request cookies parsed and rebuilt as consoles read them; `Set-Cookie` filtering |
 //! | [`config`] | TOML → validated [`config::Config`], errors with file:line:column |
 //! | [`server`] | listeners (plain/TLS), accept loop, graceful shutdown, systemd notify |
 //! | [`gate`] | the decision for one request: refuse, gate page, challenge, or pass |
@@ -33,9 +35,11 @@
 
 pub mod admin;
 pub mod admin_socket;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cookies;
 pub mod demo;
 pub mod first_factor;
 pub mod flow;

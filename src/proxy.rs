@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
@@ -17,8 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
 use crate::config::Site;
+use crate::cookies::{self, ConsoleCookie};
 use crate::pages::message;
-use crate::session;
 
 /// Errors inside bodies, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,25 +40,35 @@ const HOP_BY_HOP: [&str; 10] = [
 ];
 
 /// Headers through which a client could claim an identity or a forwarding path. Compared
-/// after lower-casing and turning `_` into `-`, so every spelling is caught.
-const IDENTITY: [&str; 16] = [
+/// after lower-casing and turning `_` into `-` (WSGI reads both as one), so every spelling
+/// is caught; a site can name more with `strip_headers`.
+const IDENTITY: [&str; 22] = [
     "remote-user",
-    "x-remote-user",
+    "remote-group",
+    "remote-email",
     "x-user",
+    "x-username",
     "x-auth-user",
-    "x-auth-request-user",
-    "x-auth-request-email",
+    "x-auth-email",
+    "x-auth-groups",
     "x-webauth-user",
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-preferred-username",
-    "x-forwarded-groups",
+    "x-remote-user",
+    "x-remote-group",
+    "x-remote-email",
+    "x-authenticated-user",
+    "x-authenticated-groups",
+    "x-authenticated-email",
     "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
     "forwarded",
     "x-original-uri",
     "x-original-url",
     "x-rewrite-url",
 ];
+
+/// Prefixes of whole families of identity and forwarding headers.
+const IDENTITY_PREFIXES: [&str; 3] = ["x-forwarded-", "x-auth-request-", "x-remote-"];
 
 /// The pooled client to the consoles.
 #[derive(Clone, Debug)]
@@ -80,9 +90,11 @@ pub struct Forwarding {
     pub tls: bool,
     pub host: HeaderValue,
     pub user: Option<String>,
-    /// A console cookie to withhold as well (form mode without a gate session: the console
-    /// must see an anonymous visitor).
-    pub hide_cookie: Option<String>,
+    /// What of the console's own session cookie may reach it (withheld without a gate
+    /// session in form mode, only the bound value with one).
+    pub console_cookie: ConsoleCookie,
+    /// More client headers to remove (the site's `strip_headers`).
+    pub strip: Vec<HeaderName>,
     /// Remove the client's `Authorization` (form mode).
     pub drop_authorization: bool,
     /// For a verified user: the channel announcing resets, so an upgraded connection of a
@@ -129,54 +141,47 @@ impl Upstream {
         &self,
         req: Request<Body>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, Response<Body>> {
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => {
                 tracing::warn!("the console did not answer within {:?}", timeout);
-                Err(message::page(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The console is not answering",
-                    "The console behind this gate took too long to answer. Try again in a moment.",
-                    None,
-                ))
+                Err(UpstreamError::Timeout)
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot reach the console");
-                Err(message::page(
-                    StatusCode::BAD_GATEWAY,
-                    "The console is unreachable",
-                    "The gate could not reach the console behind it. It may be down or restarting.",
-                    None,
-                ))
+                Err(UpstreamError::Unreachable)
             }
             Ok(Ok(resp)) => Ok(resp),
         }
     }
 
-    /// A small request of the gate's own (the Basic-auth probe); the body is read whole,
-    /// up to `limit` bytes.
+    /// A small request of the gate's own (the Basic-auth probe, the identity check); the
+    /// body is read whole, up to `limit` bytes.
     ///
     /// # Errors
-    /// A ready-made 502/504 page.
+    /// The console cannot be reached, is too slow, or its answer is too large.
     pub async fn fetch(
         &self,
         site: &Site,
         path: &str,
         headers: HeaderMap,
         limit: usize,
-    ) -> Result<(http::response::Parts, Bytes), Response<Body>> {
-        let uri = site.upstream.uri_for(path).map_err(|_| bad_gateway())?;
+    ) -> Result<(http::response::Parts, Bytes), UpstreamError> {
+        let uri = site
+            .upstream
+            .uri_for(path)
+            .map_err(|_| UpstreamError::Invalid)?;
         let mut req = Request::builder()
             .uri(uri)
             .body(crate::pages::full(Bytes::new()))
-            .map_err(|_| bad_gateway())?;
+            .map_err(|_| UpstreamError::Invalid)?;
         *req.headers_mut() = headers;
         let resp = self.send(req, site.upstream_timeout).await?;
         let (parts, body) = resp.into_parts();
         let body = http_body_util::Limited::new(body, limit);
         let bytes = match tokio::time::timeout(site.upstream_timeout, body.collect()).await {
             Ok(Ok(c)) => c.to_bytes(),
-            _ => return Err(bad_gateway()),
+            _ => return Err(UpstreamError::Invalid),
         };
         Ok((parts, bytes))
     }
@@ -214,7 +219,7 @@ impl Upstream {
 
         let mut resp = match self.send(req, site.upstream_timeout).await {
             Ok(r) => r,
-            Err(page) => return page,
+            Err(e) => return e.page(),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
@@ -249,21 +254,59 @@ impl Upstream {
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, crate::pages::full(Bytes::new()));
             }
-            return bad_gateway();
+            return UpstreamError::Invalid.page();
         }
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        drop_gate_cookies(&mut parts.headers, site);
         Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
     }
 }
 
-fn bad_gateway() -> Response<Body> {
-    message::page(
-        StatusCode::BAD_GATEWAY,
-        "The console is unreachable",
-        "The gate could not get a valid answer from the console behind it.",
-        None,
-    )
+/// Removes a console's `Set-Cookie` for a gate cookie (any spelling, any `Domain`): a
+/// console must not end, fix or shadow the gate's session.
+pub fn drop_gate_cookies(headers: &mut HeaderMap, site: &Site) {
+    let dropped = cookies::drop_set_cookies(headers, cookies::is_gate_cookie);
+    if !dropped.is_empty() {
+        tracing::warn!(site = %site.name, cookies = ?dropped, "dropped the console's Set-Cookie for the gate's own cookies");
+    }
+}
+
+/// Why the console gave no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// No response head within the site's `upstream_timeout`.
+    Timeout,
+    /// The connection failed.
+    Unreachable,
+    /// The request could not be built, or the answer was broken or too large.
+    Invalid,
+}
+
+impl UpstreamError {
+    /// The 502/504 page for the browser.
+    pub fn page(self) -> Response<Body> {
+        match self {
+            UpstreamError::Timeout => message::page(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The console is not answering",
+                "The console behind this gate took too long to answer. Try again in a moment.",
+                None,
+            ),
+            UpstreamError::Unreachable => message::page(
+                StatusCode::BAD_GATEWAY,
+                "The console is unreachable",
+                "The gate could not reach the console behind it. It may be down or restarting.",
+                None,
+            ),
+            UpstreamError::Invalid => message::page(
+                StatusCode::BAD_GATEWAY,
+                "The console is unreachable",
+                "The gate could not get a valid answer from the console behind it.",
+                None,
+            ),
+        }
+    }
 }
 
 /// The protocol a request asks to upgrade to, if it really asks (`Connection: upgrade`).
@@ -297,7 +340,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether a header name is a client-supplied identity or forwarding claim.
 pub fn is_identity_header(name: &HeaderName) -> bool {
     let normal = name.as_str().replace('_', "-");
-    IDENTITY.contains(&normal.as_str()) || normal.starts_with("x-forwarded-")
+    IDENTITY.contains(&normal.as_str()) || IDENTITY_PREFIXES.iter().any(|p| normal.starts_with(p))
 }
 
 /// Request headers as the console must see them: hop-by-hop and identity headers gone,
@@ -339,19 +382,18 @@ pub fn prepare_request_headers(
     if fwd.drop_authorization {
         headers.remove(http::header::AUTHORIZATION);
     }
-    let cookies: Vec<HeaderValue> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| {
-            session::strip_cookies(v, |name| {
-                session::Names::is_gate_cookie(name) || fwd.hide_cookie.as_deref() == Some(name)
-            })
-        })
-        .collect();
-    headers.remove(COOKIE);
-    for c in cookies {
-        headers.append(COOKIE, c);
+    for name in &fwd.strip {
+        let wanted = name.as_str().replace('_', "-");
+        let spellings: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().replace('_', "-") == wanted)
+            .cloned()
+            .collect();
+        for n in spellings {
+            headers.remove(n);
+        }
     }
+    cookies::rewrite_for_console(headers, &fwd.console_cookie);
 
     let xff = match client_xff {
         Some(chain) => format!("{chain}, {}", fwd.peer),
@@ -426,6 +468,14 @@ mod tests {
             "X-Forwarded-Prefix",
             "Forwarded",
             "remote_user",
+            "X-Authenticated-User",
+            "x_authenticated_user",
+            "X-Auth-User",
+            "X-Remote-Group",
+            "X-Forwarded-Groups",
+            "X-Forwarded-Email",
+            "X-Auth-Request-Email",
+            "X-Auth-Request-Preferred-Username",
         ] {
             let n = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
             assert!(is_identity_header(&n), "{name}");

@@ -178,6 +178,10 @@ pub async fn run_bound(
             socket_path.clone(),
         ))
     });
+    tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.calibrate_all().await }
+    });
     let sweeper = {
         let gate = gate.clone();
         tokio::spawn(async move {

@@ -8,7 +8,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cookie::{Cookie, CookieJar, SameSite};
-use http::header::{HeaderValue, COOKIE};
+use http::header::HeaderValue;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -36,12 +36,6 @@ impl Names {
             }
         }
     }
-
-    /// Whether a cookie name is one of the gate's (in any of its spellings).
-    pub fn is_gate_cookie(name: &str) -> bool {
-        let bare = name.strip_prefix("__Host-").unwrap_or(name);
-        bare == "mfa_session" || bare == "mfa_pending"
-    }
 }
 
 /// What a session cookie holds.
@@ -58,6 +52,10 @@ pub struct Session {
     pub seen: u64,
     /// Keyed hash of the first-factor credentials the session was opened with.
     pub bind: String,
+    /// Basic mode with a console session cookie: keyed hash of the value the console gave
+    /// this session; only that value is forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
 }
 
 /// Why a session is not usable.
@@ -94,6 +92,7 @@ impl Session {
             iat: now,
             seen: now,
             bind: bind.to_string(),
+            console: None,
         })
     }
 
@@ -130,17 +129,18 @@ pub fn random_id() -> Result<String, getrandom::Error> {
     Ok(B64URL.encode(id))
 }
 
-/// Reads, decrypts and authenticates the cookie `name`; `None` if absent or not genuine.
+/// Reads, decrypts and authenticates the cookie spelled exactly `name`; `None` if absent,
+/// ambiguous (two values) or not genuine. Other spellings (`mfa%5Fsession`, …) are never
+/// read as the gate's cookie (and never forwarded: see [`crate::cookies`]).
 pub fn read(headers: &HeaderMap, name: &str, key: &cookie::Key) -> Option<String> {
+    let value = crate::cookies::RequestCookies::parse(headers).exact(name)?;
+    // The value is percent-encoded by `set_cookie`; it is authenticated, so decoding it
+    // cannot make a forgery pass.
+    let value = percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .ok()?;
     let mut jar = CookieJar::new();
-    for value in headers.get_all(COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for cookie in Cookie::split_parse_encoded(text).flatten() {
-            if cookie.name() == name {
-                jar.add_original(cookie.into_owned());
-            }
-        }
-    }
+    jar.add_original(Cookie::new(name.to_string(), value.into_owned()));
     jar.private(key).get(name).map(|c| c.value().to_string())
 }
 
@@ -183,25 +183,10 @@ pub fn encode_session(session: &Session) -> Option<String> {
     serde_json::to_string(session).ok()
 }
 
-/// The `Cookie` header without the cookies `drop` names. Returns `None` when nothing is
-/// left.
-pub fn strip_cookies(value: &HeaderValue, drop: impl Fn(&str) -> bool) -> Option<HeaderValue> {
-    let text = value.to_str().ok()?;
-    let kept: Vec<&str> = text
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !drop(pair.split('=').next().unwrap_or("").trim()))
-        .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        HeaderValue::from_str(&kept.join("; ")).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::COOKIE;
 
     fn key(byte: u8) -> cookie::Key {
         cookie::Key::derive_from(&[byte; 32])
@@ -228,6 +213,7 @@ mod tests {
             iat: 1000,
             seen: 1000,
             bind: "b".into(),
+            console: None,
         }
     }
 
@@ -335,22 +321,6 @@ mod tests {
         ] {
             assert!(text.contains(attr), "{attr} missing in {text}");
         }
-    }
-
-    #[test]
-    fn gate_cookies_are_stripped_for_the_console() {
-        let v = HeaderValue::from_static("a=1; mfa_session=x; __Host-mfa_pending=y; JSESSIONID=z");
-        assert_eq!(
-            strip_cookies(&v, Names::is_gate_cookie),
-            Some(HeaderValue::from_static("a=1; JSESSIONID=z"))
-        );
-        assert_eq!(
-            strip_cookies(
-                &HeaderValue::from_static("mfa_session=x"),
-                Names::is_gate_cookie
-            ),
-            None
-        );
     }
 
     #[test]

@@ -90,7 +90,16 @@ async fn direct(config: &Config, req: &Request) -> Answer {
         } else {
             "unlock"
         };
-        tracing::info!(target: "mfa_gate::audit", event, realm = %realm, user = %user, by = "cli(direct)", outcome = ?a.result);
+        crate::audit::info(
+            event,
+            &crate::audit::Event {
+                realm: Some(realm),
+                user: Some(user),
+                by: Some("cli(direct)"),
+                detail: a.result.map(ActionResult::as_str),
+                ..crate::audit::Event::default()
+            },
+        );
     }
     result.unwrap_or_else(|e| Answer {
         ok: false,

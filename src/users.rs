@@ -95,6 +95,16 @@ pub enum ActionResult {
     NoSuchUser,
 }
 
+impl ActionResult {
+    /// The name scripts see (`done`, `no_such_user`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionResult::Done => "done",
+            ActionResult::NoSuchUser => "no_such_user",
+        }
+    }
+}
+
 /// Resets or unlocks directly in the store (the CLI when no daemon runs).
 ///
 /// # Errors

@@ -34,12 +34,26 @@ async fn wrong_password_gets_the_consoles_own_401() {
     assert_eq!(got.body, "console says: wrong password\n");
     assert_eq!(got.header("x-console").as_deref(), Some("yes"));
     assert!(got.set_cookies().is_empty());
-    let paths: Vec<String> = console.requests().into_iter().map(|s| s.path).collect();
-    // One probe without credentials (is the probe page protected?), one with them.
+    let seen = console.requests();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    // The calibration (one probe without credentials, one with a deliberately wrong
+    // password), then one probe with the browser's credentials.
     assert_eq!(
         paths,
-        ["/probe", "/probe"],
+        ["/probe", "/probe", "/probe"],
         "the request itself is never forwarded"
+    );
+    let auth = |i: usize| seen[i].headers.get("authorization").cloned();
+    assert_eq!(auth(0), None);
+    assert_ne!(auth(1), None);
+    assert_eq!(
+        auth(2),
+        b.request("GET", "/")
+            .body(())
+            .unwrap()
+            .headers()
+            .get("authorization")
+            .cloned()
     );
 }
 

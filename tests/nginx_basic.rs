@@ -299,8 +299,13 @@ async fn no_credentials_gets_nginxs_own_challenge_and_nothing_is_forwarded() {
     );
     let all = nginx.requests().await;
     assert!(
-        all.iter().all(|l| l.user.is_empty() || l.user == "-"),
-        "no credentials were sent to nginx: {all:?}"
+        all.iter()
+            .all(|l| l.user.is_empty() || l.user == "-" || l.user == "mfa-gate-calibration"),
+        "no credentials but the calibration's deliberately wrong ones were sent to nginx: {all:?}"
+    );
+    assert!(
+        all.iter().any(|l| l.user == "mfa-gate-calibration"),
+        "the probe was calibrated with a wrong password: {all:?}"
     );
 }
 

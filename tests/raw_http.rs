@@ -73,9 +73,9 @@ async fn framing_attacks_get_400() {
         assert_eq!(status(&resp), 400, "{raw:?} → {resp}");
     }
     assert!(
-        console.requests().is_empty(),
+        console.traffic().is_empty(),
         "nothing reached the console: {:?}",
-        console.requests()
+        console.traffic()
     );
 }
 
@@ -95,7 +95,7 @@ async fn a_smuggled_second_request_on_a_kept_alive_connection_gets_400() {
         !text.contains("HTTP/1.1 303") && !text.contains("console page"),
         "{text}"
     );
-    assert!(console.requests().is_empty(), "{:?}", console.requests());
+    assert!(console.traffic().is_empty(), "{:?}", console.traffic());
 }
 
 #[tokio::test]
@@ -124,7 +124,7 @@ async fn ambiguous_paths_get_400_before_any_decision() {
         let resp = exchange(&gate, raw).await;
         assert_eq!(status(&resp), 400, "{resp}");
     }
-    assert!(console.requests().is_empty(), "{:?}", console.requests());
+    assert!(console.traffic().is_empty(), "{:?}", console.traffic());
 }
 
 #[tokio::test]
@@ -149,7 +149,7 @@ async fn huge_headers_get_431() {
     );
     let resp = exchange(&gate, raw.as_bytes()).await;
     assert_eq!(status(&resp), 431, "{resp}");
-    assert!(console.requests().is_empty());
+    assert!(console.traffic().is_empty());
 }
 
 #[tokio::test]
@@ -188,7 +188,7 @@ async fn trickled_headers_are_cut_off_at_the_header_timeout() {
         "the gate waited for all {} bytes at 10 per second",
         raw.len()
     );
-    assert!(console.requests().is_empty());
+    assert!(console.traffic().is_empty());
 }
 
 #[tokio::test]

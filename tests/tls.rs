@@ -149,5 +149,5 @@ async fn plain_http_to_the_tls_port_gets_nothing_through() {
         err.contains("HTTP/0.9") || err.contains("Empty reply") || err.contains("reset"),
         "{err}"
     );
-    assert!(console.requests().is_empty());
+    assert!(console.traffic().is_empty());
 }

@@ -1,19 +1,22 @@
 //! The **basic** mode: the console uses HTTP Basic auth.
 //!
 //! A request with credentials but no gate session is never forwarded as it is: the gate
-//! asks the console with a probe request (`GET probe_path` with those credentials). A 401
-//! or 403 goes back to the browser as the console sent it; anything 2xx/3xx means the
-//! password was accepted and MFA starts.
+//! asks the console with a probe request (`GET probe_path` with those credentials). What
+//! counts as "accepted" is explicit per site (statuses, and optionally a redirect target
+//! or a body marker that means failure); a 401 or 403 goes back to the browser as the
+//! console sent it. The probe is calibrated first: without credentials it must answer 401,
+//! and a deliberately wrong password must not look accepted — otherwise the gate could
+//! not tell a right password from a wrong one and logs nobody in.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, HOST, LOCATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::config::Site;
+use crate::config::{BasicLogin, Site};
 use crate::pages::message;
-use crate::proxy::{self, Body, Upstream};
+use crate::proxy::{self, Body, Upstream, UpstreamError};
 
 /// Credentials from an `Authorization: Basic` header.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,26 +68,29 @@ pub fn identity(key: &[u8; 32], site: &Site, headers: &HeaderMap) -> Option<(Str
 
 /// What the console said about a set of credentials.
 pub enum Verdict {
-    /// 2xx or 3xx: the password is right.
+    /// The probe's answer is "accepted" under the site's rules.
     Accepted,
-    /// 401/403 (or anything else that is not a yes): the console's answer, to be returned.
+    /// 401/403: the console's answer, to be returned as it is.
     Refused(Response<Body>),
+    /// Anything else that is not "accepted" (a redirect to the console's login page, a
+    /// failure marker): the gate answers with the console's challenge.
+    RefusedOtherwise,
 }
 
-/// Most of a console's 401 page the gate will relay.
+/// Most of a console's probe answer the gate reads (and relays for a 401).
 const PROBE_BODY_LIMIT: usize = 256 * 1024;
 
-/// Asks the console whether `authorization` is accepted.
+/// Asks the console about `authorization` (or about no credentials at all).
 ///
 /// # Errors
-/// A ready-made 502/504 page when the console cannot be asked.
+/// The console cannot be asked (unreachable, too slow).
 pub async fn probe(
     upstream: &Upstream,
     site: &Site,
     probe_path: &str,
     host: &HeaderValue,
     authorization: Option<&HeaderValue>,
-) -> Result<(StatusCode, Response<Body>), Response<Body>> {
+) -> Result<(http::response::Parts, Bytes), UpstreamError> {
     let mut headers = HeaderMap::new();
     headers.insert(HOST, host.clone());
     if let Some(a) = authorization {
@@ -95,37 +101,58 @@ pub async fn probe(
         .await?;
     proxy::remove_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    let status = parts.status;
-    Ok((
-        status,
-        Response::from_parts(parts, crate::pages::full(body)),
-    ))
+    proxy::drop_gate_cookies(&mut parts.headers, site);
+    Ok((parts, body))
+}
+
+/// Whether a probe answer means "password accepted" under the site's rules: an accepted
+/// status, no redirect to the failure location, no failure marker in the body.
+pub fn accepted(rules: &BasicLogin, parts: &http::response::Parts, body: &[u8]) -> bool {
+    if !rules.accept_status.contains(&parts.status.as_u16()) {
+        return false;
+    }
+    if let Some(failure) = &rules.failure_location {
+        let location = parts
+            .headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if super::form::location_path(location).is_some_and(|p| p.starts_with(failure.as_str())) {
+            return false;
+        }
+    }
+    if let Some(marker) = &rules.failure_marker {
+        let found = body
+            .windows(marker.len().max(1))
+            .any(|w| w == marker.as_bytes());
+        if found {
+            return false;
+        }
+    }
+    true
 }
 
 /// Checks credentials with the probe.
 ///
 /// # Errors
-/// A ready-made 502/504 page when the console cannot be asked.
+/// The console cannot be asked.
 pub async fn check(
     upstream: &Upstream,
     site: &Site,
-    probe_path: &str,
+    rules: &BasicLogin,
     host: &HeaderValue,
     authorization: &HeaderValue,
-) -> Result<Verdict, Response<Body>> {
-    let (status, resp) = probe(upstream, site, probe_path, host, Some(authorization)).await?;
-    if status.is_success() || status.is_redirection() {
+) -> Result<Verdict, UpstreamError> {
+    let (parts, body) = probe(upstream, site, &rules.probe_path, host, Some(authorization)).await?;
+    if accepted(rules, &parts, &body) {
         Ok(Verdict::Accepted)
-    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        Ok(Verdict::Refused(resp))
-    } else {
-        tracing::warn!(site = %site.name, status = status.as_u16(), "the console answered the credential probe with an unexpected status");
-        Ok(Verdict::Refused(message::page(
-            StatusCode::BAD_GATEWAY,
-            "The console could not check the password",
-            "The console answered the sign-in check with an error. Try again later.",
-            None,
+    } else if parts.status == StatusCode::UNAUTHORIZED || parts.status == StatusCode::FORBIDDEN {
+        Ok(Verdict::Refused(Response::from_parts(
+            parts,
+            crate::pages::full(body),
         )))
+    } else {
+        Ok(Verdict::RefusedOtherwise)
     }
 }
 
@@ -143,32 +170,74 @@ pub fn challenge(www_authenticate: &HeaderValue) -> Response<Body> {
     resp
 }
 
-/// Learns the console's challenge from an unauthenticated probe. The probe path must
-/// answer 401 without credentials — otherwise every password would look "accepted", so
-/// the gate refuses to log anyone in (fail closed) and says why.
-///
-/// # Errors
-/// A ready-made 502/504 page: the console is unreachable, or the probe path is not
-/// protected.
-pub async fn learn_challenge(
-    upstream: &Upstream,
-    site: &Site,
-    probe_path: &str,
-    host: &HeaderValue,
-) -> Result<HeaderValue, Response<Body>> {
-    let (status, resp) = probe(upstream, site, probe_path, host, None).await?;
-    match resp.headers().get(WWW_AUTHENTICATE) {
-        Some(challenge) if status == StatusCode::UNAUTHORIZED => Ok(challenge.clone()),
-        _ => {
-            tracing::error!(site = %site.name, probe_path, status = status.as_u16(), "the probe path answers without a password (expected 401 with WWW-Authenticate); refusing every login until probe_path names a protected page");
-            Err(message::page(
-                StatusCode::BAD_GATEWAY,
-                "Sign-in is misconfigured",
-                "The gate cannot tell whether the console accepted a password (its probe page is not protected). Tell your administrator.",
-                None,
-            ))
+/// Why a site's probe cannot tell a right password from a wrong one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Miscalibrated {
+    /// The console could not be asked.
+    Unreachable,
+    /// Without credentials the probe path does not answer 401 with `WWW-Authenticate`.
+    Unprotected { status: u16 },
+    /// A deliberately wrong password looks accepted.
+    WrongPasswordAccepted { status: u16 },
+}
+
+impl std::fmt::Display for Miscalibrated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Miscalibrated::Unreachable => write!(f, "the console cannot be reached"),
+            Miscalibrated::Unprotected { status } => write!(
+                f,
+                "the probe path answers {status} without a password (expected 401 with WWW-Authenticate); set probe_path to a protected page"
+            ),
+            Miscalibrated::WrongPasswordAccepted { status } => write!(
+                f,
+                "the probe path answers {status} to a wrong password as if it were right; set accept_status, failure_location or failure_marker so a refusal can be told apart"
+            ),
         }
     }
+}
+
+/// Calibrates a site's probe: without credentials it must answer 401 with the console's
+/// challenge (returned), and a deliberately wrong password must not look accepted. A
+/// probe that fails either check cannot tell a right password from a wrong one, so the
+/// gate logs nobody in through it.
+///
+/// # Errors
+/// Why the probe cannot be trusted.
+pub async fn calibrate(
+    upstream: &Upstream,
+    site: &Site,
+    rules: &BasicLogin,
+    host: &HeaderValue,
+) -> Result<HeaderValue, Miscalibrated> {
+    let (parts, _) = probe(upstream, site, &rules.probe_path, host, None)
+        .await
+        .map_err(|_| Miscalibrated::Unreachable)?;
+    let challenge = match parts.headers.get(WWW_AUTHENTICATE) {
+        Some(c) if parts.status == StatusCode::UNAUTHORIZED => c.clone(),
+        _ => {
+            return Err(Miscalibrated::Unprotected {
+                status: parts.status.as_u16(),
+            })
+        }
+    };
+    let wrong = wrong_credentials().map_err(|_| Miscalibrated::Unreachable)?;
+    let (parts, body) = probe(upstream, site, &rules.probe_path, host, Some(&wrong))
+        .await
+        .map_err(|_| Miscalibrated::Unreachable)?;
+    if accepted(rules, &parts, &body) {
+        return Err(Miscalibrated::WrongPasswordAccepted {
+            status: parts.status.as_u16(),
+        });
+    }
+    Ok(challenge)
+}
+
+/// Credentials no console accepts: a fixed, recognisable user name and a random password.
+fn wrong_credentials() -> Result<HeaderValue, getrandom::Error> {
+    let password = crate::session::random_id()?;
+    let token = B64.encode(format!("mfa-gate-calibration:{password}"));
+    HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| getrandom::Error::UNSUPPORTED)
 }
 
 /// An empty body, for responses without content.

@@ -6,6 +6,7 @@
 
 pub mod basic;
 pub mod form;
+pub mod login_body;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;

@@ -88,6 +88,15 @@ impl Console {
         self.seen.lock().unwrap().clear();
     }
 
+    /// Everything but the gate's calibration of its probe (`GET /probe` without
+    /// credentials, and with the deliberately wrong `mfa-gate-calibration` ones).
+    pub fn traffic(&self) -> Vec<Seen> {
+        self.requests()
+            .into_iter()
+            .filter(|s| !is_calibration(s))
+            .collect()
+    }
+
     /// Requests other than the gate's credential probes (`GET /probe`).
     pub fn forwarded(&self) -> Vec<Seen> {
         self.requests()
@@ -160,6 +169,19 @@ impl Console {
             }
         }
     }
+}
+
+/// Whether a request is one of the gate's calibration probes.
+pub fn is_calibration(s: &Seen) -> bool {
+    let auth = s
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok());
+    s.method == "GET"
+        && s.path == "/probe"
+        && auth.is_none_or(|a| a.starts_with(b"mfa-gate-calibration:"))
 }
 
 /// Serves HTTP/1.1 (with upgrades) on `listener`, one task per connection, answering
