@@ -97,6 +97,15 @@ pub async fn pending_login(
     if p.site != site.name || p.realm != site.realm || p.expires < gate.now() {
         return Ok(None);
     }
+    // A reset, lock or unlock since the login started ends it.
+    let epoch = gate
+        .store
+        .user(&p.realm, &p.user)
+        .await?
+        .map_or(0, |u| u.epoch);
+    if epoch != p.epoch {
+        return Ok(None);
+    }
     match &site.first_factor {
         FirstFactor::Basic { .. } => {
             if headers.contains_key(AUTHORIZATION) {
@@ -201,7 +210,7 @@ async fn login_page(
 async fn render_login(
     gate: &Gate,
     id: &str,
-    mut p: PendingLogin,
+    p: PendingLogin,
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response<Body>, StoreError> {
@@ -223,23 +232,10 @@ async fn render_login(
         });
         return Ok(pages::html(status, page));
     }
-    let sealed = match p.enroll_secret.clone() {
-        Some(s) => s,
-        None => {
-            // The user was reset after this login started: give it a secret now.
-            let secret = totp::new_secret().map_err(|e| StoreError::Io(e.to_string()))?;
-            let s = seal::seal(
-                &gate.keys.seal,
-                Purpose::Provisional,
-                &p.realm,
-                &p.user,
-                &secret,
-            )
-            .map_err(|e| StoreError::Io(e.to_string()))?;
-            p.enroll_secret = Some(s.clone());
-            gate.store.put_pending(id, &p).await?;
-            s
-        }
+    // A login of an enrolled user carries no secret to enroll; if the user is no longer
+    // enrolled, the login started before a reset and is dead.
+    let Some(sealed) = p.enroll_secret.clone() else {
+        return Ok(expired_login());
     };
     let secret = provisional_secret(gate, &p, &sealed)?;
     let uri = totp::otpauth_uri(&secret, issuer, &p.user)
@@ -432,8 +428,14 @@ async fn enroll(
         secret: &active,
         step: matched,
         recovery: &hashes,
+        epoch: p.epoch,
     };
-    if gate.store.apply(&p.realm, &p.user, op, now).await? != Outcome::Applied {
+    let outcome = gate.store.apply(&p.realm, &p.user, op, now).await?;
+    if outcome == Outcome::Stale {
+        audit.event("enroll_refused_stale_login");
+        return Ok(expired_login());
+    }
+    if outcome != Outcome::Applied {
         return render_login(
             gate,
             id,
@@ -519,7 +521,7 @@ async fn verify(
             audit.event("login_ok");
             finish_login(gate, id, &p, now, None).await
         }
-        Outcome::NotEnrolled => render_login(gate, id, p, None, StatusCode::OK).await,
+        Outcome::NotEnrolled => Ok(expired_login()),
         wrong => {
             audit.event(if wrong == Outcome::Replayed {
                 "login_replayed_code"

@@ -15,6 +15,7 @@ use crate::config::{BasicLogin, Config, FirstFactor, FormLogin, Site, WhoamiSour
 use crate::cookies::{self, ConsoleCookie, RequestCookies};
 use crate::first_factor::{self, basic, form, login_body};
 use crate::keys::Keys;
+use crate::live::Live;
 use crate::pages::message;
 use crate::proxy::{self, Body, Forwarding, Upstream, UpstreamError};
 use crate::session::{self, Names, Session};
@@ -38,9 +39,8 @@ pub struct Inner {
     pub upstream: Upstream,
     pub limiter: IpLimiter,
     pub names: Names,
-    /// Users whose sessions were just revoked (reset): open upgraded connections of theirs
-    /// close when their (realm, user) goes by.
-    pub revocations: tokio::sync::broadcast::Sender<(String, String)>,
+    /// The long-lived traffic of sessions, cut when a session ends.
+    pub live: Live,
     /// Each Basic site's calibration. A tokio `Mutex`, held across the calibration probes,
     /// so concurrent first logins wait for one calibration instead of starting several.
     calibrations: Vec<tokio::sync::Mutex<Calibration>>,
@@ -96,7 +96,7 @@ impl Gate {
                 upstream: Upstream::new(),
                 limiter,
                 names,
-                revocations: tokio::sync::broadcast::channel(64).0,
+                live: Live::default(),
                 calibrations,
             }),
         }
@@ -206,7 +206,13 @@ impl Gate {
     }
 
     /// How a request is forwarded for `session` (or without one).
-    fn forwarding(&self, ctx: &Ctx, headers: &HeaderMap, session: Option<&Session>) -> Forwarding {
+    fn forwarding(
+        &self,
+        ctx: &Ctx,
+        headers: &HeaderMap,
+        session: Option<&Session>,
+        seen: u64,
+    ) -> Forwarding {
         let site = self.site(ctx);
         // Without a verified user, a form console must not see its session cookie either;
         // and unless the site says otherwise it never sees a client's Authorization.
@@ -229,13 +235,8 @@ impl Gate {
             .trusted_proxies
             .iter()
             .any(|n| n.contains(&ctx.peer.ip()));
-        let revocations = session.map(|s| proxy::Revocations {
-            sender: self.revocations.clone(),
-            realm: site.realm.clone(),
-            user: s.user.clone(),
-        });
         Forwarding {
-            revocations,
+            watch: session.map(|s| self.live.watch(s, seen)),
             peer: ctx.peer.ip(),
             peer_trusted: trusted,
             tls: ctx.tls,
@@ -314,9 +315,16 @@ impl Gate {
         };
         let path = req.uri().path().to_string();
         let logout = form.is_some_and(|f| f.is_logout(&path));
-        let fwd = self.forwarding(ctx, req.headers(), Some(&session));
-        let mut resp = self.upstream.forward(req, site, &fwd).await;
         let now = self.now();
+        // What the session's cookie says of its last activity once this answer is sent.
+        let seen = if session.needs_refresh(now) {
+            now
+        } else {
+            session.seen
+        };
+        self.live.touch(&session.id, seen);
+        let fwd = self.forwarding(ctx, req.headers(), Some(&session), seen);
+        let mut resp = self.upstream.forward(req, site, &fwd).await;
         if logout {
             // The console's own logout ends the gate session as well.
             return match self.end_session(ctx, &session, "logout", &mut resp).await {
@@ -405,9 +413,25 @@ impl Gate {
         event: &'static str,
         resp: &mut Response<Body>,
     ) -> Result<(), StoreError> {
+        self.revoke(ctx, s, event).await?;
+        if let Some(c) =
+            session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
+        {
+            resp.headers_mut().append(SET_COOKIE, c);
+        }
+        Ok(())
+    }
+
+    /// Revokes a session (every instance sees it), cuts its long-lived traffic and audits
+    /// `event`.
+    ///
+    /// # Errors
+    /// The store could not record the revocation.
+    async fn revoke(&self, ctx: &Ctx, s: &Session, event: &'static str) -> Result<(), StoreError> {
         self.store
             .revoke_session(&s.id, s.iat + self.config.session.absolute.as_secs())
             .await?;
+        self.live.end_session(&s.id);
         audit::info(
             event,
             &audit::Event {
@@ -418,11 +442,6 @@ impl Gate {
                 ..audit::Event::default()
             },
         );
-        if let Some(c) =
-            session::set_cookie(&self.names, self.names.session, None, 0, &self.keys.cookie)
-        {
-            resp.headers_mut().append(SET_COOKIE, c);
-        }
         Ok(())
     }
 
@@ -469,6 +488,19 @@ impl Gate {
                 }),
         };
         if !bound {
+            // The session's own cookie with other credentials (a changed Basic password,
+            // another console session): the credentials it was opened with are gone, so
+            // the session ends, and its open WebSockets and streams with it.
+            let changed = match &site.first_factor {
+                FirstFactor::Basic(_) => headers.contains_key(AUTHORIZATION),
+                FirstFactor::Form(f) => RequestCookies::parse(headers)
+                    .exact(&f.session_cookie)
+                    .is_some(),
+            };
+            if changed && !self.store.session_revoked(&s.id).await? {
+                self.revoke(ctx, &s, "session_ended_credentials_changed")
+                    .await?;
+            }
             return Ok(None);
         }
         let Some(user) = self.store.user(&s.realm, &s.user).await? else {
@@ -616,7 +648,7 @@ impl Gate {
             return self.form_submit(ctx, req, form).await;
         }
         if form.is_public(path) {
-            let fwd = self.forwarding(ctx, req.headers(), None);
+            let fwd = self.forwarding(ctx, req.headers(), None, 0);
             let mut resp = self.upstream.forward(req, self.site(ctx), &fwd).await;
             // Only a login the gate judged may hand out a console session.
             withhold_console_session(&mut resp, &form.session_cookie);
@@ -688,7 +720,7 @@ impl Gate {
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(judged.body.len()));
         let req = Request::from_parts(parts, crate::pages::full(judged.body));
-        let fwd = self.forwarding(ctx, &headers, None);
+        let fwd = self.forwarding(ctx, &headers, None, 0);
         let resp = self.upstream.forward(req, site, &fwd).await;
         let Some(value) = form::succeeded(form, resp.status().as_u16(), resp.headers()) else {
             if let Some(user) = &user {
@@ -825,11 +857,8 @@ impl Gate {
                 return Ok(redirect(&login_page, Vec::new()));
             }
         }
-        let enrolled = self
-            .store
-            .user(&site.realm, user)
-            .await?
-            .is_some_and(|u| u.enrolled());
+        let record = self.store.user(&site.realm, user).await?;
+        let enrolled = record.as_ref().is_some_and(|u| u.enrolled());
         let enroll_secret = if enrolled {
             None
         } else {
@@ -857,6 +886,7 @@ impl Gate {
             held: held
                 .map(|h| self.seal_held(&site.realm, user, &h))
                 .transpose()?,
+            epoch: record.map_or(0, |u| u.epoch),
         };
         let id = session::random_id().map_err(|e| StoreError::Io(e.to_string()))?;
         self.store.put_pending(&id, &pending).await?;
@@ -915,7 +945,7 @@ impl Gate {
             },
         );
         if result == users::ActionResult::Done {
-            let _ = self.revocations.send((realm.to_string(), user.to_string()));
+            self.live.end_user(realm, user);
         }
         Ok(result)
     }

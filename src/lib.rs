@@ -27,6 +27,7 @@
 //! | [`store`] | the storage contract, sealing of secrets, the sled implementation |
 //! | [`throttle`] | per-IP limiter |
 //! | [`recovery`] | recovery codes: generation, normal form, keyed hashes |
+//! | [`live`] | long-lived traffic of sessions (WebSocket, streams), cut when a session ends |
 //! | [`keys`] | master key file and derived keys |
 //! | [`pages`] | HTML pages, escaped by construction |
 //! | [`demo`] | the demo console and configuration |
@@ -46,6 +47,7 @@ pub mod flow;
 pub mod framing;
 pub mod gate;
 pub mod keys;
+pub mod live;
 pub mod pages;
 pub mod proxy;
 pub mod recovery;

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 
 use crate::config::Site;
 use crate::cookies::{self, ConsoleCookie};
+use crate::live::{Cut, Watch};
 use crate::pages::message;
 
 /// Errors inside bodies, boxed.
@@ -97,33 +98,14 @@ pub struct Forwarding {
     pub strip: Vec<HeaderName>,
     /// Remove the client's `Authorization` (form mode).
     pub drop_authorization: bool,
-    /// For a verified user: the channel announcing resets, so an upgraded connection of a
-    /// reset user is closed at once.
-    pub revocations: Option<Revocations>,
+    /// For a verified user: the session's long-lived traffic (upgrades, streamed
+    /// responses) is cut when the session ends.
+    pub watch: Option<Watch>,
 }
 
-/// Where resets are announced, and whose connection this is.
-#[derive(Debug, Clone)]
-pub struct Revocations {
-    pub sender: tokio::sync::broadcast::Sender<(String, String)>,
-    pub realm: String,
-    pub user: String,
-}
-
-impl Revocations {
-    /// Resolves when this user is reset (or when announcements were missed: fail closed).
-    async fn announced(self, mut rx: tokio::sync::broadcast::Receiver<(String, String)>) {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match rx.recv().await {
-                Ok((realm, user)) if realm == self.realm && user == self.user => return,
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => return,
-                Err(RecvError::Closed) => std::future::pending::<()>().await,
-            }
-        }
-    }
-}
+/// A response body at least this large (or of unknown length) is long-lived traffic,
+/// cut when its session ends.
+const LONG_LIVED: u64 = 1024 * 1024;
 
 impl Upstream {
     pub fn new() -> Upstream {
@@ -224,10 +206,7 @@ impl Upstream {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
                 let console_side = hyper::upgrade::on(&mut resp);
-                let watch = fwd.revocations.clone().map(|r| {
-                    let rx = r.sender.subscribe();
-                    (r, rx)
-                });
+                let lease = fwd.watch.as_ref().map(Watch::lease);
                 tokio::spawn(async move {
                     let (client, console) = match tokio::try_join!(client_side, console_side) {
                         Ok(both) => both,
@@ -239,14 +218,14 @@ impl Upstream {
                     let mut client = TokioIo::new(client);
                     let mut console = TokioIo::new(console);
                     let copy = tokio::io::copy_bidirectional(&mut client, &mut console);
-                    match watch {
+                    match lease {
                         None => {
                             let _ = copy.await;
                         }
-                        Some((who, rx)) => tokio::select! {
+                        Some(lease) => tokio::select! {
                             _ = copy => {}
-                            () = who.clone().announced(rx) => {
-                                tracing::info!(realm = %who.realm, user = %who.user, "closing an upgraded connection of a reset user");
+                            () = lease.ended() => {
+                                tracing::info!("closing an upgraded connection: its session ended");
                             }
                         },
                     }
@@ -259,7 +238,15 @@ impl Upstream {
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         drop_gate_cookies(&mut parts.headers, site);
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+        let long_lived = hyper::body::Body::size_hint(&body)
+            .exact()
+            .is_none_or(|n| n >= LONG_LIVED);
+        match fwd.watch.as_ref().filter(|_| long_lived) {
+            Some(watch) => {
+                Response::from_parts(parts, Cut::new(body, watch.lease()).boxed_unsync())
+            }
+            None => Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()),
+        }
     }
 }
 

@@ -182,6 +182,27 @@ pub async fn run_bound(
         let gate = gate.clone();
         async move { gate.calibrate_all().await }
     });
+    let reaper = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            // Open WebSockets and streams end at their session's idle or absolute limit,
+            // without waiting for a request.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let limits = &gate.config.session;
+            loop {
+                tick.tick().await;
+                let ended =
+                    gate.live
+                        .expire(gate.now(), limits.idle.as_secs(), limits.absolute.as_secs());
+                if ended > 0 {
+                    tracing::info!(
+                        sessions = ended,
+                        "closed the long-lived traffic of expired sessions"
+                    );
+                }
+            }
+        })
+    };
     let sweeper = {
         let gate = gate.clone();
         tokio::spawn(async move {
@@ -215,6 +236,7 @@ pub async fn run_bound(
     }
     drop(listener);
     sweeper.abort();
+    reaper.abort();
     if let Some(admin) = admin {
         admin.abort();
         let _ = std::fs::remove_file(&socket_path);

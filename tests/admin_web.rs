@@ -493,6 +493,14 @@ async fn a_reset_ends_the_users_session_at_once_and_he_enrolls_again() {
     assert_eq!(later.get("/x").await.status, StatusCode::OK);
 }
 
+/// The password step of a new login of an enrolled user; the verify page's CSRF token.
+async fn verify_page(b: &Browser) -> String {
+    assert_eq!(b.get("/").await.status, StatusCode::SEE_OTHER);
+    let page = b.get("/.mfa/login").await;
+    assert!(page.body.contains("action=\"/.mfa/verify\""), "{page:?}");
+    page.csrf()
+}
+
 #[tokio::test]
 async fn an_unlock_lets_a_hard_locked_user_in_again() {
     let w = world().await;
@@ -501,14 +509,13 @@ async fn an_unlock_lets_a_hard_locked_user_in_again() {
     let bob = site1(&w, "bob");
     let (secret, _) = enroll(&w, &bob).await;
 
-    // A new login of bob's, then wrong codes until the hard lock.
+    // A new login of bob's, then wrong codes until the hard lock. Every lock ends the
+    // login in progress, so the password step is done again each time.
     let b = site1(&w, "bob");
-    b.get("/").await;
-    let page = b.get("/.mfa/login").await;
-    assert!(page.body.contains("action=\"/.mfa/verify\""));
-    let csrf = page.csrf();
+    let mut csrf = verify_page(&b).await;
     let mut locked = false;
-    for _ in 0..40 {
+    let mut restarts = 0;
+    for _ in 0..60 {
         let wrong = wrong_code(&secret, w.gate.now());
         let got = b
             .post_form("/.mfa/verify", &[("code", &wrong), ("csrf", &csrf)])
@@ -518,6 +525,10 @@ async fn an_unlock_lets_a_hard_locked_user_in_again() {
                 let wait: u64 = got.header("retry-after").unwrap().parse().unwrap();
                 w.gate.clock.advance(wait);
             }
+            StatusCode::BAD_REQUEST if got.body.contains("Sign-in expired") => {
+                restarts += 1;
+                csrf = verify_page(&b).await;
+            }
             StatusCode::FORBIDDEN if got.body.contains("Account locked") => {
                 locked = true;
                 break;
@@ -526,6 +537,7 @@ async fn an_unlock_lets_a_hard_locked_user_in_again() {
             other => panic!("unexpected {other}: {got:?}"),
         }
     }
+    assert!(restarts >= 2, "each lock ended the login in progress");
     assert!(locked, "20 wrong codes lock the account");
     let view = show(&alice, "bob").await;
     assert_eq!(view["hard_locked"], true);
@@ -534,7 +546,7 @@ async fn an_unlock_lets_a_hard_locked_user_in_again() {
     let row = between(&list.body, "<tr data-user=\"bob\">", "</tr>").unwrap();
     assert!(row.contains("enrolled, locked until unlocked"), "{row}");
 
-    // Even the right code is refused now.
+    // Even the right code is refused now (in a login started after the lock).
     w.gate.clock.advance(30);
     let right = oathtool(&secret, w.gate.now());
     let got = b
@@ -551,9 +563,14 @@ async fn an_unlock_lets_a_hard_locked_user_in_again() {
     assert_eq!(view["failures"], 0);
     assert_eq!(view["enrolled"], true, "an unlock keeps the authenticator");
 
-    // Bob gets in with a right code.
+    // The unlock ended the login in progress too; a new one gets in with a right code.
     w.gate.clock.advance(30);
     let right = oathtool(&secret, w.gate.now());
+    let got = b
+        .post_form("/.mfa/verify", &[("code", &right), ("csrf", &csrf)])
+        .await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST, "{got:?}");
+    let csrf = verify_page(&b).await;
     let got = b
         .post_form("/.mfa/verify", &[("code", &right), ("csrf", &csrf)])
         .await;

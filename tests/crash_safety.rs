@@ -449,12 +449,14 @@ fn whole(user: &str, rec: &Option<UserRecord>, keys: &Keys) -> Result<Option<Vec
 }
 
 /// The part of a record that only enrollments, verifications and resets change (replayed
-/// codes and unlocks between the snapshot and the burst change only the lockout fields).
+/// codes and unlocks between the snapshot and the burst change only the lockout fields and
+/// the login epoch).
 fn core(rec: &Option<UserRecord>) -> Option<UserRecord> {
     rec.as_ref().map(|r| UserRecord {
         failures: 0,
         locked_until: 0,
         hard_locked: false,
+        epoch: 0,
         ..r.clone()
     })
 }

@@ -48,6 +48,10 @@ pub struct UserRecord {
     /// Locked until an admin unlocks.
     #[serde(default)]
     pub hard_locked: bool,
+    /// Raised by every reset, lock and unlock: a pending login started in an older epoch
+    /// is dead (it can never become an enrollment or release a held console session).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl UserRecord {
@@ -80,7 +84,11 @@ impl UserRecord {
                 secret,
                 step,
                 recovery,
+                epoch,
             } => {
+                if r.epoch != *epoch {
+                    return (existed.then_some(r), Outcome::Stale);
+                }
                 if r.enrolled() {
                     return (existed.then_some(r), Outcome::AlreadyEnrolled);
                 }
@@ -133,6 +141,10 @@ impl UserRecord {
                     r.hard_locked = true;
                 }
                 r.locked_until = now + policy.delay(r.failures);
+                if r.hard_locked || r.locked_until > now {
+                    // A lock ends every login in progress.
+                    r.epoch += 1;
+                }
                 Outcome::Counted {
                     failures: r.failures,
                     locked_until: r.locked_until,
@@ -154,6 +166,7 @@ impl UserRecord {
                     // Strictly after every session issued so far, even within this second.
                     not_before: now.saturating_add(1).max(r.not_before),
                     last_login: r.last_login,
+                    epoch: r.epoch + 1,
                     ..UserRecord::default()
                 };
                 Outcome::Applied
@@ -165,6 +178,7 @@ impl UserRecord {
                 r.failures = 0;
                 r.locked_until = 0;
                 r.hard_locked = false;
+                r.epoch += 1;
                 Outcome::Applied
             }
         };
@@ -175,11 +189,14 @@ impl UserRecord {
 /// One change to a user record.
 #[derive(Debug, Clone, Copy)]
 pub enum UserOp<'a> {
-    /// Activate a secret (with recovery-code hashes) for a user without one, consuming `step`.
+    /// Activate a secret (with recovery-code hashes) for a user without one, consuming
+    /// `step` — only if the user is still in `epoch` (no reset, lock or unlock since the
+    /// login started).
     Activate {
         secret: &'a Sealed,
         step: u64,
         recovery: &'a [String],
+        epoch: u64,
     },
     /// Consume a matched time step if it is newer than every step accepted before.
     ConsumeStep { step: u64 },
@@ -201,6 +218,8 @@ pub enum UserOp<'a> {
 pub enum Outcome {
     Applied,
     AlreadyEnrolled,
+    /// The login started before a reset, lock or unlock of the user.
+    Stale,
     NotEnrolled,
     /// The step was already used (or an older one).
     Replayed,
@@ -270,6 +289,9 @@ pub struct PendingLogin {
     /// Form mode: the console's login answer (its cookies), sealed, released after MFA.
     #[serde(default)]
     pub held: Option<Sealed>,
+    /// The user's epoch when the login started; see [`UserRecord::epoch`].
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// The storage contract shared by the embedded store and (later) PostgreSQL.
@@ -335,6 +357,7 @@ mod tests {
                 secret: &s,
                 step: 10,
                 recovery: &codes,
+                epoch: 0,
             },
             300,
         );
@@ -396,6 +419,46 @@ mod tests {
         );
         let (r, _) = UserRecord::apply(Some(r), &UserOp::Unlock, 2000);
         assert_eq!(r.map(|r| r.lockout(2000)), Some(None));
+    }
+
+    #[test]
+    fn reset_lock_and_unlock_end_logins_in_progress() {
+        let p = LockPolicy::default();
+        let r = enrolled();
+        assert_eq!(r.epoch, 0);
+        let (r, _) = UserRecord::apply(Some(r), &UserOp::Reset, 600);
+        assert_eq!(r.as_ref().map(|r| r.epoch), Some(1));
+        let s = sealed();
+        let stale = UserOp::Activate {
+            secret: &s,
+            step: 30,
+            recovery: &[],
+            epoch: 0,
+        };
+        let (r, o) = UserRecord::apply(r, &stale, 900);
+        assert_eq!(
+            o,
+            Outcome::Stale,
+            "a login from before the reset cannot enroll"
+        );
+        let fresh = UserOp::Activate {
+            secret: &s,
+            step: 30,
+            recovery: &[],
+            epoch: 1,
+        };
+        let (mut r, o) = UserRecord::apply(r, &fresh, 900);
+        assert_eq!(o, Outcome::Applied);
+        let mut now = 1000;
+        for _ in 0..p.lock_after - 1 {
+            r = UserRecord::apply(r, &UserOp::Attempt { policy: &p }, now).0;
+            now += 1000;
+        }
+        assert_eq!(r.as_ref().map(|r| r.epoch), Some(1), "no lock yet");
+        let (r, _) = UserRecord::apply(r, &UserOp::Attempt { policy: &p }, now);
+        assert_eq!(r.as_ref().map(|r| r.epoch), Some(2), "locked");
+        let (r, _) = UserRecord::apply(r, &UserOp::Unlock, now);
+        assert_eq!(r.map(|r| r.epoch), Some(3), "unlocked");
     }
 
     #[test]

@@ -240,6 +240,7 @@ mod tests {
                 secret: &s,
                 step: 10,
                 recovery: &[],
+                epoch: 0,
             };
             assert_eq!(store.apply("r", "u", op, 300).await?, Outcome::Applied);
             assert_eq!(
@@ -285,6 +286,7 @@ mod tests {
                     secret: &s,
                     step: 1,
                     recovery: &[],
+                    epoch: 0,
                 },
                 30,
             )
@@ -334,6 +336,7 @@ mod tests {
             expires: 100,
             enroll_secret: None,
             held: None,
+            epoch: 0,
         };
         store.put_pending("id", &p).await?;
         assert_eq!(store.take_pending("id").await?, Some(p.clone()));
