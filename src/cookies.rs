@@ -46,7 +46,7 @@ pub fn fold(name: &str) -> String {
 }
 
 /// The folds of the gate's own cookie names (whatever prefix the deployment uses).
-const GATE_FOLDS: [&str; 2] = ["mfa_session", "mfa_pending"];
+const GATE_FOLDS: [&str; 3] = ["mfa_session", "mfa_pending", "mfa_prelogin"];
 
 /// Whether a cookie name is one of the gate's, in any spelling.
 pub fn is_gate_cookie(name: &str) -> bool {
@@ -79,6 +79,9 @@ pub enum ConsoleCookie {
     Exact(String),
     /// Only the exact spelling with this value (the one bound to the gate session).
     Bound { name: String, value: String },
+    /// Every spelling the client sent is withheld; the gate sends this value instead (the
+    /// console's pre-login session, which the gate keeps for the browser).
+    Inject { name: String, value: Option<String> },
 }
 
 impl<'a> RequestCookies<'a> {
@@ -139,7 +142,8 @@ impl<'a> RequestCookies<'a> {
             ConsoleCookie::Pass => None,
             ConsoleCookie::Hide(n)
             | ConsoleCookie::Exact(n)
-            | ConsoleCookie::Bound { name: n, .. } => Some(fold(n)),
+            | ConsoleCookie::Bound { name: n, .. }
+            | ConsoleCookie::Inject { name: n, .. } => Some(fold(n)),
         };
         let protected = |name: &str| {
             let f = fold(name);
@@ -154,7 +158,7 @@ impl<'a> RequestCookies<'a> {
                 });
         }
         let allowed = match console {
-            ConsoleCookie::Pass | ConsoleCookie::Hide(_) => None,
+            ConsoleCookie::Pass | ConsoleCookie::Hide(_) | ConsoleCookie::Inject { .. } => None,
             ConsoleCookie::Exact(name) => self.exact(name).map(|v| (name.as_str(), v)),
             ConsoleCookie::Bound { name, value } => self
                 .exact(name)
@@ -182,6 +186,18 @@ impl<'a> RequestCookies<'a> {
                 out.push_str(p.value);
             }
         }
+        if let ConsoleCookie::Inject {
+            name,
+            value: Some(value),
+        } = console
+        {
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            out.push_str(name);
+            out.push('=');
+            out.push_str(value);
+        }
         if out.is_empty() {
             None
         } else {
@@ -192,7 +208,8 @@ impl<'a> RequestCookies<'a> {
 
 /// Replaces the request's `Cookie` fields with the one header the console may read.
 pub fn rewrite_for_console(headers: &mut HeaderMap, console: &ConsoleCookie) {
-    if !headers.contains_key(COOKIE) {
+    let injects = matches!(console, ConsoleCookie::Inject { value: Some(_), .. });
+    if !headers.contains_key(COOKIE) && !injects {
         return;
     }
     let rebuilt = RequestCookies::parse(headers).for_console(console);
@@ -246,20 +263,26 @@ pub fn drop_set_cookies(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) ->
 /// The value a response sets for the cookie spelled exactly `name`, unless the response
 /// deletes it (empty value, `Max-Age` ≤ 0 or an `Expires` in the past).
 pub fn set_cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    set_cookie_action(headers, name).flatten()
+}
+
+/// What a response does to the cookie spelled exactly `name`: `None` nothing,
+/// `Some(None)` deletes it, `Some(Some(value))` sets it (the last `Set-Cookie` counts).
+pub fn set_cookie_action(headers: &HeaderMap, name: &str) -> Option<Option<String>> {
     let mut result = None;
     for value in headers.get_all(SET_COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         let Ok(c) = cookie::Cookie::parse(text) else {
             continue;
         };
-        if c.name() != name {
+        if c.name().trim() != name {
             continue;
         }
         let deleted = c.value().is_empty()
             || c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
             || c.expires_datetime()
                 .is_some_and(|t| t < cookie::time::OffsetDateTime::now_utc());
-        result = (!deleted).then(|| c.value().to_string());
+        result = Some((!deleted).then(|| c.value().to_string()));
     }
     result
 }
@@ -361,6 +384,30 @@ mod tests {
             forwarded(&["sessionid=bob; x=1"], &hide).as_deref(),
             Some("x=1")
         );
+    }
+
+    #[test]
+    fn the_kept_pre_login_session_replaces_whatever_the_client_sent() {
+        let inject = ConsoleCookie::Inject {
+            name: "PHPSESSID".into(),
+            value: Some("kept".into()),
+        };
+        assert_eq!(
+            forwarded(&["PHPSESSID=fixated; a=1; PHPSESSID =x"], &inject).as_deref(),
+            Some("a=1; PHPSESSID=kept")
+        );
+        let h = HeaderMap::new();
+        let mut none = RequestCookies::parse(&h);
+        assert_eq!(
+            none.for_console(&inject)
+                .map(|v| v.to_str().unwrap_or("").to_string()),
+            Some("PHPSESSID=kept".to_string())
+        );
+        let nothing_kept = ConsoleCookie::Inject {
+            name: "PHPSESSID".into(),
+            value: None,
+        };
+        assert_eq!(forwarded(&["PHPSESSID=fixated"], &nothing_kept), None);
     }
 
     #[test]

@@ -218,7 +218,10 @@ impl Gate {
         // and unless the site says otherwise it never sees a client's Authorization.
         let (console_cookie, drop_authorization) = match (&site.first_factor, session) {
             (FirstFactor::Form(f), None) => (
-                ConsoleCookie::Hide(f.session_cookie.clone()),
+                ConsoleCookie::Inject {
+                    name: f.session_cookie.clone(),
+                    value: self.prelogin(ctx, headers),
+                },
                 !f.forward_authorization,
             ),
             (FirstFactor::Form(f), Some(_)) => (
@@ -488,15 +491,13 @@ impl Gate {
                 }),
         };
         if !bound {
-            // The session's own cookie with other credentials (a changed Basic password,
-            // another console session): the credentials it was opened with are gone, so
-            // the session ends, and its open WebSockets and streams with it.
-            let changed = match &site.first_factor {
-                FirstFactor::Basic(_) => headers.contains_key(AUTHORIZATION),
-                FirstFactor::Form(f) => RequestCookies::parse(headers)
-                    .exact(&f.session_cookie)
-                    .is_some(),
-            };
+            // Basic mode: the session's own cookie with other credentials (a changed
+            // password, another user in the same browser): the credentials it was opened
+            // with are gone, so the session ends, and its open WebSockets and streams with
+            // it. (In form mode a new console session arrives in an answer the gate sees:
+            // see the renewal rule in `console`.)
+            let changed = matches!(site.first_factor, FirstFactor::Basic(_))
+                && headers.contains_key(AUTHORIZATION);
             if changed && !self.store.session_revoked(&s.id).await? {
                 self.revoke(ctx, &s, "session_ended_credentials_changed")
                     .await?;
@@ -649,9 +650,12 @@ impl Gate {
         }
         if form.is_public(path) {
             let fwd = self.forwarding(ctx, req.headers(), None, 0);
+            let kept = matches!(
+                &fwd.console_cookie,
+                ConsoleCookie::Inject { value: Some(_), .. }
+            );
             let mut resp = self.upstream.forward(req, self.site(ctx), &fwd).await;
-            // Only a login the gate judged may hand out a console session.
-            withhold_console_session(&mut resp, &form.session_cookie);
+            self.keep_prelogin(ctx, &mut resp, form, false, kept);
             return resp;
         }
         let navigating = req.method() == Method::GET || req.method() == Method::HEAD;
@@ -728,7 +732,11 @@ impl Gate {
             }
             // Whatever the console meant, a login judged failed never hands out its session.
             let mut resp = resp;
-            withhold_console_session(&mut resp, &form.session_cookie);
+            let kept = matches!(
+                &fwd.console_cookie,
+                ConsoleCookie::Inject { value: Some(_), .. }
+            );
+            self.keep_prelogin(ctx, &mut resp, form, true, kept);
             return resp;
         };
         let Some(user) = user else {
@@ -760,8 +768,59 @@ impl Gate {
             .start_pending(ctx, &headers, &user, &bind, &return_to, Some(held))
             .await
         {
-            Ok(resp) => resp,
+            Ok(mut resp) => {
+                // The pre-login session is spent: the console issued a new one, held.
+                if self.prelogin(ctx, &headers).is_some() {
+                    self.append_prelogin(&mut resp, None);
+                }
+                resp
+            }
             Err(e) => store_failure(&e),
+        }
+    }
+
+    /// The console's pre-login session the gate keeps for this browser (form mode): the
+    /// value of its encrypted cookie, if it is genuine and for this site.
+    fn prelogin(&self, ctx: &Ctx, headers: &HeaderMap) -> Option<String> {
+        let kept = session::read(headers, self.names.prelogin, &self.keys.cookie)?;
+        let (site, value) = kept.split_once('\n')?;
+        (site == self.site(ctx).name).then(|| value.to_string())
+    }
+
+    /// Takes the console's session cookie out of an answer to a browser without a gate
+    /// session (a public page, a failed login), and keeps it for the browser in the gate's
+    /// encrypted cookie instead. So the console's pre-login session (its CSRF token, a
+    /// servlet's saved request) works, while the browser never holds a console session
+    /// before the second factor. After a login POST a session the answer does not renew is
+    /// dropped: only sessions the console issued to an anonymous visitor are kept.
+    fn keep_prelogin(
+        &self,
+        ctx: &Ctx,
+        resp: &mut Response<Body>,
+        form: &FormLogin,
+        login: bool,
+        kept_before: bool,
+    ) {
+        let action = cookies::set_cookie_action(resp.headers(), &form.session_cookie);
+        withhold_console_session(resp, &form.session_cookie);
+        let kept = match action {
+            Some(Some(value)) => Some(format!("{}\n{value}", self.site(ctx).name)),
+            Some(None) | None if kept_before && (login || action.is_some()) => None,
+            _ => return,
+        };
+        self.append_prelogin(resp, kept.as_deref());
+    }
+
+    /// Sets (or, with `None`, clears) the gate's pre-login cookie on `resp`.
+    fn append_prelogin(&self, resp: &mut Response<Body>, value: Option<&str>) {
+        if let Some(c) = session::set_cookie(
+            &self.names,
+            self.names.prelogin,
+            value,
+            self.config.session.pending.as_secs(),
+            &self.keys.cookie,
+        ) {
+            resp.headers_mut().append(SET_COOKIE, c);
         }
     }
 
@@ -997,10 +1056,7 @@ fn miscalibrated_page() -> Response<Body> {
 /// answer to a request the gate did not judge as a successful login.
 fn withhold_console_session(resp: &mut Response<Body>, name: &str) {
     let wanted = cookies::fold(name);
-    let dropped = cookies::drop_set_cookies(resp.headers_mut(), |n| cookies::fold(n) == wanted);
-    if !dropped.is_empty() {
-        tracing::info!(cookie = %name, "withheld a console session cookie set outside a judged login");
-    }
+    cookies::drop_set_cookies(resp.headers_mut(), |n| cookies::fold(n) == wanted);
 }
 
 /// 400 for a user name the gate cannot key an enrollment by.

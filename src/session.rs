@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub struct Names {
     pub session: &'static str,
     pub pending: &'static str,
+    /// Form mode: the console's pre-login session, kept by the gate for the browser.
+    pub prelogin: &'static str,
     pub secure: bool,
 }
 
@@ -26,12 +28,14 @@ impl Names {
             Names {
                 session: "__Host-mfa_session",
                 pending: "__Host-mfa_pending",
+                prelogin: "__Host-mfa_prelogin",
                 secure: true,
             }
         } else {
             Names {
                 session: "mfa_session",
                 pending: "mfa_pending",
+                prelogin: "mfa_prelogin",
                 secure: false,
             }
         }
