@@ -7,6 +7,7 @@ pub mod browse;
 pub mod certs;
 pub mod django;
 pub mod form_console;
+pub mod php_console;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
