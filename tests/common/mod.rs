@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browse;
+pub mod captured_log;
 pub mod certs;
 pub mod django;
 pub mod form_console;

@@ -467,6 +467,18 @@ pub fn password_step_failure(user: &str, got: &Got, hits: &[PhpHit]) -> String {
 /// Signs `user` (name, password) in fully through the gate: the panel's form, the
 /// password, the code (a first login enrolls). Returns the TOTP secret.
 pub async fn sign_in(gate: &TestGate, php: &Php, b: &Browser, user: (&str, &str)) -> String {
+    try_sign_in(gate, php, b, user)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`sign_in`], saying what went wrong instead of failing the test.
+pub async fn try_sign_in(
+    gate: &TestGate,
+    php: &Php,
+    b: &Browser,
+    user: (&str, &str),
+) -> Result<String, String> {
     let token = login_token(b, "/login.php").await;
     let mark = php.mark();
     let fields = [
@@ -475,21 +487,14 @@ pub async fn sign_in(gate: &TestGate, php: &Php, b: &Browser, user: (&str, &str)
         ("password", user.1),
     ];
     let r = b.post_form("/login.php", &fields).await;
-    let hits = php.since(mark);
-    assert!(
-        sent_to_code(&r),
-        "{}",
-        password_step_failure(user.0, &r, &hits)
-    );
+    if !sent_to_code(&r) {
+        return Err(password_step_failure(user.0, &r, &php.since(mark)));
+    }
     let (done, secret) = code_step(gate, b, None).await;
-    assert_eq!(
-        done.next().as_deref(),
-        Some("/index.php"),
-        "{}",
-        brief(&done)
-    );
-    assert!(jar(b, "PHPSESSID").is_some(), "PHP's session released");
-    secret
+    if done.next().as_deref() != Some("/index.php") || jar(b, "PHPSESSID").is_none() {
+        return Err(format!("{}'s code step: {}", user.0, brief(&done)));
+    }
+    Ok(secret)
 }
 
 /// The user a `/whoami.php` answer names (a 200 only).
