@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the tools the tests drive
-# (nginx, oathtool, zbarimg, rsvg-convert, chromium, curl, openssl, systemd-analyze, and
-# Django from PyPI), then
+# (nginx, oathtool, zbarimg, rsvg-convert, chromium, curl, openssl, systemd-analyze, php-cli,
+# and Django from PyPI), then
 # checks formatting and lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nginx oathtool zbar-tools librsvg2-bin chromium curl openssl systemd wrk)
+packages=(nginx oathtool zbar-tools librsvg2-bin chromium curl openssl systemd wrk php-cli)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

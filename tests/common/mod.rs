@@ -3,8 +3,12 @@
 //! independently of the code under test (our own HMAC-SHA1 and `oathtool`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browse;
+pub mod captured_log;
 pub mod certs;
+pub mod django;
 pub mod form_console;
+pub mod php_console;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -685,5 +689,42 @@ impl Browser {
             cookies: Arc::default(),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Consoles run as child processes (Django, PHP)
+// ---------------------------------------------------------------------------------------
+
+/// A port that was free a moment ago. A child process may lose it before it binds, so
+/// callers try a few times.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Waits (up to 30 s) until `child` accepts TCP connections on `addr`. On failure the
+/// child is gone and the error carries what it wrote to `output`.
+pub fn wait_until_listening(
+    mut child: std::process::Child,
+    addr: SocketAddr,
+    output: &Path,
+    what: &str,
+) -> Result<std::process::Child, String> {
+    let output = || std::fs::read_to_string(output).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("{what} exited with {status}:\n{}", output()));
+        }
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(child);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what} does not accept on {addr}:\n{}", output()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
