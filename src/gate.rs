@@ -15,7 +15,7 @@ use crate::config::{BasicLogin, Config, FirstFactor, FormLogin, Site, WhoamiSour
 use crate::cookies::{self, ConsoleCookie, RequestCookies};
 use crate::first_factor::{self, basic, form, login_body};
 use crate::keys::Keys;
-use crate::live::Live;
+use crate::live::{self, Live};
 use crate::pages::message;
 use crate::proxy::{self, Body, Forwarding, Upstream, UpstreamError};
 use crate::session::{self, Names, Session};
@@ -383,13 +383,14 @@ impl Gate {
         if fresh.is_some() || session.needs_refresh(now) {
             let fresh = Session {
                 seen: now,
-                ..fresh.unwrap_or(session)
+                ..fresh.unwrap_or_else(|| session.clone())
             };
             if let Some(c) = self.session_cookie(&fresh) {
                 resp.headers_mut().append(SET_COOKIE, c);
             }
         }
-        resp
+        // A stream of the session (server-sent events, a big download) ends with it.
+        live::cut_if_long(resp, &self.live.watch(&session, seen))
     }
 
     /// The audit fields of a request to site `ctx` about `user`.

@@ -197,6 +197,28 @@ impl<B> Cut<B> {
     }
 }
 
+/// A response body at least this large (or of unknown length) is long-lived traffic.
+const LONG_LIVED: u64 = 1024 * 1024;
+
+/// Wraps a response of a continuing session so it is cut when the session ends, if it is
+/// long-lived (a stream, or large); a short answer is left as it is.
+pub fn cut_if_long(
+    resp: http::Response<crate::proxy::Body>,
+    watch: &Watch,
+) -> http::Response<crate::proxy::Body> {
+    use http_body_util::BodyExt;
+    let long = resp
+        .body()
+        .size_hint()
+        .exact()
+        .is_none_or(|n| n >= LONG_LIVED);
+    if !long {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    http::Response::from_parts(parts, Cut::new(body, watch.lease()).boxed_unsync())
+}
+
 /// The error a cut body ends with.
 #[derive(Debug, thiserror::Error)]
 #[error("the session ended")]

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 
 use crate::config::Site;
 use crate::cookies::{self, ConsoleCookie};
-use crate::live::{Cut, Watch};
+use crate::live::Watch;
 use crate::pages::message;
 
 /// Errors inside bodies, boxed.
@@ -98,14 +98,9 @@ pub struct Forwarding {
     pub strip: Vec<HeaderName>,
     /// Remove the client's `Authorization` (form mode).
     pub drop_authorization: bool,
-    /// For a verified user: the session's long-lived traffic (upgrades, streamed
-    /// responses) is cut when the session ends.
+    /// For a verified user: an upgraded connection is cut when the session ends.
     pub watch: Option<Watch>,
 }
-
-/// A response body at least this large (or of unknown length) is long-lived traffic,
-/// cut when its session ends.
-const LONG_LIVED: u64 = 1024 * 1024;
 
 impl Upstream {
     pub fn new() -> Upstream {
@@ -238,15 +233,7 @@ impl Upstream {
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         drop_gate_cookies(&mut parts.headers, site);
-        let long_lived = hyper::body::Body::size_hint(&body)
-            .exact()
-            .is_none_or(|n| n >= LONG_LIVED);
-        match fwd.watch.as_ref().filter(|_| long_lived) {
-            Some(watch) => {
-                Response::from_parts(parts, Cut::new(body, watch.lease()).boxed_unsync())
-            }
-            None => Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()),
-        }
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
     }
 }
 
