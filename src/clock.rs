@@ -9,6 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A source of the current time in whole seconds since the Unix epoch.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> u64;
+
+    /// Milliseconds since the Unix epoch (for rate limits); whole seconds by default.
+    fn now_millis(&self) -> u64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The host's clock.
@@ -21,6 +26,12 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
+    }
+
+    fn now_millis(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 

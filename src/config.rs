@@ -107,6 +107,9 @@ pub struct Session {
     pub idle: Duration,
     /// How long a password-accepted login may wait for its TOTP code.
     pub pending: Duration,
+    /// Logins in progress per user (the oldest are dropped beyond it) and in all (new
+    /// ones are refused beyond it).
+    pub pending_caps: crate::store::PendingCaps,
 }
 
 #[derive(Debug, Clone)]
@@ -356,6 +359,10 @@ fn validate(at: &Locator<'_>, raw: raw::File) -> Result<Config, ConfigError> {
         )?,
         idle: duration(at, session.idle.as_ref(), Duration::from_secs(30 * 60))?,
         pending: duration(at, session.pending.as_ref(), Duration::from_secs(10 * 60))?,
+        pending_caps: crate::store::PendingCaps {
+            per_user: count(at, session.max_pending_per_user.as_ref(), 10)?,
+            total: count(at, session.max_pending.as_ref(), 10_000)?,
+        },
     };
     let throttle = raw.throttle.unwrap_or_default();
     let per_ip_per_minute = match throttle.per_ip {
@@ -946,6 +953,21 @@ fn duration(
     }
 }
 
+/// A positive count, or `default`.
+fn count(
+    at: &Locator<'_>,
+    value: Option<&Spanned<u64>>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => match usize::try_from(*v.get_ref()) {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(at.at(v, "must be a positive number", "e.g. 10")),
+        },
+    }
+}
+
 fn per_minute(text: &str) -> Option<u32> {
     let (n, unit) = text.split_once('/')?;
     let n: u32 = n.trim().parse().ok()?;
@@ -1022,6 +1044,8 @@ mod raw {
         pub absolute: Option<Spanned<String>>,
         pub idle: Option<Spanned<String>>,
         pub pending: Option<Spanned<String>>,
+        pub max_pending_per_user: Option<Spanned<u64>>,
+        pub max_pending: Option<Spanned<u64>>,
     }
 
     #[derive(Deserialize, Default)]

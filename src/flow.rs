@@ -338,8 +338,8 @@ async fn submit(
     if !csrf_ok(gate, &id, token) {
         return Ok(cross_site());
     }
-    if let Err(wait) = gate.limiter.check(ctx.client_ip) {
-        return Ok(too_many(wait.as_secs().max(1)));
+    if let Err(page) = gate.take_attempt(ctx).await {
+        return Ok(page);
     }
     let record = gate
         .store

@@ -19,10 +19,9 @@ use crate::live::{self, Live};
 use crate::pages::message;
 use crate::proxy::{self, Body, Forwarding, Upstream, UpstreamError};
 use crate::session::{self, Names, Session};
-use crate::store::{seal, PendingLogin, Store, StoreError, UserOp};
+use crate::store::{seal, PendingLogin, Store, StoreError, Stored, UserOp};
 use crate::target::{self, Route};
-use crate::throttle::IpLimiter;
-use crate::{audit, flow, totp, users};
+use crate::{audit, flow, throttle, totp, users};
 
 /// Everything a request needs; a cheap `Clone` over an `Arc`.
 #[derive(Clone, Debug)]
@@ -37,7 +36,6 @@ pub struct Inner {
     pub keys: Keys,
     pub clock: Arc<dyn Clock>,
     pub upstream: Upstream,
-    pub limiter: IpLimiter,
     pub names: Names,
     /// The long-lived traffic of sessions, cut when a session ends.
     pub live: Live,
@@ -81,7 +79,6 @@ impl std::ops::Deref for Gate {
 impl Gate {
     pub fn new(config: Config, store: Arc<dyn Store>, keys: Keys, clock: Arc<dyn Clock>) -> Gate {
         let names = Names::new(config.server.tls.is_some());
-        let limiter = IpLimiter::new(config.throttle.per_ip_per_minute);
         let calibrations = config
             .sites
             .iter()
@@ -94,7 +91,6 @@ impl Gate {
                 keys,
                 clock,
                 upstream: Upstream::new(),
-                limiter,
                 names,
                 live: Live::default(),
                 calibrations,
@@ -544,8 +540,8 @@ impl Gate {
         let Some((user, bind)) = basic::identity(&self.keys.binding, site, req.headers()) else {
             return bad_user_name();
         };
-        if let Err(wait) = self.limiter.check(ctx.client_ip) {
-            return flow::too_many(wait.as_secs().max(1));
+        if let Err(page) = self.take_attempt(ctx).await {
+            return page;
         }
         let verdict = basic::check(&self.upstream, site, rules, &ctx.host, authorization).await;
         match verdict {
@@ -680,8 +676,8 @@ impl Gate {
         form: &FormLogin,
     ) -> Response<Body> {
         let site = self.site(ctx);
-        if let Err(wait) = self.limiter.check(ctx.client_ip) {
-            return flow::too_many(wait.as_secs().max(1));
+        if let Err(page) = self.take_attempt(ctx).await {
+            return page;
         }
         let (parts, body) = req.into_parts();
         let body = match flow::read_limited(&parts.headers, body, form::LOGIN_FORM_LIMIT).await {
@@ -949,7 +945,23 @@ impl Gate {
             epoch: record.map_or(0, |u| u.epoch),
         };
         let id = session::random_id().map_err(|e| StoreError::Io(e.to_string()))?;
-        self.store.put_pending(&id, &pending).await?;
+        if self
+            .store
+            .put_pending(&id, &pending, self.config.session.pending_caps)
+            .await?
+            == Stored::Full
+        {
+            tracing::warn!(
+                cap = self.config.session.pending_caps.total,
+                "refusing a login: too many logins in progress"
+            );
+            return Ok(message::page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins in progress",
+                "The gate has too many sign-ins waiting for their code right now. Try again in a few minutes.",
+                None,
+            ));
+        }
         let cookie = session::set_cookie(
             &self.names,
             self.names.pending,
@@ -1034,9 +1046,26 @@ impl Gate {
         Ok(result)
     }
 
-    /// Periodic housekeeping: expired pending logins and revocations, quiet limiter keys.
+    /// Takes one attempt at a secret from the client's quota (`throttle.per_ip`).
+    ///
+    /// # Errors
+    /// The page to send: 429 with the wait, or the store failure.
+    pub async fn take_attempt(&self, ctx: &Ctx) -> Result<(), Response<Body>> {
+        let quota = throttle::Quota::per_minute(self.config.throttle.per_ip_per_minute);
+        let key = throttle::client_key(ctx.client_ip);
+        match self
+            .store
+            .take_attempt(&key, self.clock.now_millis(), quota)
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(wait_ms)) => Err(flow::too_many(wait_ms.div_ceil(1000).max(1))),
+            Err(e) => Err(store_failure(&e)),
+        }
+    }
+
+    /// Periodic housekeeping: expired pending logins, revocations and attempt quotas.
     pub async fn sweep(&self) {
-        self.limiter.forget_quiet();
         if let Err(e) = self.store.sweep(self.now()).await {
             tracing::warn!(error = %e, "store sweep failed");
         }

@@ -1,42 +1,59 @@
-//! Per-client-IP rate limiting of every request that tests a secret (password probes and
-//! code submissions), with governor's keyed GCRA limiter.
+//! The per-client-address limit on attempts at a secret (password steps, code
+//! submissions): a GCRA ("generic cell rate algorithm", the leaky bucket as governor
+//! implements it) whose state — one time per client key — lives in the store, so it
+//! survives a restart and is shared by every instance on the same store.
+//!
+//! A client is keyed by its address, but an IPv6 client by its /64: one host usually
+//! holds a whole /64, and keying single addresses would give it 2^64 quotas.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-/// A per-IP limiter; cheap to share behind an `Arc`.
-#[derive(Debug)]
-pub struct IpLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+/// A quota: `burst` attempts at once, then one every `interval_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub interval_ms: u64,
+    pub burst: u64,
 }
 
-impl IpLimiter {
-    /// `per_minute` attempts per minute and IP, all of which may come at once.
-    pub fn new(per_minute: u32) -> IpLimiter {
-        let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        IpLimiter {
-            limiter: RateLimiter::keyed(Quota::per_minute(n)),
+impl Quota {
+    /// `n` attempts per minute, all of which may come at once.
+    pub fn per_minute(n: u32) -> Quota {
+        let n = u64::from(n.max(1));
+        Quota {
+            interval_ms: (60_000 / n).max(1),
+            burst: n,
         }
     }
+}
 
-    /// Takes one attempt for `ip`; `Err(wait)` says how long until the next is allowed.
-    ///
-    /// # Errors
-    /// The IP is over its quota.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.limiter.check_key(&ip).map_err(|not_until| {
-            not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ))
-        })
+/// One GCRA step at `now` (milliseconds) for a client whose "theoretical arrival time"
+/// is `tat`: `Ok(new tat)` when the attempt is allowed, `Err(wait_ms)` when not.
+///
+/// # Errors
+/// The milliseconds until the next attempt is allowed.
+pub fn gcra(tat: Option<u64>, now: u64, q: Quota) -> Result<u64, u64> {
+    let tat = tat.unwrap_or(now).max(now);
+    let tolerance = q.interval_ms.saturating_mul(q.burst.saturating_sub(1));
+    let ahead = tat - now;
+    if ahead > tolerance {
+        Err(ahead - tolerance)
+    } else {
+        Ok(tat + q.interval_ms)
     }
+}
 
-    /// Forgets IPs that have been quiet for a while (call periodically).
-    pub fn forget_quiet(&self) {
-        self.limiter.retain_recent();
+/// The key a client's attempts are counted under: the IPv4 address, or the IPv6 /64
+/// (an IPv4-mapped IPv6 address counts as the IPv4 address).
+pub fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("v4 {v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("v4 {v4}"),
+            None => {
+                let s = v6.segments();
+                format!("v6 {:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -45,15 +62,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_ip_has_its_own_quota() {
-        let l = IpLimiter::new(3);
-        let a: IpAddr = [192, 0, 2, 1].into();
-        let b: IpAddr = [192, 0, 2, 2].into();
+    fn a_burst_then_one_per_interval() {
+        let q = Quota::per_minute(3);
+        assert_eq!(q.interval_ms, 20_000);
+        let mut tat = None;
         for _ in 0..3 {
-            assert!(l.check(a).is_ok());
+            tat = Some(gcra(tat, 1_000, q).expect("within the burst"));
         }
-        let wait = l.check(a).err().unwrap_or_default();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(20));
-        assert!(l.check(b).is_ok());
+        let wait = gcra(tat, 1_000, q).err();
+        assert_eq!(wait, Some(20_000));
+        assert!(gcra(tat, 20_999, q).is_err());
+        assert!(gcra(tat, 21_000, q).is_ok());
+        // A quiet client gets its whole burst back.
+        let mut later = tat;
+        for _ in 0..3 {
+            later = Some(gcra(later, 1_000_000, q).expect("burst again"));
+        }
+        assert!(gcra(later, 1_000_000, q).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 4]));
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 4]));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0u8; 4]));
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap_or(IpAddr::from([0u8; 4]));
+        assert_eq!(client_key(mapped), "v4 192.0.2.7");
+        assert_eq!(client_key(IpAddr::from([192, 0, 2, 8])), "v4 192.0.2.8");
     }
 }

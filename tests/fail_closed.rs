@@ -16,7 +16,9 @@ use mfa_gate::clock::ManualClock;
 use mfa_gate::config::Config;
 use mfa_gate::keys::Keys;
 use mfa_gate::store::sled::SledStore;
-use mfa_gate::store::{Outcome, PendingLogin, Store, StoreError, UserOp, UserRecord};
+use mfa_gate::store::{
+    Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, UserOp, UserRecord,
+};
 
 /// The real sled store behind a switch that makes every call fail like a full disk.
 #[derive(Debug)]
@@ -64,9 +66,23 @@ impl Store for Faulty {
         self.check()?;
         self.inner.apply(r, u, op, now).await
     }
-    async fn put_pending(&self, id: &str, p: &PendingLogin) -> Result<(), StoreError> {
+    async fn put_pending(
+        &self,
+        id: &str,
+        p: &PendingLogin,
+        caps: PendingCaps,
+    ) -> Result<Stored, StoreError> {
         self.check()?;
-        self.inner.put_pending(id, p).await
+        self.inner.put_pending(id, p, caps).await
+    }
+    async fn take_attempt(
+        &self,
+        key: &str,
+        now_ms: u64,
+        quota: mfa_gate::throttle::Quota,
+    ) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        self.inner.take_attempt(key, now_ms, quota).await
     }
     async fn pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
         self.check()?;

@@ -317,7 +317,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: u64,
     ) -> Result<Outcome, StoreError>;
 
-    async fn put_pending(&self, id: &str, login: &PendingLogin) -> Result<(), StoreError>;
+    /// Stores a pending login under the caps: past `caps.per_user` logins in progress of
+    /// the same user the oldest ones are dropped; past `caps.total` in all, nothing is
+    /// stored and the answer is [`Stored::Full`].
+    async fn put_pending(
+        &self,
+        id: &str,
+        login: &PendingLogin,
+        caps: PendingCaps,
+    ) -> Result<Stored, StoreError>;
 
     async fn pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError>;
 
@@ -329,8 +337,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn session_revoked(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Drops expired pending logins and revocations.
+    /// Takes one attempt from the per-client quota of `key` at `now_ms` (see
+    /// [`crate::throttle`]): `None` when allowed, or the milliseconds to wait.
+    async fn take_attempt(
+        &self,
+        key: &str,
+        now_ms: u64,
+        quota: crate::throttle::Quota,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Drops expired pending logins, revocations and attempt quotas.
     async fn sweep(&self, now: u64) -> Result<(), StoreError>;
+}
+
+/// Bounds on the logins in progress, so one valid password cannot fill the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCaps {
+    pub per_user: usize,
+    pub total: usize,
+}
+
+/// Whether a pending login was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Stored,
+    /// The total cap is reached: nothing was stored.
+    Full,
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The embedded store: sled in one directory on the gate's host.
 //!
 //! Trees: `users` (`realm \0 user` → JSON [`UserRecord`]), `pending` (id → JSON
-//! [`PendingLogin`]), `revoked` (session id → expiry, big-endian u64), `meta`.
+//! [`PendingLogin`]), `pending_by_user` (`realm \0 user \0 created \0 id`, the index the
+//! per-user cap walks), `revoked` (session id → expiry, big-endian u64), `attempts`
+//! (client key → GCRA time in ms, big-endian u64), `meta`.
 //! Changes go through compare-and-swap on a single key and are flushed before the
 //! method returns.
 
@@ -10,7 +12,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Outcome, PendingLogin, Store, StoreError, UserOp, UserRecord};
+use super::{Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, UserOp, UserRecord};
 
 /// The sled-backed store. Cheap to clone (sled handles are `Arc`s).
 #[derive(Debug, Clone)]
@@ -18,7 +20,9 @@ pub struct SledStore {
     db: sled::Db,
     users: sled::Tree,
     pending: sled::Tree,
+    pending_by_user: sled::Tree,
     revoked: sled::Tree,
+    attempts: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -56,6 +60,21 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The index key of a pending login: its user, then its creation time (so the oldest
+/// come first), then its id.
+fn pending_index_key(id: &str, p: &PendingLogin) -> Vec<u8> {
+    let mut key = user_key(&p.realm, &p.user);
+    key.push(0);
+    key.extend_from_slice(&p.created.to_be_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
+}
+
 fn user_key(realm: &str, user: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(realm.len() + user.len() + 1);
     key.extend_from_slice(realm.as_bytes());
@@ -76,7 +95,9 @@ impl SledStore {
         Ok(SledStore {
             users: db.open_tree("users").map_err(io)?,
             pending: db.open_tree("pending").map_err(io)?,
+            pending_by_user: db.open_tree("pending_by_user").map_err(io)?,
             revoked: db.open_tree("revoked").map_err(io)?,
+            attempts: db.open_tree("attempts").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
             db,
         })
@@ -165,9 +186,36 @@ impl Store for SledStore {
         Ok(outcome)
     }
 
-    async fn put_pending(&self, id: &str, login: &PendingLogin) -> Result<(), StoreError> {
+    async fn put_pending(
+        &self,
+        id: &str,
+        login: &PendingLogin,
+        caps: PendingCaps,
+    ) -> Result<Stored, StoreError> {
+        // The user's logins in progress, oldest first: drop the oldest beyond the cap.
+        let mut prefix = user_key(&login.realm, &login.user);
+        prefix.push(0);
+        let mine: Vec<sled::IVec> = self
+            .pending_by_user
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        let excess = (mine.len() + 1).saturating_sub(caps.per_user.max(1));
+        for key in mine.iter().take(excess) {
+            let old_id = key.rsplit(|b| *b == 0).next().unwrap_or(&[]);
+            self.pending.remove(old_id).map_err(io)?;
+            self.pending_by_user.remove(key).map_err(io)?;
+        }
+        if self.pending.len() >= caps.total {
+            return Ok(Stored::Full);
+        }
         self.pending.insert(id, encode(login)?).map_err(io)?;
-        self.flush().await
+        self.pending_by_user
+            .insert(pending_index_key(id, login), &[])
+            .map_err(io)?;
+        self.flush().await?;
+        Ok(Stored::Stored)
     }
 
     async fn pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
@@ -180,8 +228,14 @@ impl Store for SledStore {
 
     async fn take_pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
         let taken = self.pending.remove(id).map_err(io)?;
+        let taken: Option<PendingLogin> = taken.map(|v| decode(&v)).transpose()?;
+        if let Some(p) = &taken {
+            self.pending_by_user
+                .remove(pending_index_key(id, p))
+                .map_err(io)?;
+        }
         self.flush().await?;
-        taken.map(|v| decode(&v)).transpose()
+        Ok(taken)
     }
 
     async fn revoke_session(&self, id: &str, until: u64) -> Result<(), StoreError> {
@@ -193,19 +247,66 @@ impl Store for SledStore {
         self.revoked.contains_key(id).map_err(io)
     }
 
+    async fn take_attempt(
+        &self,
+        key: &str,
+        now_ms: u64,
+        quota: crate::throttle::Quota,
+    ) -> Result<Option<u64>, StoreError> {
+        loop {
+            let old = self.attempts.get(key).map_err(io)?;
+            let tat = old.as_deref().map(be_u64);
+            let new = match crate::throttle::gcra(tat, now_ms, quota) {
+                Ok(tat) => tat,
+                Err(wait) => return Ok(Some(wait)),
+            };
+            // No flush of its own: the next durable write (or sled's own, every 500 ms)
+            // takes it along; losing the last moment of a quota in a crash is harmless.
+            let swapped = self
+                .attempts
+                .compare_and_swap(key, old, Some(&new.to_be_bytes()[..]))
+                .map_err(io)?;
+            if swapped.is_ok() {
+                return Ok(None);
+            }
+        }
+    }
+
     async fn sweep(&self, now: u64) -> Result<(), StoreError> {
         for item in self.revoked.iter() {
             let (k, v) = item.map_err(io)?;
-            let until = <[u8; 8]>::try_from(v.as_ref()).map_or(0, u64::from_be_bytes);
-            if until < now {
+            if be_u64(&v) < now {
                 self.revoked.remove(k).map_err(io)?;
             }
         }
         for item in self.pending.iter() {
             let (k, v) = item.map_err(io)?;
-            let expired = decode::<PendingLogin>(&v).map_or(true, |p| p.expires < now);
-            if expired {
-                self.pending.remove(k).map_err(io)?;
+            match decode::<PendingLogin>(&v) {
+                Ok(p) if p.expires >= now => {}
+                Ok(p) => {
+                    let id = String::from_utf8_lossy(&k).into_owned();
+                    self.pending.remove(&k).map_err(io)?;
+                    self.pending_by_user
+                        .remove(pending_index_key(&id, &p))
+                        .map_err(io)?;
+                }
+                Err(_) => {
+                    self.pending.remove(&k).map_err(io)?;
+                }
+            }
+        }
+        // Index entries whose login is gone (a crash between the two writes).
+        for key in self.pending_by_user.iter().keys() {
+            let key = key.map_err(io)?;
+            let id = key.rsplit(|b| *b == 0).next().unwrap_or(&[]);
+            if !self.pending.contains_key(id).map_err(io)? {
+                self.pending_by_user.remove(&key).map_err(io)?;
+            }
+        }
+        for item in self.attempts.iter() {
+            let (k, v) = item.map_err(io)?;
+            if be_u64(&v) < now.saturating_mul(1000) {
+                self.attempts.remove(k).map_err(io)?;
             }
         }
         self.flush().await
@@ -338,12 +439,87 @@ mod tests {
             held: None,
             epoch: 0,
         };
-        store.put_pending("id", &p).await?;
+        store.put_pending("id", &p, CAPS).await?;
         assert_eq!(store.take_pending("id").await?, Some(p.clone()));
         assert_eq!(store.take_pending("id").await?, None);
-        store.put_pending("id2", &p).await?;
+        store.put_pending("id2", &p, CAPS).await?;
         store.sweep(101).await?;
         assert_eq!(store.pending("id2").await?, None);
+        assert_eq!(store.pending_by_user.len(), 0);
+        Ok(())
+    }
+
+    const CAPS: PendingCaps = PendingCaps {
+        per_user: 3,
+        total: 5,
+    };
+
+    #[tokio::test]
+    async fn logins_in_progress_are_capped_per_user_and_in_all(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(&dir.path().join("s"))?;
+        let login = |user: &str, created: u64| PendingLogin {
+            site: "s".into(),
+            realm: "r".into(),
+            user: user.into(),
+            binding: "b".into(),
+            return_to: "/".into(),
+            created,
+            expires: created + 600,
+            enroll_secret: None,
+            held: None,
+            epoch: 0,
+        };
+        for i in 0..10u64 {
+            let stored = store
+                .put_pending(&format!("a{i}"), &login("alice", i), CAPS)
+                .await?;
+            assert_eq!(stored, Stored::Stored);
+        }
+        // Only alice's three newest are left.
+        for i in 0..7 {
+            assert_eq!(store.pending(&format!("a{i}")).await?, None, "a{i}");
+        }
+        for i in 7..10 {
+            assert!(store.pending(&format!("a{i}")).await?.is_some(), "a{i}");
+        }
+        store.put_pending("b0", &login("bob", 1), CAPS).await?;
+        store.put_pending("b1", &login("bob", 2), CAPS).await?;
+        assert_eq!(
+            store.put_pending("c0", &login("carol", 3), CAPS).await?,
+            Stored::Full
+        );
+        assert_eq!(store.pending("c0").await?, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn attempt_quotas_are_kept_and_swept() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s");
+        let q = crate::throttle::Quota::per_minute(2);
+        {
+            let store = SledStore::open(&path)?;
+            assert_eq!(store.take_attempt("v4 192.0.2.1", 1_000, q).await?, None);
+            assert_eq!(store.take_attempt("v4 192.0.2.1", 1_000, q).await?, None);
+            assert_eq!(
+                store.take_attempt("v4 192.0.2.1", 1_000, q).await?,
+                Some(30_000)
+            );
+            assert_eq!(store.take_attempt("v4 192.0.2.2", 1_000, q).await?, None);
+            store.flush().await?;
+        }
+        // After a restart the quota is still spent.
+        let store = SledStore::open(&path)?;
+        assert!(store
+            .take_attempt("v4 192.0.2.1", 2_000, q)
+            .await?
+            .is_some());
+        store.sweep(2).await?;
+        assert_eq!(store.attempts.len(), 2, "still in use at 2 s");
+        store.sweep(1_000).await?;
+        assert_eq!(store.attempts.len(), 0);
         Ok(())
     }
 }
