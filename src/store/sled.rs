@@ -60,15 +60,26 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// The index key of a pending login: its user, then its creation time (so the oldest
-/// come first), then its id.
-fn pending_index_key(id: &str, p: &PendingLogin) -> Vec<u8> {
+/// The index prefix of a user's pending logins.
+fn pending_prefix(p: &PendingLogin) -> Vec<u8> {
     let mut key = user_key(&p.realm, &p.user);
     key.push(0);
-    key.extend_from_slice(&p.created.to_be_bytes());
+    key
+}
+
+/// The index key of a pending login: its user, then a number sled hands out in increasing
+/// order (so the oldest come first), then its id.
+fn pending_index_key(seq: u64, id: &str, p: &PendingLogin) -> Vec<u8> {
+    let mut key = pending_prefix(p);
+    key.extend_from_slice(&seq.to_be_bytes());
     key.push(0);
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+/// The id at the end of an index key.
+fn indexed_id(key: &[u8]) -> &[u8] {
+    key.rsplit(|b| *b == 0).next().unwrap_or(&[])
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {
@@ -112,6 +123,17 @@ impl SledStore {
             Ok(result) => result.map(|_| ()).map_err(io),
             Err(e) => Err(StoreError::Io(format!("flush task failed: {e}"))),
         }
+    }
+
+    /// Removes the index entry of pending login `id` (a walk over its user's few entries).
+    fn unindex(&self, id: &str, p: &PendingLogin) -> Result<(), StoreError> {
+        for key in self.pending_by_user.scan_prefix(pending_prefix(p)).keys() {
+            let key = key.map_err(io)?;
+            if indexed_id(&key) == id.as_bytes() {
+                self.pending_by_user.remove(&key).map_err(io)?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies `change` to one user record atomically; `change` may run more than once.
@@ -193,26 +215,24 @@ impl Store for SledStore {
         caps: PendingCaps,
     ) -> Result<Stored, StoreError> {
         // The user's logins in progress, oldest first: drop the oldest beyond the cap.
-        let mut prefix = user_key(&login.realm, &login.user);
-        prefix.push(0);
         let mine: Vec<sled::IVec> = self
             .pending_by_user
-            .scan_prefix(&prefix)
+            .scan_prefix(pending_prefix(login))
             .keys()
             .collect::<Result<_, _>>()
             .map_err(io)?;
         let excess = (mine.len() + 1).saturating_sub(caps.per_user.max(1));
         for key in mine.iter().take(excess) {
-            let old_id = key.rsplit(|b| *b == 0).next().unwrap_or(&[]);
-            self.pending.remove(old_id).map_err(io)?;
+            self.pending.remove(indexed_id(key)).map_err(io)?;
             self.pending_by_user.remove(key).map_err(io)?;
         }
         if self.pending.len() >= caps.total {
             return Ok(Stored::Full);
         }
         self.pending.insert(id, encode(login)?).map_err(io)?;
+        let seq = self.db.generate_id().map_err(io)?;
         self.pending_by_user
-            .insert(pending_index_key(id, login), &[])
+            .insert(pending_index_key(seq, id, login), &[])
             .map_err(io)?;
         self.flush().await?;
         Ok(Stored::Stored)
@@ -230,9 +250,7 @@ impl Store for SledStore {
         let taken = self.pending.remove(id).map_err(io)?;
         let taken: Option<PendingLogin> = taken.map(|v| decode(&v)).transpose()?;
         if let Some(p) = &taken {
-            self.pending_by_user
-                .remove(pending_index_key(id, p))
-                .map_err(io)?;
+            self.unindex(id, p)?;
         }
         self.flush().await?;
         Ok(taken)
@@ -286,9 +304,7 @@ impl Store for SledStore {
                 Ok(p) => {
                     let id = String::from_utf8_lossy(&k).into_owned();
                     self.pending.remove(&k).map_err(io)?;
-                    self.pending_by_user
-                        .remove(pending_index_key(&id, &p))
-                        .map_err(io)?;
+                    self.unindex(&id, &p)?;
                 }
                 Err(_) => {
                     self.pending.remove(&k).map_err(io)?;
@@ -298,8 +314,7 @@ impl Store for SledStore {
         // Index entries whose login is gone (a crash between the two writes).
         for key in self.pending_by_user.iter().keys() {
             let key = key.map_err(io)?;
-            let id = key.rsplit(|b| *b == 0).next().unwrap_or(&[]);
-            if !self.pending.contains_key(id).map_err(io)? {
+            if !self.pending.contains_key(indexed_id(&key)).map_err(io)? {
                 self.pending_by_user.remove(&key).map_err(io)?;
             }
         }

@@ -367,6 +367,11 @@ impl TestGate {
         }
     }
 
+    /// Keeps `tmp` (the gate's directory) alive as long as the gate.
+    pub fn keep(&mut self, tmp: tempfile::TempDir) {
+        self._tmp = Some(tmp);
+    }
+
     /// Stops the gate (graceful) and waits until its store is closed.
     pub async fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
