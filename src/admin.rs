@@ -5,16 +5,19 @@
 //! of the site the request came through, and only on it: no URL, field or header names a
 //! realm. Every state change is a POST that must be same-origin and carry the session's
 //! CSRF token (a form field on the page, `X-CSRF-Token` on the API); the page also needs
-//! `confirm=yes`, which only the confirmation page sends.
+//! `confirm=yes`, which only the confirmation page sends, and every change asks for a
+//! fresh code from the admin's own app (a `code` field, `X-Mfa-Code` on the API): a script
+//! on the console's pages shares the gate's origin, so the session and the token alone
+//! must not be enough.
 //!
 //! | request | answer |
 //! |---|---|
 //! | `GET admin` | the users of the realm |
 //! | `GET admin/confirm?action=reset\|unlock&user=NAME` | what will happen, and a form |
-//! | `POST admin/reset`, `POST admin/unlock` | `user`, `csrf`, `confirm=yes` → result page |
+//! | `POST admin/reset`, `POST admin/unlock` | `user`, `csrf`, `confirm=yes`, `code` → result page |
 //! | `GET api/users` | `{"realm", "users": [UserView…], "csrf"}` |
 //! | `GET api/users/NAME` | one `UserView`, or 404 `{"error"}` |
-//! | `POST api/users/NAME/reset\|unlock` | `{"result": "done"}`, or 404 `{"result": "no_such_user"}` |
+//! | `POST api/users/NAME/reset\|unlock` (`X-CSRF-Token`, `X-Mfa-Code`) | `{"result": "done"}`, or 404 `{"result": "no_such_user"}` |
 
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -34,6 +37,8 @@ use crate::users::{self, ActionResult, UserView};
 
 /// The header carrying the CSRF token on API calls.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The header carrying the step-up code on API calls that change something.
+pub const CODE_HEADER: &str = "x-mfa-code";
 
 /// Routes `admin…` and `api/…` requests.
 pub async fn handle(gate: &Gate, ctx: &Ctx, req: Request<Incoming>, rest: &str) -> Response<Body> {
@@ -232,7 +237,7 @@ async fn submit(
         Ok(b) => b,
         Err(resp) => return Ok(resp),
     };
-    let fields = match fields(&bytes, &["user", "csrf", "confirm"]) {
+    let fields = match fields(&bytes, &["user", "csrf", "confirm", "code"]) {
         Ok(f) => f,
         Err(resp) => return Ok(resp),
     };
@@ -252,6 +257,12 @@ async fn submit(
         Ok(u) => u,
         Err(resp) => return Ok(resp),
     };
+    // A script on the console's pages shares this origin: it has the session and can read
+    // the token, but not a code from the admin's phone.
+    let code = fields[3].as_deref().unwrap_or("");
+    if let Some(page) = flow::step_up(gate, ctx, &admin.session, code).await? {
+        return Ok(page);
+    }
     match act(gate, admin, action, user).await? {
         ActionResult::NoSuchUser => Ok(no_such_user(gate, admin, user)),
         ActionResult::Done => {
@@ -428,6 +439,19 @@ async fn act_json(
         return Ok(json_error(
             StatusCode::FORBIDDEN,
             "missing or wrong X-CSRF-Token (take it from GET api/users)",
+        ));
+    }
+    let code = headers
+        .get(CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if flow::step_up(gate, ctx, &admin.session, code)
+        .await?
+        .is_some()
+    {
+        return Ok(json_error(
+            StatusCode::FORBIDDEN,
+            "missing, wrong or used X-Mfa-Code: send a current code from your app",
         ));
     }
     let result = act(gate, admin, action, user).await?;

@@ -20,6 +20,7 @@ use crate::gate::{redirect, store_failure, Ctx, Gate};
 use crate::keys::keyed_hash;
 use crate::pages::{self, enroll, message, verify};
 use crate::proxy::Body;
+use crate::second_factor::{self, Accept, Checked};
 use crate::session::{self, Session};
 use crate::store::seal::{self, Purpose};
 use crate::store::{Outcome, PendingLogin, Sealed, StoreError, UserOp};
@@ -359,7 +360,7 @@ async fn submit(
         }
         (Step::Verify, None) => render_login(gate, &id, p, None, StatusCode::OK).await,
         (Step::Enroll, None) => enroll(gate, &id, p, code, audit).await,
-        (Step::Verify, Some(sealed)) => verify(gate, &id, p, &sealed, code, audit).await,
+        (Step::Verify, Some(_)) => verify(gate, &id, p, code, audit).await,
     }
 }
 
@@ -454,91 +455,42 @@ async fn verify(
     gate: &Gate,
     id: &str,
     p: PendingLogin,
-    sealed: &Sealed,
     input: &str,
     audit: Audit,
 ) -> Result<Response<Body>, StoreError> {
-    let now = gate.now();
-    let is_code = totp::parse_code(input).is_ok();
-    let recovery_code = recovery::normalize(input);
-    if !is_code && recovery_code.is_none() {
-        let msg = "Enter the six-digit code from your app, or one of your recovery codes.";
-        return render_login(gate, id, p, Some(msg), StatusCode::BAD_REQUEST).await;
-    }
-    // The attempt is counted (or refused for a locked account) before anything is compared.
-    let policy = &gate.config.throttle.lock;
-    let (hard, locked_until, failures) = match gate
-        .store
-        .apply(&p.realm, &p.user, UserOp::Attempt { policy }, now)
-        .await?
-    {
-        Outcome::Counted {
-            hard,
-            locked_until,
-            failures,
-        } => (hard, locked_until, failures),
-        Outcome::Locked { wait } => {
+    let checked = second_factor::check(
+        gate,
+        &p.realm,
+        &p.user,
+        input,
+        Accept::CodeOrRecovery,
+        &audit.fields(),
+    )
+    .await?;
+    match checked {
+        Checked::Malformed => {
+            let msg = "Enter the six-digit code from your app, or one of your recovery codes.";
+            render_login(gate, id, p, Some(msg), StatusCode::BAD_REQUEST).await
+        }
+        Checked::Locked { wait } => {
             audit.event("login_refused_locked");
-            return Ok(locked(wait));
+            Ok(locked(wait))
         }
-        _ => return render_login(gate, id, p, None, StatusCode::OK).await,
-    };
-    let outcome = if is_code {
-        let secret = seal::open(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, sealed)
-            .map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "the secret of {}/{} cannot be opened: {e}",
-                    p.realm, p.user
-                ))
-            })?;
-        match totp::check(&secret, input, now, gate.config.totp.skew_steps) {
-            None => Outcome::UnknownRecovery,
-            Some(step) => {
-                gate.store
-                    .apply(&p.realm, &p.user, UserOp::ConsumeStep { step }, now)
-                    .await?
+        Checked::NotEnrolled => Ok(expired_login()),
+        Checked::Accepted { recovery } => {
+            if recovery {
+                audit.event("recovery_code_used");
             }
-        }
-    } else {
-        let code = recovery_code.unwrap_or_default();
-        let hash = recovery::hash(&gate.keys.recovery, &p.realm, &p.user, &code);
-        let outcome = gate
-            .store
-            .apply(
-                &p.realm,
-                &p.user,
-                UserOp::ConsumeRecovery { hash: &hash },
-                now,
-            )
-            .await?;
-        if outcome == Outcome::Applied {
-            audit.event("recovery_code_used");
-        }
-        outcome
-    };
-    match outcome {
-        Outcome::Applied => {
             audit.event("login_ok");
-            finish_login(gate, id, &p, now, None).await
+            finish_login(gate, id, &p, gate.now(), None).await
         }
-        Outcome::NotEnrolled => Ok(expired_login()),
-        wrong => {
-            audit.event(if wrong == Outcome::Replayed {
+        Checked::Refused { replayed } => {
+            audit.event(if replayed {
                 "login_replayed_code"
             } else {
                 "login_wrong_code"
             });
-            if hard || locked_until > now {
-                let detail = format!("{failures} consecutive failures, hard lock: {hard}");
-                audit::warn(
-                    "account_locked",
-                    &audit::Event {
-                        detail: Some(&detail),
-                        ..audit.fields()
-                    },
-                );
-            }
-            let msg = if wrong == Outcome::Replayed {
+            let msg = if replayed {
                 "That code was already used. Wait for the next code in your app."
             } else {
                 "That code is not right. Try the current code from your app."
@@ -546,6 +498,48 @@ async fn verify(
             render_login(gate, id, p, Some(msg), StatusCode::FORBIDDEN).await
         }
     }
+}
+
+/// A step-up: the signed-in user of `s` proves the second factor again with a fresh code
+/// (not a recovery code) before a sensitive action. `Ok(None)` when it passed, else the
+/// page to send.
+///
+/// # Errors
+/// The store failed.
+pub async fn step_up(
+    gate: &Gate,
+    ctx: &Ctx,
+    s: &Session,
+    code: &str,
+) -> Result<Option<Response<Body>>, StoreError> {
+    let who = audit::Event {
+        site: Some(&s.site),
+        realm: Some(&s.realm),
+        user: Some(&s.user),
+        ip: Some(ctx.client_ip),
+        ..audit::Event::default()
+    };
+    if let Err(page) = gate.take_attempt(ctx).await {
+        return Ok(Some(page));
+    }
+    let checked =
+        second_factor::check(gate, &s.realm, &s.user, code, Accept::CodeOnly, &who).await?;
+    Ok(match checked {
+        Checked::Accepted { .. } => None,
+        Checked::Locked { wait } => {
+            audit::info("step_up_refused_locked", &who);
+            Some(locked(wait))
+        }
+        Checked::Malformed | Checked::Refused { .. } | Checked::NotEnrolled => {
+            audit::info("step_up_wrong_code", &who);
+            Some(message::page(
+                StatusCode::FORBIDDEN,
+                "Code not accepted",
+                "This action needs a current code from your authenticator app (each code works once). Go back and try the next code.",
+                None,
+            ))
+        }
+    })
 }
 
 /// The page for a locked account: 429 with `Retry-After` for a back-off, 403 for a lock
@@ -629,7 +623,10 @@ async fn recovery_page(
     let body = format!(
         "<h1>Recovery codes</h1><p>Signed in as <strong>{}</strong>; {left} unused recovery code{} left.</p>\
 <p>New codes replace all old ones, which stop working at once.</p>\
-<form method=\"post\" action=\"{}recovery\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<form method=\"post\" action=\"{}recovery\" autocomplete=\"off\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<label for=\"code\">A current code from your app, to confirm</label>\
+<input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" \
+autocomplete=\"one-time-code\" required>\
 <button type=\"submit\">Make new recovery codes</button></form>",
         pages::esc(&s.user),
         if left == 1 { "" } else { "s" },
@@ -654,12 +651,16 @@ async fn regenerate_recovery(
     let Some(s) = gate.valid_session(ctx, req.headers()).await? else {
         return Ok(redirect("/", Vec::new()));
     };
-    let fields = match read_form(req, &["csrf"]).await {
+    let fields = match read_form(req, &["csrf", "code"]).await {
         Ok(f) => f,
         Err(resp) => return Ok(resp),
     };
     if !csrf_ok(gate, &s.id, &fields[0]) {
         return Ok(cross_site());
+    }
+    // A script on the console's pages shares this origin: it must not get new codes.
+    if let Some(page) = step_up(gate, ctx, &s, &fields[1]).await? {
+        return Ok(page);
     }
     let codes = recovery::generate().map_err(|e| StoreError::Io(e.to_string()))?;
     let hashes = recovery::hashes(&gate.keys.recovery, &s.realm, &s.user, &codes);

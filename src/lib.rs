@@ -22,6 +22,7 @@
 //! | [`flow`] | the gate's endpoints: login page, enroll/verify submissions, logout |
 //! | [`first_factor`] | how each mode learns "password accepted" (`basic`) |
 //! | [`proxy`] | pooled upstream client, header hygiene, upgrades, 502/504 |
+//! | [`second_factor`] | a code (or recovery code) checked under the lockout: login and step-up |
 //! | [`totp`] | pure TOTP: code syntax, check with skew, secrets, otpauth URI |
 //! | [`session`] | cookie codec, expiry checks, the one cookie builder |
 //! | [`store`] | the storage contract, sealing of secrets, the sled implementation |
@@ -51,6 +52,7 @@ pub mod live;
 pub mod pages;
 pub mod proxy;
 pub mod recovery;
+pub mod second_factor;
 pub mod server;
 pub mod session;
 pub mod store;

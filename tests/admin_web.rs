@@ -29,7 +29,19 @@ fn pw(user: &str) -> &'static str {
 struct World {
     console: Console,
     gate: TestGate,
+    /// The secrets of the users enrolled so far (for the admin's step-up codes).
+    secrets: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     _tmp: tempfile::TempDir,
+}
+
+impl World {
+    /// A fresh code of `user`'s for a step-up: the clock moves to the next step first,
+    /// since every step's code is accepted once.
+    fn code(&self, user: &str) -> String {
+        let secret = self.secrets.lock().unwrap()[user].clone();
+        self.gate.clock.advance(30);
+        oathtool(&secret, self.gate.now())
+    }
 }
 
 /// The test configuration: the harness's one site narrowed to 127.0.0.1 with alice as
@@ -64,6 +76,7 @@ async fn world() -> World {
     World {
         console,
         gate,
+        secrets: Default::default(),
         _tmp: tmp,
     }
 }
@@ -89,6 +102,8 @@ async fn enroll(w: &World, b: &Browser) -> (String, Vec<String>) {
     let codes = done.recovery_codes();
     assert_eq!(codes.len(), 10);
     w.gate.clock.advance(30);
+    let user = b.auth.as_ref().unwrap().0.clone();
+    w.secrets.lock().unwrap().insert(user, secret.clone());
     (secret, codes)
 }
 
@@ -181,8 +196,9 @@ async fn api_token(admin: &Browser) -> String {
     json(&got)["csrf"].as_str().unwrap().to_string()
 }
 
-/// Goes through the confirmation page of `action` for `user` and submits it.
-async fn confirm_and_submit(admin: &Browser, action: &str, user: &str) -> Got {
+/// Goes through the confirmation page of `action` for `user` and submits it with a fresh
+/// code of the admin's (alice's).
+async fn confirm_and_submit(w: &World, admin: &Browser, action: &str, user: &str) -> Got {
     let href = format!(
         "/.mfa/admin/confirm?{}",
         form_urlencoded::Serializer::new(String::new())
@@ -203,7 +219,12 @@ async fn confirm_and_submit(admin: &Browser, action: &str, user: &str) -> Got {
     admin
         .post_form(
             &format!("/.mfa/admin/{action}"),
-            &[("user", user), ("csrf", &page.csrf()), ("confirm", "yes")],
+            &[
+                ("user", user),
+                ("csrf", &page.csrf()),
+                ("confirm", "yes"),
+                ("code", &w.code("alice")),
+            ],
         )
         .await
 }
@@ -311,14 +332,14 @@ async fn a_user_who_is_not_an_admin_is_refused_everywhere() {
     let post = api_post(
         &bob,
         "/.mfa/api/users/alice/reset",
-        &[("x-csrf-token", &token)],
+        &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
     .await;
     assert_eq!(post.status, StatusCode::FORBIDDEN);
     let post = api_post(
         &bob,
         "/.mfa/api/users/bob/unlock",
-        &[("x-csrf-token", &token)],
+        &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
     .await;
     assert_eq!(post.status, StatusCode::FORBIDDEN);
@@ -369,7 +390,7 @@ async fn without_a_session_there_is_no_access() {
             api_post(
                 b,
                 "/.mfa/api/users/alice/reset",
-                &[("x-csrf-token", &token)],
+                &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
             )
             .await,
         ] {
@@ -417,7 +438,7 @@ async fn a_reset_ends_the_users_session_at_once_and_he_enrolls_again() {
     let (old_secret, old_codes) = enroll(&w, &bob).await;
     assert_eq!(bob.get("/x").await.status, StatusCode::OK, "bob works");
 
-    let done = confirm_and_submit(&alice, "reset", "bob").await;
+    let done = confirm_and_submit(&w, &alice, "reset", "bob").await;
     assert_eq!(done.status, StatusCode::OK, "{done:?}");
     assert!(done.body.contains("Reset done"), "{}", done.body);
 
@@ -555,7 +576,7 @@ async fn an_unlock_lets_a_hard_locked_user_in_again() {
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     assert!(got.body.contains("Account locked"));
 
-    let done = confirm_and_submit(&alice, "unlock", "bob").await;
+    let done = confirm_and_submit(&w, &alice, "unlock", "bob").await;
     assert_eq!(done.status, StatusCode::OK, "{done:?}");
     assert!(done.body.contains("Unlock done"));
     let view = show(&alice, "bob").await;
@@ -750,7 +771,7 @@ async fn an_admin_acts_only_on_the_realm_of_the_site_she_came_through() {
     let post = api_post(
         &alice_other,
         "/.mfa/api/users/carol/reset",
-        &[("x-csrf-token", &token)],
+        &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
     .await;
     assert_eq!(post.status, StatusCode::FORBIDDEN);
@@ -781,14 +802,19 @@ async fn an_admin_acts_only_on_the_realm_of_the_site_she_came_through() {
         "/.mfa/api/users/carol/reset?realm=other",
         "/.mfa/api/users/carol/unlock",
     ] {
-        let got = api_post(&alice, path, &[("x-csrf-token", &token)]).await;
+        let got = api_post(
+            &alice,
+            path,
+            &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
+        )
+        .await;
         assert_eq!(got.status, StatusCode::NOT_FOUND, "{path}: {got:?}");
         assert_eq!(json(&got)["result"], "no_such_user");
     }
     let got = api_post(
         &alice,
         "/.mfa/api/users/other%2Fcarol/reset",
-        &[("x-csrf-token", &token)],
+        &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
     .await;
     assert_eq!(
@@ -808,6 +834,7 @@ async fn an_admin_acts_only_on_the_realm_of_the_site_she_came_through() {
                 ("csrf", &token),
                 ("confirm", "yes"),
                 ("realm", "other"),
+                ("code", &w.code("alice")),
             ],
         )
         .await;
@@ -891,7 +918,7 @@ async fn the_json_api_lists_shows_resets_and_unlocks() {
     let got = api_post(
         &alice,
         "/.mfa/api/users/bob/unlock",
-        &[("x-csrf-token", &token)],
+        &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
     .await;
     assert_eq!(got.status, StatusCode::OK, "{got:?}");
@@ -901,7 +928,7 @@ async fn the_json_api_lists_shows_resets_and_unlocks() {
     let got = api_post(
         &alice,
         "/.mfa/api/users/bob/reset",
-        &[("x-csrf-token", &token)],
+        &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
     .await;
     assert_eq!(got.status, StatusCode::OK, "{got:?}");
@@ -918,7 +945,7 @@ async fn the_json_api_lists_shows_resets_and_unlocks() {
         let got = api_post(
             &alice,
             &format!("/.mfa/api/users/nobody/{action}"),
-            &[("x-csrf-token", &token)],
+            &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
         )
         .await;
         assert_eq!(got.status, StatusCode::NOT_FOUND);

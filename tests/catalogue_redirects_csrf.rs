@@ -172,7 +172,7 @@ async fn cross_site_posts_to_every_gate_endpoint_are_refused() {
         StatusCode::FORBIDDEN
     );
     let rec_page = a.get("/.mfa/recovery").await;
-    let form = format!("csrf={}", rec_page.csrf());
+    let form = format!("csrf={}&code=000000", rec_page.csrf());
     assert_eq!(
         forged(
             &a,
@@ -186,7 +186,7 @@ async fn cross_site_posts_to_every_gate_endpoint_are_refused() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        forged(&a, "/.mfa/recovery", "csrf=forged", None, None)
+        forged(&a, "/.mfa/recovery", "csrf=forged&code=000000", None, None)
             .await
             .status,
         StatusCode::FORBIDDEN

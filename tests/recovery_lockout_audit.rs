@@ -111,8 +111,19 @@ async fn recovery_codes_work_once_and_can_be_replaced() {
         "{}",
         page.body
     );
+    // It asks for a fresh code (a step-up): the session and the token are not enough.
+    let without = b
+        .post_form(
+            "/.mfa/recovery",
+            &[("csrf", &page.csrf()), ("code", "000000")],
+        )
+        .await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN, "{without:?}");
+    assert!(without.recovery_codes().is_empty());
+    gate.clock.advance(30);
+    let code = oathtool(&secret, gate.now());
     let fresh = b
-        .post_form("/.mfa/recovery", &[("csrf", &page.csrf())])
+        .post_form("/.mfa/recovery", &[("csrf", &page.csrf()), ("code", &code)])
         .await;
     let new_codes = fresh.recovery_codes();
     assert_eq!(new_codes.len(), 10);

@@ -138,6 +138,9 @@ pub fn render_confirm(p: &Confirm<'_>) -> String {
 <input type=\"hidden\" name=\"user\" value=\"{user}\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <input type=\"hidden\" name=\"confirm\" value=\"yes\">\
+<label for=\"code\">A current code from your own app, to confirm</label>\
+<input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" \
+maxlength=\"6\" autocomplete=\"one-time-code\" required>\
 <button type=\"submit\"{class}>{button} {user}</button>\
 <a class=\"cancel\" href=\"{prefix}admin\">Cancel</a></form>",
         title = esc(&title),
