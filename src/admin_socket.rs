@@ -4,7 +4,7 @@
 //! credentials are checked: only root or the user the daemon runs as (the socket's
 //! owner) may use it. One JSON request line, one JSON answer line.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,9 @@ impl Answer {
 
 /// Binds the socket at `path` (replacing a stale one) with mode 0600.
 ///
+/// The socket is bound inside a fresh private directory next to `path` and renamed into
+/// place, so it never exists at `path` with a wider mode, whatever the umask.
+///
 /// # Errors
 /// The directory is missing or not writable, or another daemon answers on the socket.
 pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -60,8 +63,22 @@ pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let staging = dir.join(format!(".mfa-gate-bind-{}", std::process::id()));
+    // Left over from a crashed process with the same id; never followed if a link.
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let bound = bind_in(&staging, path);
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
+}
+
+fn bind_in(staging: &Path, path: &Path) -> std::io::Result<UnixListener> {
+    std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o700))?;
+    let inner = staging.join("s");
+    let listener = UnixListener::bind(&inner)?;
+    std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&inner, path)?;
     Ok(listener)
 }
 

@@ -79,8 +79,25 @@ pub enum UserAction {
 /// Exit code for a configuration mistake.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// Makes every file and directory this process creates from now on private to its user,
+/// whatever umask it inherited (umask 000 outside systemd would leave the store 0777 and
+/// its files 0666): the umask gains 077, and keeps any stricter bits it already had.
+pub fn private_files() {
+    use rustix::fs::Mode;
+    use rustix::process::umask;
+    let inherited = umask(Mode::from_raw_mode(0o077));
+    umask(inherited | Mode::from_raw_mode(0o077));
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> ExitCode {
+    if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::User { .. } | Command::Demo { .. }
+    ) {
+        // Before anything opens the store, the key file or the admin socket.
+        private_files();
+    }
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {

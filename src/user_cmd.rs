@@ -4,6 +4,8 @@
 //! Exit codes: 0 done, 1 failure (store or socket), 2 configuration mistake, 3 no such
 //! user.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::admin_socket::{self, Answer, Request};
@@ -42,6 +44,41 @@ pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
 
 /// The daemon is not running: open the store ourselves (sled refuses if it is locked).
 async fn direct(config: &Config, req: &Request) -> Answer {
+    let answer = direct_on_store(config, req).await;
+    // The store is closed (sled's threads joined) once `direct_on_store` returns.
+    if let Err(e) = give_back(&config.store.path) {
+        tracing::warn!(path = %config.store.path.display(), error = %e, "cannot hand the store's files back to its owner");
+    }
+    answer
+}
+
+/// Root working on a stopped daemon's store leaves sled files (its snapshots) owned by
+/// root and private to root: hand them to the store directory's owner, so the daemon can
+/// open its store again.
+fn give_back(store: &Path) -> std::io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(store)?;
+    chown_tree(store, owner.uid(), owner.gid())
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // Not followed if a link.
+        let meta = entry.metadata()?;
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+        }
+        if meta.is_dir() {
+            chown_tree(&entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+async fn direct_on_store(config: &Config, req: &Request) -> Answer {
     let store = match SledStore::open(&config.store.path) {
         Ok(s) => s,
         Err(e) => {

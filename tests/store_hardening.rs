@@ -239,13 +239,50 @@ async fn serve_under_umask_000_keeps_the_store_the_key_and_the_socket_private() 
     let (code, out, err) = cli(&config, &["unlock", "console/alice"], true).await;
     assert_eq!((code, out.trim()), (0, "unlocked console/alice"), "{err}");
 
-    let tree = walk(&s.store());
-    assert!(tree.iter().filter(|(_, dir, _)| !dir).count() >= 2, "{tree:?}");
+    assert_private(&s.store());
+    assert_eq!(mode(&s.key()), 0o600);
+}
+
+/// Directories 0700, files 0600, all owned by the store directory's owner.
+fn assert_private(store: &Path) {
+    let owner = std::fs::metadata(store).unwrap();
+    let tree = walk(store);
+    assert!(
+        tree.iter().filter(|(_, dir, _)| !dir).count() >= 2,
+        "{tree:?}"
+    );
     for (path, is_dir, m) in &tree {
         let want = if *is_dir { 0o700 } else { 0o600 };
         assert_eq!(*m, want, "{} has mode {m:o}", path.display());
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (owner.uid(), owner.gid()),
+            "{}",
+            path.display()
+        );
     }
-    assert_eq!(mode(&s.key()), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_using_the_cli_on_a_stopped_store_leaves_it_to_the_daemons_user() {
+    let s = Setup::new().await;
+    let d = s.start(&[]).await;
+    enroll(d.addr, "alice", "pw-a").await;
+    d.stop().await;
+    // As installed: the daemon's own user owns its store; root runs the CLI.
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(s.store())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let config = s.dir.join("mfa-gate.toml");
+    let (code, out, err) = cli(&config, &["reset", "console/alice"], true).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // The files sled wrote for root are the daemon user's again, and private.
+    assert_eq!(std::fs::metadata(s.store()).unwrap().uid(), 65534);
+    assert_private(&s.store());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +291,10 @@ async fn a_wiped_store_with_its_key_in_place_refuses_to_start_without_new_store(
     let d = s.start(&[]).await;
     enroll(d.addr, "alice", "pw-a").await;
     d.stop().await;
-    let (store, key) = (s.store().display().to_string(), s.key().display().to_string());
+    let (store, key) = (
+        s.store().display().to_string(),
+        s.key().display().to_string(),
+    );
 
     // The store directory removed…
     std::fs::remove_dir_all(s.store()).unwrap();
@@ -285,7 +325,10 @@ async fn a_store_without_its_key_file_refuses_to_start_and_no_key_is_made() {
 
     std::fs::remove_file(s.key()).unwrap();
     let err = s.refused(&[]).await;
-    let (store, key) = (s.store().display().to_string(), s.key().display().to_string());
+    let (store, key) = (
+        s.store().display().to_string(),
+        s.key().display().to_string(),
+    );
     for word in [&store, &key] {
         assert!(err.contains(word), "{word} not in: {err}");
     }
