@@ -27,6 +27,11 @@ pub enum Command {
         /// The TOML configuration file.
         #[arg(long, short, default_value = "/etc/mfa-gate/mfa-gate.toml")]
         config: PathBuf,
+        /// Begin a new, empty store with the existing key file (after the store was lost;
+        /// every user enrolls again). Without it the gate refuses an empty or missing store
+        /// next to an existing key file; with it, it refuses a store already in use.
+        #[arg(long)]
+        new_store: bool,
     },
     /// Validate a configuration file without serving; exit code 2 on any mistake.
     CheckConfig {
@@ -120,7 +125,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config, new_store } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -128,7 +133,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match crate::server::serve(config).await {
+            match crate::server::serve(config, new_store).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mfa-gate: {e}");

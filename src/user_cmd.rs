@@ -79,6 +79,18 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 }
 
 async fn direct_on_store(config: &Config, req: &Request) -> Answer {
+    // Only the daemon begins a store (next to its key file).
+    if !config.store.path.exists() {
+        return Answer {
+            ok: false,
+            error: Some(format!(
+                "no daemon answers on {} and there is no store at {} yet",
+                config.server.admin_socket.display(),
+                config.store.path.display()
+            )),
+            ..Answer::default()
+        };
+    }
     let store = match SledStore::open(&config.store.path) {
         Ok(s) => s,
         Err(e) => {

@@ -308,11 +308,14 @@ async fn a_wiped_store_with_its_key_in_place_refuses_to_start_without_new_store(
     let err = s.refused(&[]).await;
     assert!(err.contains("--new-store") && err.contains(&store), "{err}");
 
-    // Told to begin a new store, it starts; alice enrolls again; later starts need no flag.
+    // Told to begin a new store, it starts; alice enrolls again; later starts need no flag
+    // and refuse it (a flag left in a unit file would otherwise disarm the check).
     let d = s.start(&["--new-store"]).await;
     enroll(d.addr, "alice", "pw-a").await;
     d.stop().await;
     s.start(&[]).await.stop().await;
+    let err = s.refused(&["--new-store"]).await;
+    assert!(err.contains("is not empty"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,6 +349,27 @@ async fn a_store_without_its_key_file_refuses_to_start_and_no_key_is_made() {
     let page = b.get("/.mfa/login").await;
     assert!(page.body.contains("/.mfa/verify"), "still enrolled");
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_half_its_folder_gone_says_to_delete_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    mfa_gate::keys::Keys::create(&dir.path().join("master.key")).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("delete the whole folder"), "{err}");
+    assert!(!dir.path().join("store").exists());
 }
 
 /// A process running as `nobody` that listens on a unix socket, answers every request

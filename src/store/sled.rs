@@ -149,6 +149,16 @@ impl SledStore {
         })
     }
 
+    /// Whether the store holds nothing yet: no key fingerprint and no user (a new store, or
+    /// one that was wiped).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let sealed = self.meta.contains_key("key_fingerprint").map_err(io)?;
+        Ok(!sealed && self.users.is_empty())
+    }
+
     /// Makes every change so far durable. sled's own `flush_async` can stall when many
     /// callers flush at once on one runtime thread, so the blocking flush runs on tokio's
     /// blocking pool instead (sled serialises concurrent flushes itself).
