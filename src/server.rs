@@ -176,9 +176,10 @@ pub async fn serve_then(
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
     let admin = bind_admin(&gate).await;
+    let shutdown = shutdown_signal();
     ready(listener.local_addr().unwrap_or(addr));
     notify_ready();
-    run_bound(listener, tls, gate, admin, shutdown_signal()).await;
+    run_bound(listener, tls, gate, admin, shutdown).await;
     Ok(())
 }
 
@@ -195,19 +196,28 @@ fn notify_ready() {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: `serve` calls it before READY=1, so a stop sent right
+/// after readiness drains the gate instead of killing it with the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down: draining connections");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     }
-    tracing::info!("shutting down: draining connections");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
 /// Accepts connections until `shutdown` resolves, then waits (up to 30 s) for open
