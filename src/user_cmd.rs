@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::admin_socket::{self, Answer, Request};
+use crate::admin_socket::{self, Answer, AskError, Request};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::sled::SledStore;
@@ -20,26 +20,31 @@ pub const EXIT_NO_SUCH_USER: u8 = 3;
 
 /// Runs one request and prints the answer for a person, or as JSON.
 pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
-    let answer = match admin_socket::ask(&config.server.admin_socket, &req).await {
+    let socket = &config.server.admin_socket;
+    // The daemon's user owns its store directory.
+    let daemon_uid = std::fs::metadata(&config.store.path).ok().map(|m| m.uid());
+    let answer = match admin_socket::ask_daemon(socket, daemon_uid, &req).await {
         Ok(a) => a,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            direct(config, &req).await
-        }
-        Err(e) => Answer {
-            ok: false,
-            error: Some(format!(
-                "cannot talk to the daemon at {}: {e}",
-                config.server.admin_socket.display()
-            )),
-            ..Answer::default()
-        },
+        Err(AskError::NotRunning(_)) => direct(config, &req).await,
+        Err(AskError::Untrusted(why)) => failure(format!(
+            "refusing to use the admin socket {}: {why}. Nothing was sent to it, and the \
+             store was not opened either",
+            socket.display()
+        )),
+        Err(AskError::Io(e)) => failure(format!(
+            "cannot talk to the daemon at {}: {e}",
+            socket.display()
+        )),
     };
     print(&req, &answer, json)
+}
+
+fn failure(error: String) -> Answer {
+    Answer {
+        ok: false,
+        error: Some(error),
+        ..Answer::default()
+    }
 }
 
 /// The daemon is not running: open the store ourselves (sled refuses if it is locked).
