@@ -4,9 +4,13 @@
 //! Exit codes: 0 done, 1 failure (store or socket), 2 configuration mistake, 3 no such
 //! user.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
+
+use rustix::fs::{Dir, FileType, Gid, Mode, OFlags, Uid};
+use rustix::io::Errno;
 
 use crate::admin_socket::{self, Answer, AskError, Request};
 use crate::clock::{Clock, SystemClock};
@@ -60,24 +64,61 @@ async fn direct(config: &Config, req: &Request) -> Answer {
 /// Root working on a stopped daemon's store leaves sled files (its snapshots) owned by
 /// root and private to root: hand them to the store directory's owner, so the daemon can
 /// open its store again.
+///
+/// The directory belongs to that less trusted user, so nothing in it is followed: every
+/// entry is opened relative to its directory without following links, and only what root
+/// owns — directories, and regular files with a single link (never a hard link to a file
+/// elsewhere) — changes owner, through the open descriptor.
 fn give_back(store: &Path) -> std::io::Result<()> {
     if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
-    let owner = std::fs::metadata(store)?;
-    chown_tree(store, owner.uid(), owner.gid())
+    let dir = match rustix::fs::open(store, no_follow() | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let owner = rustix::fs::fstat(&dir)?;
+    let (uid, gid) = (Uid::from_raw(owner.st_uid), Gid::from_raw(owner.st_gid));
+    if uid.is_root() {
+        return Ok(());
+    }
+    give_back_in(&dir, uid, gid)
 }
 
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
+fn no_follow() -> OFlags {
+    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC
+}
+
+fn give_back_in(dir: &OwnedFd, uid: Uid, gid: Gid) -> std::io::Result<()> {
+    for entry in Dir::read_from(dir)? {
         let entry = entry?;
-        // Not followed if a link.
-        let meta = entry.metadata()?;
-        if meta.uid() != uid || meta.gid() != gid {
-            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+        let name = entry.file_name();
+        let kind = entry.file_type();
+        if name == c"."
+            || name == c".."
+            || !matches!(
+                kind,
+                FileType::Directory | FileType::RegularFile | FileType::Unknown
+            )
+        {
+            continue;
         }
-        if meta.is_dir() {
-            chown_tree(&entry.path(), uid, gid)?;
+        let fd = match rustix::fs::openat(dir, name, no_follow(), Mode::empty()) {
+            Ok(fd) => fd,
+            // Replaced by a link or something else since it was listed: not ours.
+            Err(Errno::LOOP | Errno::NXIO | Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        let is_dir = kind == FileType::Directory;
+        let single = kind == FileType::RegularFile && st.st_nlink == 1;
+        if st.st_uid == 0 && (is_dir || single) {
+            rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+        }
+        if is_dir {
+            give_back_in(&fd, uid, gid)?;
         }
     }
     Ok(())
@@ -86,15 +127,11 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 async fn direct_on_store(config: &Config, req: &Request) -> Answer {
     // Only the daemon begins a store (next to its key file).
     if !config.store.path.exists() {
-        return Answer {
-            ok: false,
-            error: Some(format!(
-                "no daemon answers on {} and there is no store at {} yet",
-                config.server.admin_socket.display(),
-                config.store.path.display()
-            )),
-            ..Answer::default()
-        };
+        return failure(format!(
+            "no daemon answers on {} and there is no store at {} yet",
+            config.server.admin_socket.display(),
+            config.store.path.display()
+        ));
     }
     let store = match SledStore::open(&config.store.path) {
         Ok(s) => s,

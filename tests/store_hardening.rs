@@ -277,10 +277,28 @@ async fn root_using_the_cli_on_a_stopped_store_leaves_it_to_the_daemons_user() {
         .status()
         .unwrap();
     assert!(chown.success());
+    // Links to root's files elsewhere, as the store's owner could plant them.
+    let (hard, soft) = (s.dir.join("root-hard"), s.dir.join("root-soft"));
+    std::fs::write(&hard, "root's").unwrap();
+    std::fs::write(&soft, "root's").unwrap();
+    std::fs::hard_link(&hard, s.store().join("planted-hard")).unwrap();
+    std::os::unix::fs::symlink(&soft, s.store().join("planted-soft")).unwrap();
+
     let config = s.dir.join("mfa-gate.toml");
     let (code, out, err) = cli(&config, &["reset", "console/alice"], true).await;
     assert_eq!(code, 0, "{out}{err}");
-    // The files sled wrote for root are the daemon user's again, and private.
+    // Root's files stayed root's; the files sled wrote for root are the daemon user's
+    // again, and private.
+    for file in [&hard, &soft] {
+        assert_eq!(
+            std::fs::metadata(file).unwrap().uid(),
+            0,
+            "{}",
+            file.display()
+        );
+    }
+    std::fs::remove_file(s.store().join("planted-hard")).unwrap();
+    std::fs::remove_file(s.store().join("planted-soft")).unwrap();
     assert_eq!(std::fs::metadata(s.store()).unwrap().uid(), 65534);
     assert_private(&s.store());
 }
