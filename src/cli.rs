@@ -87,7 +87,7 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Makes every file and directory this process creates from now on private to its user,
 /// whatever umask it inherited (umask 000 outside systemd would leave the store 0777 and
 /// its files 0666): the umask gains 077, and keeps any stricter bits it already had.
-pub fn private_files() {
+fn private_files() {
     use rustix::fs::Mode;
     use rustix::process::umask;
     let inherited = umask(Mode::from_raw_mode(0o077));
