@@ -27,6 +27,11 @@ pub enum Command {
         /// The TOML configuration file.
         #[arg(long, short, default_value = "/etc/mfa-gate/mfa-gate.toml")]
         config: PathBuf,
+        /// Begin a new, empty store with the existing key file (after the store was lost;
+        /// every user enrolls again). Without it the gate refuses an empty or missing store
+        /// next to an existing key file; with it, it refuses a store already in use.
+        #[arg(long)]
+        new_store: bool,
     },
     /// Validate a configuration file without serving; exit code 2 on any mistake.
     CheckConfig {
@@ -79,8 +84,25 @@ pub enum UserAction {
 /// Exit code for a configuration mistake.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// Makes every file and directory this process creates from now on private to its user,
+/// whatever umask it inherited (umask 000 outside systemd would leave the store 0777 and
+/// its files 0666): the umask gains 077, and keeps any stricter bits it already had.
+fn private_files() {
+    use rustix::fs::Mode;
+    use rustix::process::umask;
+    let inherited = umask(Mode::from_raw_mode(0o077));
+    umask(inherited | Mode::from_raw_mode(0o077));
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> ExitCode {
+    if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::User { .. } | Command::Demo { .. }
+    ) {
+        // Before anything opens the store, the key file or the admin socket.
+        private_files();
+    }
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
@@ -103,7 +125,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config, new_store } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -111,7 +133,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match crate::server::serve(config).await {
+            match crate::server::serve(config, new_store).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mfa-gate: {e}");

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::pages::{esc, full};
 use crate::proxy::Body;
+use crate::server::StartError;
 
 /// The demo console's user name.
 pub const DEMO_USER: &str = "admin";
@@ -70,6 +71,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
 
     let text = demo_config(listen, &dir, console_addr);
     let config = Config::from_toml(Path::new("<demo>"), &text)?;
+    let shown = dir.clone();
     let banner = move |listen: SocketAddr| {
         println!(
             "\nmfa-gate demo\n\
@@ -82,11 +84,19 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
          4. You are in the console. Sign out at http://{listen}/.mfa/logout\n\n\
          Store and key file: {}\n\
          Press Ctrl-C to stop.\n",
-            dir.display()
+            shown.display()
         );
     };
-    crate::server::serve_then(config, banner).await?;
-    Ok(())
+    match crate::server::serve_then(config, false, banner).await {
+        // The demo keeps both in one folder: a half of it is no use.
+        Err(StartError::StoreMissing { .. } | StartError::KeyMissing { .. }) => Err(format!(
+            "the folder {} holds a key file without its store, or a store without its key \
+             file; delete the whole folder to start the demo afresh",
+            dir.display()
+        )
+        .into()),
+        other => Ok(other?),
+    }
 }
 
 /// Serves the demo console on `listener`: every page needs `user`/`password` (Basic).

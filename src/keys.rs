@@ -58,46 +58,67 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Reads the master key file, creating it (mode 0600) if it does not exist.
+    /// Reads the master key file, creating it (mode 0600) if it does not exist. For tests
+    /// and tools; the gate decides between [`Keys::load`] and [`Keys::create`] in
+    /// [`crate::server::open_store`], which never makes a new key over an existing store.
     ///
     /// # Errors
     /// An unreadable, malformed or world-readable key file.
     pub fn load_or_create(path: &Path) -> Result<Keys, KeyError> {
+        match Keys::load(path) {
+            Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Keys::create(path)
+            }
+            other => other,
+        }
+    }
+
+    /// Reads the master key file.
+    ///
+    /// # Errors
+    /// A missing, unreadable, malformed or world-readable key file.
+    pub fn load(path: &Path) -> Result<Keys, KeyError> {
         let name = path.display().to_string();
         let io = |source| KeyError::Io {
             path: name.clone(),
             source,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::TooOpen { path: name, mode });
-                }
-                let bytes = data_encoding::HEXLOWER_PERMISSIVE
-                    .decode(text.trim().as_bytes())
-                    .ok()
-                    .filter(|b| b.len() == MASTER_LEN)
-                    .ok_or(KeyError::Malformed { path: name })?;
-                Ok(Keys::derive(&bytes))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut master = [0u8; MASTER_LEN];
-                getrandom::fill(&mut master).map_err(|e| KeyError::Random(e.to_string()))?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?;
-                let text = data_encoding::HEXLOWER.encode(&master) + "\n";
-                file.write_all(text.as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                tracing::info!(path = %name, "created a new master key file");
-                Ok(Keys::derive(&master))
-            }
-            Err(e) => Err(io(e)),
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::TooOpen { path: name, mode });
         }
+        let bytes = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(text.trim().as_bytes())
+            .ok()
+            .filter(|b| b.len() == MASTER_LEN)
+            .ok_or(KeyError::Malformed { path: name })?;
+        Ok(Keys::derive(&bytes))
+    }
+
+    /// Creates a new master key file (mode 0600); refuses if one exists.
+    ///
+    /// # Errors
+    /// The file exists or cannot be written, or the random generator failed.
+    pub fn create(path: &Path) -> Result<Keys, KeyError> {
+        let name = path.display().to_string();
+        let io = |source| KeyError::Io {
+            path: name.clone(),
+            source,
+        };
+        let mut master = [0u8; MASTER_LEN];
+        getrandom::fill(&mut master).map_err(|e| KeyError::Random(e.to_string()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let text = data_encoding::HEXLOWER.encode(&master) + "\n";
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        tracing::info!(path = %name, "created a new master key file");
+        Ok(Keys::derive(&master))
     }
 
     /// Derives all subkeys from master key bytes.
@@ -150,6 +171,19 @@ mod tests {
         let b = Keys::load_or_create(&path)?;
         assert_eq!(a.seal, b.seal);
         assert_ne!(a.seal, a.binding);
+        Ok(())
+    }
+
+    #[test]
+    fn create_never_replaces_a_key_and_load_never_makes_one(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("master.key");
+        assert!(matches!(Keys::load(&path), Err(KeyError::Io { .. })));
+        assert!(!path.exists());
+        let a = Keys::create(&path)?;
+        assert!(matches!(Keys::create(&path), Err(KeyError::Io { .. })));
+        assert_eq!(Keys::load(&path)?.fingerprint, a.fingerprint);
         Ok(())
     }
 

@@ -32,6 +32,24 @@ pub enum StartError {
     Key(#[from] crate::keys::KeyError),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "the key file {key} exists but the store {store} is missing or empty. Starting would \
+         make every user enroll again, and whoever knows a console password first would own \
+         that account. Restore the store from a backup; or, to begin a new empty store with \
+         this key on purpose, start once with `mfa-gate serve --new-store`"
+    )]
+    StoreMissing { key: String, store: String },
+    #[error(
+        "the store {store} was sealed with a master key, but its key file {key} is missing. \
+         Restore the key file from a backup: a new key would open none of the sealed secrets, \
+         so none is made. To discard every enrollment instead, remove the store directory too"
+    )]
+    KeyMissing { key: String, store: String },
+    #[error(
+        "--new-store was given but the store {store} is not empty (it was sealed with the key \
+         file {key}); start without --new-store"
+    )]
+    NotNew { key: String, store: String },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -44,15 +62,64 @@ pub enum StartError {
 /// How long a draining gate waits for open connections on shutdown.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Builds the gate from a validated configuration: keys, store, state.
+/// Builds the gate from a validated configuration: keys, store, state. An existing key
+/// file with an empty store is refused (see [`open_store`]).
 ///
 /// # Errors
 /// The key file or store cannot be opened, or the key does not belong to the store.
 pub async fn build_gate(config: Config, clock: Arc<dyn Clock>) -> Result<Gate, StartError> {
-    let keys = Keys::load_or_create(&config.store.key_file)?;
-    let store = SledStore::open(&config.store.path)?;
-    store.check_key(&keys.fingerprint).await?;
+    let (keys, store) = open_store(&config.store, false).await?;
     Ok(Gate::new(config, Arc::new(store), keys, clock))
+}
+
+/// Opens the key file and the store, telling a first start from a lost store or key:
+///
+/// | key file | store | |
+/// |---|---|---|
+/// | missing | missing or empty | first start: both are created |
+/// | missing | sealed (in use) | refused ([`StartError::KeyMissing`]); no key is made |
+/// | present | missing or empty | refused ([`StartError::StoreMissing`]) unless `new_store` |
+/// | present | sealed (in use) | the key must be the store's; refused with `new_store` |
+///
+/// A missing store is not created when it is refused.
+///
+/// # Errors
+/// The cases above, unreadable files, or a key that does not belong to the store.
+pub async fn open_store(
+    paths: &crate::config::Store,
+    new_store: bool,
+) -> Result<(Keys, SledStore), StartError> {
+    let (key, store) = (
+        paths.key_file.display().to_string(),
+        paths.path.display().to_string(),
+    );
+    let exists = |p: &Path| {
+        p.try_exists().map_err(|source| crate::keys::KeyError::Io {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let key_exists = exists(&paths.key_file)?;
+    if key_exists && !new_store && !exists(&paths.path)? {
+        return Err(StartError::StoreMissing { key, store });
+    }
+    let opened = SledStore::open(&paths.path)?;
+    let empty = opened.is_empty()?;
+    let keys = match (key_exists, empty) {
+        (false, true) => Keys::create(&paths.key_file)?,
+        (false, false) => return Err(StartError::KeyMissing { key, store }),
+        (true, true) if !new_store => return Err(StartError::StoreMissing { key, store }),
+        (true, false) if new_store => return Err(StartError::NotNew { key, store }),
+        (true, _) => Keys::load(&paths.key_file)?,
+    };
+    if let Err(e) = opened.check_key(&keys.fingerprint).await {
+        if !key_exists {
+            // A first start that could not seal its store: leave it a first start.
+            let _ = std::fs::remove_file(&paths.key_file);
+        }
+        return Err(e.into());
+    }
+    Ok((keys, opened))
 }
 
 /// Loads the certificate chain and key and builds a TLS acceptor offering h2 and http/1.1.
@@ -82,10 +149,12 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
 /// Runs the production server: binds, tells systemd it is ready, serves until SIGTERM or
 /// SIGINT, then drains.
 ///
+/// `new_store` (`--new-store`) lets an existing key file begin a new, empty store.
+///
 /// # Errors
 /// Startup failures (keys, store, TLS, bind).
-pub async fn serve(config: Config) -> Result<(), StartError> {
-    serve_then(config, |_| {}).await
+pub async fn serve(config: Config, new_store: bool) -> Result<(), StartError> {
+    serve_then(config, new_store, |_| {}).await
 }
 
 /// [`serve`], calling `ready` with the bound address once the gate accepts connections
@@ -93,18 +162,24 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 ///
 /// # Errors
 /// Startup failures (keys, store, TLS, bind).
-pub async fn serve_then(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+pub async fn serve_then(
+    config: Config,
+    new_store: bool,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), StartError> {
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     let addr = config.server.listen;
-    let gate = build_gate(config, Arc::new(SystemClock)).await?;
+    let (keys, store) = open_store(&config.store, new_store).await?;
+    let gate = Gate::new(config, Arc::new(store), keys, Arc::new(SystemClock));
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
     let admin = bind_admin(&gate).await;
+    let shutdown = shutdown_signal();
     ready(listener.local_addr().unwrap_or(addr));
     notify_ready();
-    run_bound(listener, tls, gate, admin, shutdown_signal()).await;
+    run_bound(listener, tls, gate, admin, shutdown).await;
     Ok(())
 }
 
@@ -121,19 +196,28 @@ fn notify_ready() {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: `serve` calls it before READY=1, so a stop sent right
+/// after readiness drains the gate instead of killing it with the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down: draining connections");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     }
-    tracing::info!("shutting down: draining connections");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
 /// Accepts connections until `shutdown` resolves, then waits (up to 30 s) for open

@@ -4,9 +4,15 @@
 //! Exit codes: 0 done, 1 failure (store or socket), 2 configuration mistake, 3 no such
 //! user.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::ExitCode;
 
-use crate::admin_socket::{self, Answer, Request};
+use rustix::fs::{Dir, FileType, Gid, Mode, OFlags, Uid};
+use rustix::io::Errno;
+
+use crate::admin_socket::{self, Answer, AskError, Request};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::sled::SledStore;
@@ -18,30 +24,115 @@ pub const EXIT_NO_SUCH_USER: u8 = 3;
 
 /// Runs one request and prints the answer for a person, or as JSON.
 pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
-    let answer = match admin_socket::ask(&config.server.admin_socket, &req).await {
+    let socket = &config.server.admin_socket;
+    // The daemon's user owns its store directory.
+    let daemon_uid = std::fs::metadata(&config.store.path).ok().map(|m| m.uid());
+    let answer = match admin_socket::ask_daemon(socket, daemon_uid, &req).await {
         Ok(a) => a,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            direct(config, &req).await
-        }
-        Err(e) => Answer {
-            ok: false,
-            error: Some(format!(
-                "cannot talk to the daemon at {}: {e}",
-                config.server.admin_socket.display()
-            )),
-            ..Answer::default()
-        },
+        Err(AskError::NotRunning(_)) => direct(config, &req).await,
+        Err(AskError::Untrusted(why)) => failure(format!(
+            "refusing to use the admin socket {}: {why}. Nothing was sent to it, and the \
+             store was not opened either",
+            socket.display()
+        )),
+        Err(AskError::Io(e)) => failure(format!(
+            "cannot talk to the daemon at {}: {e}",
+            socket.display()
+        )),
     };
     print(&req, &answer, json)
 }
 
+fn failure(error: String) -> Answer {
+    Answer {
+        ok: false,
+        error: Some(error),
+        ..Answer::default()
+    }
+}
+
 /// The daemon is not running: open the store ourselves (sled refuses if it is locked).
 async fn direct(config: &Config, req: &Request) -> Answer {
+    let answer = direct_on_store(config, req).await;
+    // The store is closed (sled's threads joined) once `direct_on_store` returns.
+    if let Err(e) = give_back(&config.store.path) {
+        tracing::warn!(path = %config.store.path.display(), error = %e, "cannot hand the store's files back to its owner");
+    }
+    answer
+}
+
+/// Root working on a stopped daemon's store leaves sled files (its snapshots) owned by
+/// root and private to root: hand them to the store directory's owner, so the daemon can
+/// open its store again.
+///
+/// The directory belongs to that less trusted user, so nothing in it is followed: every
+/// entry is opened relative to its directory without following links, and only what root
+/// owns — directories, and regular files with a single link (never a hard link to a file
+/// elsewhere) — changes owner, through the open descriptor.
+fn give_back(store: &Path) -> std::io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let dir = match rustix::fs::open(store, no_follow() | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let owner = rustix::fs::fstat(&dir)?;
+    let (uid, gid) = (Uid::from_raw(owner.st_uid), Gid::from_raw(owner.st_gid));
+    if uid.is_root() {
+        return Ok(());
+    }
+    give_back_in(&dir, uid, gid)
+}
+
+fn no_follow() -> OFlags {
+    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC
+}
+
+fn give_back_in(dir: &OwnedFd, uid: Uid, gid: Gid) -> std::io::Result<()> {
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let kind = entry.file_type();
+        if name == c"."
+            || name == c".."
+            || !matches!(
+                kind,
+                FileType::Directory | FileType::RegularFile | FileType::Unknown
+            )
+        {
+            continue;
+        }
+        let fd = match rustix::fs::openat(dir, name, no_follow(), Mode::empty()) {
+            Ok(fd) => fd,
+            // Replaced by a link or something else since it was listed: not ours.
+            Err(Errno::LOOP | Errno::NXIO | Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        let is_dir = kind == FileType::Directory;
+        let single = kind == FileType::RegularFile && st.st_nlink == 1;
+        if st.st_uid == 0 && (is_dir || single) {
+            rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+        }
+        if is_dir {
+            give_back_in(&fd, uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+async fn direct_on_store(config: &Config, req: &Request) -> Answer {
+    // Only the daemon begins a store (next to its key file).
+    if !config.store.path.exists() {
+        return failure(format!(
+            "no daemon answers on {} and there is no store at {} yet",
+            config.server.admin_socket.display(),
+            config.store.path.display()
+        ));
+    }
     let store = match SledStore::open(&config.store.path) {
         Ok(s) => s,
         Err(e) => {

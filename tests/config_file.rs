@@ -175,6 +175,7 @@ fn serve_refuses_a_bad_config_and_a_foreign_key_file() {
         drop(gate);
     });
     // sled releases its lock when the last handle is dropped.
+    mfa_gate::keys::Keys::create(&dir.path().join("k2")).unwrap();
     let file = dir.path().join("other-key.toml");
     std::fs::write(&file, text.replace("/k1", "/k2")).unwrap();
     let out = Command::new(BIN)

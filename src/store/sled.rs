@@ -7,6 +7,7 @@
 //! Changes go through compare-and-swap on a single key and are flushed before the
 //! method returns.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -46,6 +47,39 @@ fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
             other => return other,
         }
     }
+}
+
+/// Creates the store directory (and missing parents) with mode 0700, whatever the umask,
+/// or takes group and others off an existing one: the seeds are sealed, but the user list,
+/// replay state and lockouts are not, and sled creates its files as the umask says.
+fn private_dir(path: &Path) -> Result<(), StoreError> {
+    let fail = |e: std::io::Error| {
+        StoreError::Io(format!(
+            "cannot create the store directory {}: {e}",
+            path.display()
+        ))
+    };
+    let chmod = |mode| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                let private = mode & !0o077;
+                tracing::warn!(path = %path.display(), "the store directory was open to group or others (mode {mode:o}); now {private:o}");
+                chmod(private).map_err(fail)?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(fail)?;
+            chmod(0o700).map_err(fail)?;
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    Ok(())
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -95,11 +129,12 @@ fn user_key(realm: &str, user: &str) -> Vec<u8> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store directory.
+    /// Opens (or creates) the store directory, private to the gate's user (mode 0700).
     ///
     /// # Errors
     /// The directory cannot be created or is locked by another process (a running daemon).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        private_dir(path)?;
         let db = open_db(path).map_err(|e| {
             StoreError::Io(format!("cannot open the store at {}: {e}", path.display()))
         })?;
@@ -112,6 +147,16 @@ impl SledStore {
             meta: db.open_tree("meta").map_err(io)?,
             db,
         })
+    }
+
+    /// Whether the store holds nothing yet: no key fingerprint and no user (a new store, or
+    /// one that was wiped).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let sealed = self.meta.contains_key("key_fingerprint").map_err(io)?;
+        Ok(!sealed && self.users.is_empty())
     }
 
     /// Makes every change so far durable. sled's own `flush_async` can stall when many
@@ -535,6 +580,21 @@ mod tests {
         assert_eq!(store.attempts.len(), 2, "still in use at 2 s");
         store.sweep(1_000).await?;
         assert_eq!(store.attempts.len(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_store_directory_is_private() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let fresh = dir.path().join("a/b/store");
+        drop(SledStore::open(&fresh)?);
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o7777);
+        assert_eq!(mode(&fresh)?, 0o700);
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open)?;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o2775))?;
+        drop(SledStore::open(&open)?);
+        assert_eq!(mode(&open)?, 0o2700, "group and others taken off");
         Ok(())
     }
 }
