@@ -79,6 +79,12 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// The unix socket the CLI uses to reach the running daemon (mode 0600).
     pub admin_socket: PathBuf,
+    /// Whether browsers reach the gate over https: the gate's own TLS, or a TLS-terminating
+    /// proxy in front of it (`public_scheme = "https"`). Decides `Secure` and the
+    /// `__Host-` prefix of the cookies, HSTS, and which `Origin` is same-origin.
+    pub public_https: bool,
+    /// `Strict-Transport-Security` max-age sent over https (`None`: not sent).
+    pub hsts_max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -488,7 +494,44 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
             v.to_ascii_lowercase()
         }
     };
+    let public_https = match &raw.public_scheme {
+        None => tls.is_some(),
+        Some(p) if p.get_ref() == "https" => true,
+        Some(p) if p.get_ref() == "http" => {
+            if tls.is_some() {
+                return Err(at.at(
+                    p,
+                    "the gate serves TLS itself, so browsers reach it over https",
+                    "public_scheme = \"https\", or leave it out",
+                ));
+            }
+            false
+        }
+        Some(p) => {
+            return Err(at.at(
+                p,
+                &format!("unknown scheme {:?}", p.get_ref()),
+                "\"https\" (the gate's TLS or a TLS proxy in front) or \"http\"",
+            ))
+        }
+    };
+    let hsts_max_age = match &raw.hsts_max_age {
+        None => Some(Duration::from_secs(365 * 24 * 3600)),
+        Some(v) => match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(_) => {
+                return Err(at.at(
+                    v,
+                    &format!("cannot read {:?} as a duration", v.get_ref()),
+                    "a duration such as \"365d\", or \"0s\" to send no Strict-Transport-Security",
+                ))
+            }
+        },
+    };
     Ok(Server {
+        public_https,
+        hsts_max_age,
         listen,
         tls,
         trusted_proxies,
@@ -1015,6 +1058,8 @@ mod raw {
         pub prefix: Option<Spanned<String>>,
         pub header_timeout: Option<Spanned<String>>,
         pub admin_socket: Option<Spanned<String>>,
+        pub public_scheme: Option<Spanned<String>>,
+        pub hsts_max_age: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]

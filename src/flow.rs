@@ -146,21 +146,20 @@ pub fn csrf_ok(gate: &Gate, id: &str, token: &str) -> bool {
 }
 
 /// Refuses cross-site requests: `Sec-Fetch-Site` must be same-origin (or absent/none) and
-/// `Origin`, when sent, must be this host.
+/// `Origin`, when sent, must be this host with the scheme browsers use (an `http://`
+/// origin is another site to an https gate).
 pub fn same_origin(ctx: &Ctx, headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         if site != "same-origin" && site != "none" {
             return false;
         }
     }
+    let scheme = if ctx.https { "https://" } else { "http://" };
     match headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
         None => true,
-        Some(origin) => {
-            let authority = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            authority.is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(ctx.host.as_bytes()))
-        }
+        Some(origin) => origin
+            .strip_prefix(scheme)
+            .is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(ctx.host.as_bytes())),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Inner {
     pub names: Names,
     /// The long-lived traffic of sessions, cut when a session ends.
     pub live: Live,
+    /// `Strict-Transport-Security` for every answer, when browsers use https.
+    hsts: Option<HeaderValue>,
     /// Each Basic site's calibration. A tokio `Mutex`, held across the calibration probes,
     /// so concurrent first logins wait for one calibration instead of starting several.
     calibrations: Vec<tokio::sync::Mutex<Calibration>>,
@@ -67,6 +69,8 @@ pub struct Ctx {
     pub client_ip: std::net::IpAddr,
     pub host: HeaderValue,
     pub tls: bool,
+    /// Whether the browser sees https (see `public_scheme`).
+    pub https: bool,
 }
 
 impl std::ops::Deref for Gate {
@@ -78,7 +82,12 @@ impl std::ops::Deref for Gate {
 
 impl Gate {
     pub fn new(config: Config, store: Arc<dyn Store>, keys: Keys, clock: Arc<dyn Clock>) -> Gate {
-        let names = Names::new(config.server.tls.is_some());
+        let names = Names::new(config.server.public_https);
+        let hsts = config
+            .server
+            .hsts_max_age
+            .filter(|_| config.server.public_https)
+            .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
         let calibrations = config
             .sites
             .iter()
@@ -93,6 +102,7 @@ impl Gate {
                 upstream: Upstream::new(),
                 names,
                 live: Live::default(),
+                hsts,
                 calibrations,
             }),
         }
@@ -117,19 +127,26 @@ impl Gate {
         peer: SocketAddr,
         tls: bool,
     ) -> Response<Body> {
-        let ctx = match self.check_request(&req, peer, tls) {
-            Ok(ctx) => ctx,
-            Err(resp) => return resp,
-        };
-        let path = req.uri().path().to_string();
-        match target::route(&path, &self.config.server.prefix) {
-            Err(bad) => message::bad_request(bad.explain()),
-            Ok(Route::Gate(rest)) => {
-                let rest = rest.to_string();
-                flow::handle(self, &ctx, req, &rest).await
+        let mut resp = match self.check_request(&req, peer, tls) {
+            Err(resp) => resp,
+            Ok(ctx) => {
+                let path = req.uri().path().to_string();
+                match target::route(&path, &self.config.server.prefix) {
+                    Err(bad) => message::bad_request(bad.explain()),
+                    Ok(Route::Gate(rest)) => {
+                        let rest = rest.to_string();
+                        flow::handle(self, &ctx, req, &rest).await
+                    }
+                    Ok(Route::Console) => self.console(&ctx, req).await,
+                }
             }
-            Ok(Route::Console) => self.console(&ctx, req).await,
+        };
+        if let Some(hsts) = &self.hsts {
+            resp.headers_mut()
+                .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                .or_insert_with(|| hsts.clone());
         }
+        resp
     }
 
     /// Framing, target form and host: the checks before any routing.
@@ -190,6 +207,7 @@ impl Gate {
             client_ip,
             host,
             tls,
+            https: self.config.server.public_https,
         })
     }
 
@@ -238,7 +256,7 @@ impl Gate {
             watch: session.map(|s| self.live.watch(s, seen)),
             peer: ctx.peer.ip(),
             peer_trusted: trusted,
-            tls: ctx.tls,
+            tls: self.config.server.public_https,
             host: ctx.host.clone(),
             user: session.map(|s| s.user.clone()),
             console_cookie,
