@@ -1,7 +1,7 @@
 //! An in-test console with an HTML login form, a CSRF token and a session cookie (`SID`),
 //! recording every request it receives. A login's `next` field, when sent, is where its
 //! success redirects (as many consoles do with a saved target); signed-in users also get a
-//! WebSocket echo (`/ws`) and an endless event stream (`/events`).
+//! WebSocket echo (`/ws`), an endless event stream (`/events`) and `/download?bytes=N`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use mfa_gate::proxy::Body;
 use tokio::net::TcpListener;
 
-use super::{event_stream, full, websocket_echo, Seen};
+use super::{download, event_stream, full, websocket_echo, Seen};
 
 #[derive(Clone, Default)]
 struct State {
@@ -187,6 +187,7 @@ impl FormConsole {
                 }
                 Some(_) if path == "/ws" => websocket_echo(&mut req),
                 Some(_) if path == "/events" => event_stream(),
+                Some(_) if path == "/download" => download(req.uri().query()),
                 Some(user) => page(StatusCode::OK, format!("console page {path} for {user}")),
             },
         }

@@ -152,15 +152,7 @@ impl Console {
                 }
                 Response::new(full(n.to_string()))
             }
-            "/download" => {
-                let total: u64 = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.strip_prefix("bytes="))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                Response::new(stream_of(total))
-            }
+            "/download" => download(req.uri().query()),
             "/slow" => {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Response::new(full("slow"))
@@ -214,6 +206,15 @@ where
             });
         }
     });
+}
+
+/// The answer to `/download?bytes=N`: N zero bytes, streamed.
+pub fn download(query: Option<&str>) -> Response<Body> {
+    let total: u64 = query
+        .and_then(|q| q.strip_prefix("bytes="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Response::new(stream_of(total))
 }
 
 /// A body of `total` zero bytes in 64 KiB chunks, produced as it is read.
