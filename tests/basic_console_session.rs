@@ -253,7 +253,7 @@ async fn a_stolen_console_session_never_reaches_the_console_as_a_path_parameter(
         (format!("/a;jsessionid={stolen}/z"), gate_cookie.clone()),
     ] {
         let mark = console.mark();
-        let got = get_with(&bob, &path, &[cookie.clone()]).await;
+        let got = get_with(&bob, &path, std::slice::from_ref(&cookie)).await;
         assert!(
             !got.body.contains("for alice"),
             "{path} {cookie}: {}",
