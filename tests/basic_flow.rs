@@ -213,7 +213,7 @@ async fn other_credentials_with_the_same_cookie_are_a_new_login() {
     let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
     let gate = TestGate::start(&console).await;
     let alice = Browser::new(&gate, Some(("alice", "pw-a")));
-    alice.login(&gate, "/", None).await;
+    let (_, secret) = alice.login(&gate, "/", None).await;
     assert_eq!(alice.get("/x").await.status, StatusCode::OK);
 
     // Same cookie jar, Bob's credentials: not accepted as Bob, and not forwarded.
@@ -224,15 +224,36 @@ async fn other_credentials_with_the_same_cookie_are_a_new_login() {
     assert_eq!(got.status, StatusCode::SEE_OTHER);
     assert!(console.forwarded().is_empty());
 
-    // Alice's own password changed (the console now takes another): new login too.
-    let mut changed = alice.clone();
-    changed.auth = Some(("alice".into(), "pw-a2".into()));
-    let got = changed.get("/x").await;
-    assert_ne!(got.status, StatusCode::OK);
-    // No credentials at all with a valid cookie: challenged.
+    // (That ended alice's session.) A new one, shown valid with her password...
+    gate.clock.advance(30);
+    let alice = Browser::new(&gate, Some(("alice", "pw-a")));
+    let (done, _) = alice.login(&gate, "/", Some(&secret)).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    assert_eq!(alice.get("/x").await.status, StatusCode::OK);
+    // ...without any credentials: challenged, nothing forwarded.
     let mut none = alice.clone();
     none.auth = None;
+    console.clear();
     assert_eq!(none.get("/x").await.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        console.forwarded().is_empty(),
+        "forwarded without credentials: {:?}",
+        console.forwarded()
+    );
+    assert_eq!(alice.get("/x").await.status, StatusCode::OK, "still valid");
+
+    // Alice's own password changed (the console now takes another): new login too, and
+    // nothing is forwarded with the other password.
+    let mut changed = alice.clone();
+    changed.auth = Some(("alice".into(), "pw-a2".into()));
+    console.clear();
+    let got = changed.get("/x").await;
+    assert_ne!(got.status, StatusCode::OK);
+    assert!(
+        console.forwarded().is_empty(),
+        "forwarded with a changed password: {:?}",
+        console.forwarded()
+    );
 }
 
 #[tokio::test]

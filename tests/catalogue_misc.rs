@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::browse::jar;
 use common::form_console::{FormConsole, FIRST_FACTOR};
 use common::*;
 use http::StatusCode;
@@ -98,25 +99,45 @@ async fn form_user_names_that_break_a_label_are_refused() {
 
 #[tokio::test]
 async fn forged_and_planted_session_cookies_are_dead() {
-    let console = Console::start(&[("alice", "pw")]).await;
+    let console = Console::start(&[("alice", "pw"), ("bob", "pw-b")]).await;
     let gate = TestGate::start(&console).await;
-    let b = Browser::new(&gate, Some(("alice", "pw")));
-    // A cookie planted before login (session fixation) is ignored, and login issues a new one.
-    b.cookies
-        .lock()
-        .unwrap()
-        .insert("mfa_session".into(), "planted-by-attacker".into());
-    assert_eq!(b.get("/").await.status, StatusCode::SEE_OTHER);
-    b.login(&gate, "/", None).await;
-    let real = b
-        .cookies
-        .lock()
-        .unwrap()
-        .get("mfa_session")
-        .cloned()
-        .unwrap();
-    assert_ne!(real, "planted-by-attacker");
-    assert_eq!(b.get("/").await.status, StatusCode::OK);
+    // Genuine cookies the gate issued: bob's (valid), and alice's from before her logout.
+    let bob = Browser::new(&gate, Some(("bob", "pw-b")));
+    bob.login(&gate, "/", None).await;
+    assert_eq!(bob.get("/").await.status, StatusCode::OK);
+    let bobs = jar(&bob, "mfa_session").unwrap();
+    let before = Browser::new(&gate, Some(("alice", "pw")));
+    let (_, secret) = before.login(&gate, "/", None).await;
+    assert_eq!(before.get("/").await.status, StatusCode::OK);
+    let logged_out = jar(&before, "mfa_session").unwrap();
+    let page = before.get("/.mfa/logout").await;
+    let out = before
+        .post_form("/.mfa/logout", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(out.status, StatusCode::OK);
+
+    // Each planted in alice's browser before she logs in (session fixation): not accepted,
+    // nothing reaches the console, and her login issues a cookie of its own.
+    let mut real = String::new();
+    for (what, planted) in [("bob's", &bobs), ("alice's logged-out", &logged_out)] {
+        gate.clock.advance(30);
+        let b = Browser::new(&gate, Some(("alice", "pw")));
+        b.cookies
+            .lock()
+            .unwrap()
+            .insert("mfa_session".into(), planted.clone());
+        console.clear();
+        let got = b.get("/").await;
+        assert_eq!(got.status, StatusCode::SEE_OTHER, "{what}: {got:?}");
+        assert_eq!(got.header("location").as_deref(), Some("/.mfa/login"));
+        assert!(console.forwarded().is_empty(), "{what} cookie got through");
+        let (done, _) = b.login(&gate, "/", Some(&secret)).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{what}: {done:?}");
+        real = jar(&b, "mfa_session").unwrap();
+        assert_ne!(&real, planted, "{what}: the planted cookie was kept");
+        let ok = b.get("/").await;
+        assert_eq!(ok.body, "console page / for alice\n", "{what}");
+    }
     console.clear();
     let variants = [
         format!("{}A", &real[..real.len() - 1]),

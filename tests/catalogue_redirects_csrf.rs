@@ -5,24 +5,55 @@
 
 mod common;
 
-use bytes::Bytes;
+use base64::Engine;
+use common::browse::{brief, code_step, sent_to_code};
+use common::form_console::{console_login, first_factor_table, FormConsole};
 use common::*;
 use http::StatusCode;
 
-/// Passes the password step at `target` and finishes MFA; returns where the gate sends
-/// the browser, or `None` if the target itself was refused with 400.
-async fn login_target(gate: &TestGate, user: &str, target: &str) -> Option<String> {
-    let b = Browser::new(gate, Some((user, "pw")));
-    let req = b
-        .request("GET", "/")
-        .uri(format!("http://{}{}", gate.addr, target))
-        .body(full(Bytes::new()));
-    let Ok(req) = req else { return None }; // not even a URI a client can send
-    let first = b.send(req).await;
-    if first.status == StatusCode::BAD_REQUEST {
-        return None;
+/// What became of a login started at some target.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The target itself was refused with 400 at the password step (nothing pending).
+    Refused,
+    /// After the code, the gate sends the browser exactly here.
+    Lands(String),
+}
+
+fn lands(path: &str) -> Outcome {
+    Outcome::Lands(path.to_string())
+}
+
+/// Passes the password step at `target` — sent as raw bytes, so any target can be tried —
+/// and enrolls; where the gate sends the browser afterwards.
+async fn login_target(gate: &TestGate, user: &str, target: &str) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let head = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {token}\r\nConnection: close\r\n\r\n",
+        gate.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let answer = String::from_utf8_lossy(&raw).into_owned();
+    let pending = answer.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        let value = value.trim().strip_prefix("mfa_pending=")?;
+        name.eq_ignore_ascii_case("set-cookie")
+            .then(|| value.split(';').next().unwrap_or("").to_string())
+    });
+    if answer.starts_with("HTTP/1.1 400") {
+        assert_eq!(pending, None, "{target}: refused, yet pending: {answer}");
+        return Outcome::Refused;
     }
-    assert_eq!(first.status, StatusCode::SEE_OTHER, "{target}: {first:?}");
+    assert!(answer.starts_with("HTTP/1.1 303"), "{target}: {answer}");
+    let b = Browser::new(gate, Some((user, "pw")));
+    b.cookies
+        .lock()
+        .unwrap()
+        .insert("mfa_pending".into(), pending.expect("a pending login"));
     let page = b.get("/.mfa/login").await;
     let done = b
         .post_form(
@@ -33,38 +64,38 @@ async fn login_target(gate: &TestGate, user: &str, target: &str) -> Option<Strin
             ],
         )
         .await;
-    done.next()
+    Outcome::Lands(done.next().unwrap_or_else(|| panic!("{target}: {done:?}")))
 }
 
 #[tokio::test]
 async fn open_redirect_forms_fall_back_to_root() {
-    let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
+    let users: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
     let pairs: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), "pw")).collect();
     let console = Console::start(&pairs).await;
     let gate = TestGate::start(&console).await;
     let cases = [
-        "/\\evil.com",
-        "//evil.com",
-        "/%09/evil.com",
-        "/%0a/",
-        "/%0d/",
-        "/%2F%2Fevil.com",
-        "/ok/page?next=//evil.com",
+        ("/\\evil.com", Outcome::Refused),
+        ("//evil.com", Outcome::Refused),
+        ("/%09/evil.com", lands("/")),
+        ("/%0a/", lands("/")),
+        ("/%0d/", lands("/")),
+        ("/%2F%2Fevil.com", Outcome::Refused),
+        ("/%5Cevil.com", Outcome::Refused),
+        // A same-origin path with any query is fine.
+        (
+            "/ok/page?next=//evil.com",
+            lands("/ok/page?next=//evil.com"),
+        ),
     ];
-    for (i, target) in cases.iter().enumerate() {
+    for (i, (target, expected)) in cases.into_iter().enumerate() {
         let went = login_target(&gate, &users[i], target).await;
-        match *target {
-            "/ok/page?next=//evil.com" => assert_eq!(
-                went.as_deref(),
-                Some(*target),
-                "a same-origin path with any query is fine"
-            ),
-            _ => assert!(
-                went.is_none() || went.as_deref() == Some("/"),
-                "{target} → {went:?}"
-            ),
-        }
+        assert_eq!(went, expected, "{target}");
     }
+    assert!(
+        console.forwarded().is_empty(),
+        "only probes reach the console before a code: {:?}",
+        console.forwarded()
+    );
     // Absolute-form and non-path targets never get that far.
     for raw in [
         "GET https://gate.example.com.evil.com/ HTTP/1.1",
@@ -82,6 +113,46 @@ async fn open_redirect_forms_fall_back_to_root() {
         assert!(
             String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"),
             "{raw}"
+        );
+    }
+}
+
+/// Form mode: the console's own `Location` after a successful login (its `next` field
+/// here) is where the gate sends the browser after the code — only if it is a path of
+/// this site.
+#[tokio::test]
+async fn a_consoles_open_redirect_after_login_falls_back_to_root() {
+    let users: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
+    let pairs: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), "pw")).collect();
+    let console = FormConsole::start(&pairs).await;
+    let gate =
+        TestGate::start_upstream_first_factor(console.addr, "", "", first_factor_table()).await;
+    let host = gate.addr.to_string();
+    let cases = [
+        ("https://gate.example.com.evil.com/x".to_string(), "/"),
+        ("//evil.com/".into(), "/"),
+        ("javascript:alert(1)".into(), "/"),
+        ("/\\evil.com".into(), "/"),
+        ("HTTPS://evil.com/".into(), "/"),
+        (format!("http://{host}@evil.com/"), "/"),
+        (format!("http://{host}//evil.com/"), "/"),
+        ("/%5Cevil.com".into(), "/"),
+        ("/%2F%2Fevil.com".into(), "/"),
+        ("/%09/evil.com".into(), "/"),
+        // The controls: a path of this site, relative or absolute, is kept.
+        ("/ok/page?x=1".into(), "/ok/page?x=1"),
+        (format!("http://{host}/ok/abs"), "/ok/abs"),
+    ];
+    for (i, (next, expected)) in cases.iter().enumerate() {
+        let b = Browser::new(&gate, None);
+        let held = console_login(&b, &users[i], "pw", &[("next", next)]).await;
+        assert!(sent_to_code(&held), "{next}: {}", brief(&held));
+        let (done, _) = code_step(&gate, &b, None).await;
+        assert_eq!(
+            done.next().as_deref(),
+            Some(*expected),
+            "{next}: {}",
+            brief(&done)
         );
     }
 }

@@ -1,5 +1,7 @@
 //! An in-test console with an HTML login form, a CSRF token and a session cookie (`SID`),
-//! recording every request it receives.
+//! recording every request it receives. A login's `next` field, when sent, is where its
+//! success redirects (as many consoles do with a saved target); signed-in users also get a
+//! WebSocket echo (`/ws`), an endless event stream (`/events`) and `/download?bytes=N`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -12,12 +14,14 @@ use hyper::body::Incoming;
 use mfa_gate::proxy::Body;
 use tokio::net::TcpListener;
 
-use super::{full, Seen};
+use super::{download, event_stream, full, websocket_echo, Seen};
 
 #[derive(Clone, Default)]
 struct State {
     /// Session id → user.
     sessions: BTreeMap<String, String>,
+    /// Every session ever issued (id, user), in order, logged out or not.
+    issued: Vec<(String, String)>,
     next: u64,
 }
 
@@ -85,6 +89,11 @@ impl FormConsole {
         self.seen.lock().unwrap().clear();
     }
 
+    /// Every session id the console ever issued, with its user, oldest first.
+    pub fn issued(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().issued.clone()
+    }
+
     /// Requests for anything but the public login page and assets.
     pub fn protected_requests(&self) -> Vec<Seen> {
         self.requests()
@@ -103,10 +112,11 @@ impl FormConsole {
         st.next += 1;
         let sid = format!("sid-{}-{}", st.next, user.len());
         st.sessions.insert(sid.clone(), user.to_string());
+        st.issued.push((sid.clone(), user.to_string()));
         sid
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<Body> {
         self.seen.lock().unwrap().push(Seen {
             method: req.method().to_string(),
             path: req
@@ -145,7 +155,7 @@ impl FormConsole {
                     );
                 }
                 let sid = self.new_session(&user);
-                let mut r = redirect("/home?welcome=1");
+                let mut r = redirect(form.get("next").map_or("/home?welcome=1", String::as_str));
                 r.headers_mut().append(
                     "set-cookie",
                     format!("SID={sid}; Path=/; HttpOnly").parse().unwrap(),
@@ -175,8 +185,37 @@ impl FormConsole {
                     );
                     r
                 }
+                Some(_) if path == "/ws" => websocket_echo(&mut req),
+                Some(_) if path == "/events" => event_stream(),
+                Some(_) if path == "/download" => download(req.uri().query()),
                 Some(user) => page(StatusCode::OK, format!("console page {path} for {user}")),
             },
         }
     }
+}
+
+/// The console's login page through the gate, then its form posted with the console's
+/// CSRF token, the user's name and password, and `extra` fields (e.g. `next`).
+pub async fn console_login(
+    b: &super::Browser,
+    user: &str,
+    pass: &str,
+    extra: &[(&str, &str)],
+) -> super::Got {
+    let page = super::browse::navigate(b, "/login").await;
+    assert_eq!(page.status, StatusCode::OK, "the console's login page");
+    let token = super::between(&page.body, "name=csrf value=\"", "\"")
+        .expect("the console's CSRF token")
+        .to_string();
+    let mut fields = vec![("csrf", token.as_str()), ("user", user), ("pass", pass)];
+    fields.extend_from_slice(extra);
+    b.post_form("/login", &fields).await
+}
+
+/// The inline first-factor table of [`FIRST_FACTOR`], for
+/// [`super::TestGate::start_upstream_first_factor`].
+pub fn first_factor_table() -> &'static str {
+    FIRST_FACTOR
+        .strip_prefix("first_factor = ")
+        .expect("FIRST_FACTOR starts with the key")
 }

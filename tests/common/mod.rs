@@ -152,19 +152,12 @@ impl Console {
                 }
                 Response::new(full(n.to_string()))
             }
-            "/download" => {
-                let total: u64 = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.strip_prefix("bytes="))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                Response::new(stream_of(total))
-            }
+            "/download" => download(req.uri().query()),
             "/slow" => {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Response::new(full("slow"))
             }
+            "/events" => event_stream(),
             _ => {
                 let mut r = Response::new(full(format!("console page {path} for {user}\n")));
                 r.headers_mut()
@@ -215,6 +208,15 @@ where
     });
 }
 
+/// The answer to `/download?bytes=N`: N zero bytes, streamed.
+pub fn download(query: Option<&str>) -> Response<Body> {
+    let total: u64 = query
+        .and_then(|q| q.strip_prefix("bytes="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Response::new(stream_of(total))
+}
+
 /// A body of `total` zero bytes in 64 KiB chunks, produced as it is read.
 pub fn stream_of(total: u64) -> Body {
     const CHUNK: u64 = 64 * 1024;
@@ -235,7 +237,26 @@ pub fn stream_of(total: u64) -> Body {
     StreamBody::new(stream).boxed_unsync()
 }
 
-fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
+/// A server-sent-events answer: `data: tick N` every 100 ms, forever (until the reader
+/// goes away).
+pub fn event_stream() -> Response<Body> {
+    let stream = futures_util::stream::unfold(0u64, |n| async move {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let event = Bytes::from(format!("data: tick {n}\n\n"));
+        Some((Ok::<_, BoxError>(Frame::data(event)), n + 1))
+    });
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    r.headers_mut()
+        .insert("cache-control", "no-cache".parse().unwrap());
+    r
+}
+
+/// The console side of a WebSocket echo (`/ws`): every text or binary message comes back.
+pub fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         let mut r = Response::new(full("not a websocket request"));
         *r.status_mut() = StatusCode::BAD_REQUEST;
