@@ -168,6 +168,16 @@ pub enum WhoamiSource {
     Pattern(regex::Regex),
 }
 
+impl Site {
+    /// The console's own session cookie, if the site names one.
+    pub fn session_cookie(&self) -> Option<&str> {
+        match &self.first_factor {
+            FirstFactor::Form(f) => Some(&f.session_cookie),
+            FirstFactor::Basic(b) => b.session_cookie.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub scheme: Scheme,
@@ -515,20 +525,19 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
             ))
         }
     };
-    let hsts_max_age = match &raw.hsts_max_age {
-        None => Some(Duration::from_secs(365 * 24 * 3600)),
-        Some(v) => match humantime::parse_duration(v.get_ref()) {
-            Ok(d) if d.is_zero() => None,
-            Ok(d) => Some(d),
-            Err(_) => {
-                return Err(at.at(
+    let hsts_max_age =
+        match &raw.hsts_max_age {
+            None => Some(Duration::from_secs(365 * 24 * 3600)),
+            Some(v) => match humantime::parse_duration(v.get_ref()) {
+                Ok(d) if d.is_zero() => None,
+                Ok(d) => Some(d),
+                Err(_) => return Err(at.at(
                     v,
                     &format!("cannot read {:?} as a duration", v.get_ref()),
                     "a duration such as \"365d\", or \"0s\" to send no Strict-Transport-Security",
-                ))
-            }
-        },
-    };
+                )),
+            },
+        };
     Ok(Server {
         public_https,
         hsts_max_age,

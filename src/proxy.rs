@@ -180,11 +180,8 @@ impl Upstream {
         let upgrade = upgrade_protocol(req.headers())
             .filter(|p| fwd.user.is_some() && p.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let path = crate::target::strip_session_params(target, site.session_cookie()).into_owned();
         let (mut parts, body) = req.into_parts();
         let Ok(uri) = site.upstream.uri_for(&path) else {
             return message::bad_request("The request target cannot be forwarded.");

@@ -5,6 +5,8 @@
 //! empty segments, a differently spelled reserved prefix) is refused with 400 instead of
 //! being guessed at.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 /// Why a request target was refused.
@@ -107,6 +109,42 @@ pub fn route<'a>(path: &'a str, prefix: &str) -> Result<Route<'a>, BadTarget> {
     Ok(Route::Console)
 }
 
+/// The request target without the `;name=value` path parameters a servlet container reads
+/// as a session id (`jsessionid`, or the console's session cookie name; any case, any
+/// encoding): the gate decides which console session a request carries through the
+/// cookie, so a session id in the path would go around it. Other parameters stay.
+pub fn strip_session_params<'a>(target: &'a str, cookie: Option<&str>) -> Cow<'a, str> {
+    if !target.contains(';') {
+        return Cow::Borrowed(target);
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let wanted = cookie.map(crate::cookies::fold);
+    let is_session = |param: &str| {
+        let name = crate::cookies::fold(param.split('=').next().unwrap_or(""));
+        name == "jsessionid" || wanted.as_deref() == Some(name.as_str())
+    };
+    let mut out = String::with_capacity(target.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut parts = segment.split(';');
+        out.push_str(parts.next().unwrap_or(""));
+        for param in parts.filter(|p| !is_session(p)) {
+            out.push(';');
+            out.push_str(param);
+        }
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Cow::Owned(out)
+}
+
 fn decode_segment(segment: &str) -> Result<String, BadTarget> {
     // Every '%' must start a valid escape; percent_decode would pass broken ones through.
     let bytes = segment.as_bytes();
@@ -150,6 +188,26 @@ mod tests {
         assert_eq!(route("/.mfa/verify", P), Ok(Route::Gate("verify")));
         assert_eq!(route("/.mfa/", P), Ok(Route::Gate("")));
         assert_eq!(route("/.mfa", P), Ok(Route::Gate("")));
+    }
+
+    #[test]
+    fn session_ids_in_the_path_are_dropped() {
+        let strip = |t| strip_session_params(t, Some("SID")).into_owned();
+        assert_eq!(strip("/z;jsessionid=ABC"), "/z");
+        assert_eq!(strip("/a;JSESSIONID=x/z;x=1"), "/a/z;x=1");
+        assert_eq!(strip("/a;%6Asessionid=x/z"), "/a/z");
+        assert_eq!(
+            strip("/a;sid=x;b=2/z?q=;jsessionid=y"),
+            "/a;b=2/z?q=;jsessionid=y"
+        );
+        assert_eq!(
+            strip("/cgi-bin/luci;stok=abc/admin"),
+            "/cgi-bin/luci;stok=abc/admin"
+        );
+        assert!(matches!(
+            strip_session_params("/plain?x=1", None),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -116,8 +116,15 @@ pub async fn act(
     user: &str,
     now: u64,
 ) -> Result<ActionResult, StoreError> {
-    Ok(match store.apply(realm, user, op, now).await? {
-        Outcome::NoSuchUser => ActionResult::NoSuchUser,
+    let outcome = store.apply(realm, user, op, now).await?;
+    // A reset also ends the user's logins in progress — also of a user who never finished
+    // enrolling and so has no record yet (an attacker may be on the enrollment page).
+    let ended = match op {
+        UserOp::Reset => store.drop_pending(realm, user).await?,
+        _ => 0,
+    };
+    Ok(match outcome {
+        Outcome::NoSuchUser if ended == 0 => ActionResult::NoSuchUser,
         _ => ActionResult::Done,
     })
 }

@@ -88,6 +88,10 @@ impl Store for Faulty {
         self.check()?;
         self.inner.pending(id).await
     }
+    async fn drop_pending(&self, r: &str, u: &str) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.drop_pending(r, u).await
+    }
     async fn take_pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
         self.check()?;
         self.inner.take_pending(id).await

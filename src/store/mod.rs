@@ -329,6 +329,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError>;
 
+    /// Removes every pending login of a user; returns how many there were.
+    async fn drop_pending(&self, realm: &str, user: &str) -> Result<usize, StoreError>;
+
     /// Removes and returns a pending login; of two concurrent callers only one gets it.
     async fn take_pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError>;
 

@@ -291,6 +291,21 @@ impl Store for SledStore {
             .transpose()
     }
 
+    async fn drop_pending(&self, realm: &str, user: &str) -> Result<usize, StoreError> {
+        let mut prefix = user_key(realm, user);
+        prefix.push(0);
+        let mut dropped = 0;
+        for key in self.pending_by_user.scan_prefix(&prefix).keys() {
+            let key = key.map_err(io)?;
+            if self.pending.remove(indexed_id(&key)).map_err(io)?.is_some() {
+                dropped += 1;
+            }
+            self.pending_by_user.remove(&key).map_err(io)?;
+        }
+        self.flush().await?;
+        Ok(dropped)
+    }
+
     async fn take_pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
         let taken = self.pending.remove(id).map_err(io)?;
         let taken: Option<PendingLogin> = taken.map(|v| decode(&v)).transpose()?;
