@@ -18,6 +18,34 @@ use crate::config::Config;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log format: `text` (human, for a terminal; without timestamps when not a terminal,
+    /// as journald adds its own), or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up logging: `RUST_LOG` filters (default `info`); audit events are on the target
+/// `mfa_gate::audit`.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let terminal = std::io::stderr().is_terminal();
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text if terminal => builder.init(),
+        LogFormat::Text => builder.with_ansi(false).without_time().init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]

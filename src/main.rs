@@ -3,14 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    mfa_gate::cli::run(mfa_gate::cli::Cli::parse()).await
+    let cli = mfa_gate::cli::Cli::parse();
+    mfa_gate::cli::init_logging(cli.log_format);
+    mfa_gate::cli::run(cli).await
 }

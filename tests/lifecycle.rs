@@ -93,3 +93,56 @@ async fn ready_then_graceful_drain_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_on_request_with_audit_events_on_their_target() {
+    let console = Console::start(&[("alice", "pw-a")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = config_text(dir.path(), console.addr, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = dir.path().join("mfa-gate.toml");
+    std::fs::write(&config, text).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(next_message(&notify).await.contains("READY=1"));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let got = Browser::at(addr, Some(("alice\"x", "pw-Zq81-wrong")))
+        .get("/")
+        .await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let audit = lines
+        .iter()
+        .find(|l| l["target"] == "mfa_gate::audit" && l["event"] == "password_refused")
+        .unwrap_or_else(|| panic!("no audit event in {text}"));
+    assert_eq!(audit["user"], "alice\"x", "{audit}");
+    assert_eq!(audit["realm"], "console");
+    assert_eq!(audit["ip"], "127.0.0.1");
+    assert!(!text.contains("pw-Zq81"), "no password in the log: {text}");
+}

@@ -333,3 +333,44 @@ async fn every_outcome_is_audited_without_secrets() {
         assert!(!all.contains(forbidden), "{forbidden:?} appears in the log");
     }
 }
+
+#[tokio::test]
+async fn a_user_name_cannot_forge_an_audit_field_and_untrusted_forwarding_is_not_logged() {
+    log();
+    let forged = r#"x event="login_ok" user=alice ip=10.0.0.66"#;
+    let console = Console::start(&[(forged, "pw-x"), ("ida", "pw-i")]).await;
+    let gate = TestGate::start(&console).await;
+    // A wrong password for the odd name, from a peer that is not a trusted proxy but
+    // claims another address.
+    let b = Browser::new(&gate, Some((forged, "wrong")));
+    let req = b
+        .request("GET", "/")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(full(Bytes::new()))
+        .unwrap();
+    assert_eq!(b.send(req).await.status, StatusCode::UNAUTHORIZED);
+
+    let all = String::from_utf8_lossy(&log().lock().unwrap()).into_owned();
+    let lines: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("mfa_gate::audit") && l.contains("password_refused"))
+        .filter(|l| l.contains("x event="))
+        .collect();
+    assert_eq!(lines.len(), 1, "{all}");
+    let line = lines[0];
+    // The name is one quoted, escaped value: taking it out leaves one event, one user, one ip.
+    let quoted = r#"user="x event=\"login_ok\" user=alice ip=10.0.0.66""#;
+    assert!(line.contains(quoted), "{line}");
+    let rest = line.replace(quoted, "user=NAME");
+    assert_eq!(rest.matches("event=").count(), 1, "{line}");
+    assert_eq!(rest.matches(" user=").count(), 1, "{line}");
+    assert_eq!(rest.matches(" ip=").count(), 1, "{line}");
+    assert!(
+        rest.contains("ip=127.0.0.1"),
+        "the peer, not the claim: {line}"
+    );
+    assert!(
+        !all.contains("203.0.113.9"),
+        "an untrusted X-Forwarded-For is never logged"
+    );
+}

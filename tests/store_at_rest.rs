@@ -32,6 +32,8 @@ async fn a_dump_of_the_store_shows_no_seed_and_tampering_fails_closed() {
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (done, secret) = b.login(&gate, "/", None).await;
     assert!(done.next().is_some());
+    let recovery = done.recovery_codes();
+    assert_eq!(recovery.len(), 10);
     gate.stop().await;
 
     let raw = b32_decode(&secret);
@@ -53,6 +55,15 @@ async fn a_dump_of_the_store_shows_no_seed_and_tampering_fails_closed() {
             !contains(&dump, &needle),
             "the store holds the seed in clear"
         );
+    }
+    // Recovery codes are kept as keyed hashes only: no code in any spelling.
+    for code in &recovery {
+        for spelling in [code.clone(), code.replace('-', ""), code.to_uppercase()] {
+            assert!(
+                !contains(&dump, spelling.as_bytes()),
+                "the store holds recovery code {spelling} in clear"
+            );
+        }
     }
     let key = std::fs::read_to_string(gate.dir.join("master.key")).unwrap();
     assert!(

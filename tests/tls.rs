@@ -89,6 +89,11 @@ async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
 
     let (head, page) = curl.run(&["--http1.1"], "/.mfa/login").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "HSTS by default over TLS: {head}"
+    );
     let secret = between(&page, "id=\"secret\">", "<")
         .unwrap()
         .replace(' ', "");
@@ -96,8 +101,17 @@ async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
         .unwrap()
         .to_string();
     let code = oathtool(&secret, gate.now());
-    let origin = format!("Origin: https://localhost:{}", gate.addr.port());
     let form = format!("code={code}&csrf={csrf}");
+    // The same host over plain http is another origin to an https gate.
+    let http_origin = format!("Origin: http://localhost:{}", gate.addr.port());
+    let (head, _) = curl
+        .run(
+            &["--http2", "-H", &http_origin, "--data", &form],
+            "/.mfa/enroll",
+        )
+        .await;
+    assert!(head.starts_with("HTTP/2 403"), "{head}");
+    let origin = format!("Origin: https://localhost:{}", gate.addr.port());
     let (head, body) = curl
         .run(&["--http2", "-H", &origin, "--data", &form], "/.mfa/enroll")
         .await;
@@ -112,6 +126,11 @@ async fn login_over_tls_with_http2_and_host_prefixed_cookies() {
     let (head, body) = curl.run(&["--http2"], "/admin").await;
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     assert_eq!(body, "console page /admin for alice\n");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "on the console's pages too: {head}"
+    );
     let seen = console.forwarded();
     assert_eq!(
         seen.last()
@@ -150,4 +169,37 @@ async fn plain_http_to_the_tls_port_gets_nothing_through() {
         "{err}"
     );
     assert!(console.traffic().is_empty());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_cookies_stay_secure_and_host_prefixed() {
+    let console = Console::start(&[("alice", "pw-a")]).await;
+    // Plain HTTP from the proxy on loopback; browsers see https.
+    let top = "trusted_proxies = [\"127.0.0.1\"]\npublic_scheme = \"https\"\nhsts_max_age = \"1h\"";
+    let gate = TestGate::start_with(&console, top, "").await;
+    let b = Browser::new(&gate, Some(("alice", "pw-a")));
+    let first = b.get("/admin").await;
+    assert_eq!(first.status, http::StatusCode::SEE_OTHER, "{first:?}");
+    let pending = first
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-mfa_pending="))
+        .unwrap_or_else(|| panic!("{first:?}"));
+    for attr in ["Secure", "HttpOnly", "Path=/"] {
+        assert!(pending.contains(attr), "{attr}: {pending}");
+    }
+    assert_eq!(
+        first.header("strict-transport-security").as_deref(),
+        Some("max-age=3600")
+    );
+    // A gate on plain HTTP without `public_scheme` sends neither.
+    let plain = TestGate::start(&console).await;
+    let got = Browser::new(&plain, Some(("alice", "pw-a")))
+        .get("/admin")
+        .await;
+    assert!(
+        got.set_cookies().iter().all(|c| !c.contains("Secure")),
+        "{got:?}"
+    );
+    assert_eq!(got.header("strict-transport-security"), None);
 }
