@@ -109,7 +109,7 @@ async fn json_logs_on_request_with_audit_events_on_their_target() {
     std::fs::write(&config, text).unwrap();
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &notify_path)
