@@ -29,7 +29,9 @@ fn the_shipped_example_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let text = example_in(dir.path());
     let c = Config::from_toml(Path::new("config/mfa-gate.toml"), &text).unwrap();
-    assert_eq!(c.sites.len(), 3);
+    assert_eq!(c.sites.len(), 4);
+    assert_eq!(c.sites[3].session_cookie(), Some("JSESSIONID"));
+    assert!(c.server.public_https && c.server.hsts_max_age.is_some());
     assert!(c.server.tls.is_some());
     assert_eq!(c.totp.issuer, "Acme consoles");
     // And through the binary.
@@ -45,7 +47,7 @@ fn the_shipped_example_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (3 sites"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (4 sites"));
 }
 
 /// Runs `check-config` on `text`; returns (exit code, stderr).
