@@ -251,8 +251,9 @@ pub async fn run_bound(
                 Ok((stream, peer)) => {
                     // Refused connections are closed at once (the table logs why).
                     if let Ok(slot) = tracker.admit(peer.ip(), Instant::now()) {
-                        let task = connection::serve(stream, peer, slot, Arc::clone(&shared), stopping.clone());
-                        connections.spawn(task);
+                        let shared = Arc::clone(&shared);
+                        let stopping = stopping.clone();
+                        connections.spawn(connection::serve(stream, peer, slot, shared, stopping));
                     }
                 }
                 Err(e) => {

@@ -32,9 +32,14 @@ const EARLY: Duration = Duration::from_millis(10);
 
 const POST_HEAD: &[u8] = b"POST /.mfa/logout HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf=";
 
-/// The test process holds thousands of sockets: raise its soft open-file limit.
+/// The test process holds 14,000 sockets (and each gate 12,000 at most): raise the soft
+/// open-file limit to the hard one, which the gates inherit.
 fn raise_fd_limit() {
-    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    assert!(
+        limit >= 15_000,
+        "needs an open-file hard limit of 15000 (ulimit -Hn), has {limit}"
+    );
 }
 
 /// `mfa-gate serve` as a separate process (its own open-file limit), ready once it

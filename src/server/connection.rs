@@ -146,8 +146,9 @@ async fn serve_io<IO>(
         )
         .await
     } else {
-        // No hyper header timeout: our timer applies it (and would otherwise be cut short
-        // on idle keep-alive connections, where hyper's runs too).
+        // hyper's own header timeout is off: it also runs while a kept-alive connection
+        // waits for its next request, so it would cut keepalive_idle down to
+        // header_timeout. The timer in `drive` applies both.
         let conn = http1::Builder::new()
             .header_read_timeout(None)
             .max_buf_size(shared.max_header_bytes)
