@@ -54,6 +54,12 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Connections one client address may hold when `max_connections_per_ip` is not set.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 100;
+
+/// Bytes per second a gate form must at least arrive at when `min_body_rate` is not set.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 1_000;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -77,6 +83,17 @@ pub struct Server {
     pub header_timeout: Duration,
     /// Largest request head accepted; larger heads get 431.
     pub max_header_bytes: usize,
+    /// How long a connection may stay open without a request once it has served one.
+    pub keepalive_idle: Duration,
+    /// Most client connections open at once; `None`: derived from the file-descriptor
+    /// limit when the server starts.
+    pub max_connections: Option<usize>,
+    /// Most connections from one client address (IPv6: one /64); peers listed in
+    /// `trusted_proxies` are exempt (they carry everybody's connections).
+    pub max_connections_per_ip: usize,
+    /// Slowest body accepted on the gate's own endpoints, in bytes per second: a body of
+    /// `n` bytes must arrive within `header_timeout + n / min_body_rate`.
+    pub min_body_rate: u64,
     /// The unix socket the CLI uses to reach the running daemon (mode 0600).
     pub admin_socket: PathBuf,
     /// Whether browsers reach the gate over https: the gate's own TLS, or a TLS-terminating
@@ -376,8 +393,8 @@ fn validate(at: &Locator<'_>, raw: raw::File) -> Result<Config, ConfigError> {
         idle: duration(at, session.idle.as_ref(), Duration::from_secs(30 * 60))?,
         pending: duration(at, session.pending.as_ref(), Duration::from_secs(10 * 60))?,
         pending_caps: crate::store::PendingCaps {
-            per_user: count(at, session.max_pending_per_user.as_ref(), 10)?,
-            total: count(at, session.max_pending.as_ref(), 10_000)?,
+            per_user: positive(at, session.max_pending_per_user.as_ref(), 10)?,
+            total: positive(at, session.max_pending.as_ref(), 10_000)?,
         },
     };
     let throttle = raw.throttle.unwrap_or_default();
@@ -538,6 +555,35 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
                 )),
             },
         };
+    let max_connections = raw
+        .max_connections
+        .as_ref()
+        .map(|n| count(at, n, "max_connections"))
+        .transpose()?;
+    let max_connections_per_ip = match &raw.max_connections_per_ip {
+        None => DEFAULT_MAX_CONNECTIONS_PER_IP,
+        Some(n) => {
+            let per_ip = count(at, n, "max_connections_per_ip")?;
+            if max_connections.is_some_and(|total| per_ip > total) {
+                return Err(at.at(
+                    n,
+                    "max_connections_per_ip is larger than max_connections",
+                    "a per-address cap no larger than the total",
+                ));
+            }
+            per_ip
+        }
+    };
+    let min_body_rate = match &raw.min_body_rate {
+        None => DEFAULT_MIN_BODY_RATE,
+        Some(r) => bytes_per_second(r.get_ref()).ok_or_else(|| {
+            at.at(
+                r,
+                &format!("cannot read {:?} as a rate", r.get_ref()),
+                "bytes per second such as \"1KB/s\", \"500B/s\" or \"2KiB/s\"",
+            )
+        })?,
+    };
     Ok(Server {
         public_https,
         hsts_max_age,
@@ -547,6 +593,10 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
         prefix,
         header_timeout: duration(at, raw.header_timeout.as_ref(), Duration::from_secs(10))?,
         max_header_bytes: 64 * 1024,
+        keepalive_idle: duration(at, raw.keepalive_idle.as_ref(), Duration::from_secs(60))?,
+        max_connections,
+        max_connections_per_ip,
+        min_body_rate,
         admin_socket: match raw.admin_socket {
             None => PathBuf::from("/run/mfa-gate/admin.sock"),
             Some(p) if p.get_ref().starts_with('/') => PathBuf::from(p.get_ref()),
@@ -1006,7 +1056,7 @@ fn duration(
 }
 
 /// A positive count, or `default`.
-fn count(
+fn positive(
     at: &Locator<'_>,
     value: Option<&Spanned<u64>>,
     default: usize,
@@ -1018,6 +1068,37 @@ fn count(
             _ => Err(at.at(v, "must be a positive number", "e.g. 10")),
         },
     }
+}
+
+/// A connection cap: a whole number from 1 to 10,000,000.
+fn count(at: &Locator<'_>, n: &Spanned<i64>, key: &str) -> Result<usize, ConfigError> {
+    match usize::try_from(*n.get_ref()) {
+        Ok(v) if (1..=10_000_000).contains(&v) => Ok(v),
+        _ => Err(at.at(
+            n,
+            &format!("{key} must be a whole number from 1 to 10000000"),
+            &format!("a number of connections, e.g. {key} = 100"),
+        )),
+    }
+}
+
+/// `"1KB/s"`, `"500 B/s"`, `"2KiB/s"`, `"1MB/s"` → bytes per second (≥ 1).
+fn bytes_per_second(text: &str) -> Option<u64> {
+    let amount = text.trim().strip_suffix("/s")?.trim_end();
+    let split = amount
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(amount.len());
+    let (digits, unit) = amount.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit.trim_start() {
+        "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1_024,
+        "MB" => 1_000_000,
+        "MiB" => 1_048_576,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|v| *v > 0)
 }
 
 fn per_minute(text: &str) -> Option<u32> {
@@ -1066,6 +1147,10 @@ mod raw {
         pub trusted_proxies: Option<Vec<Spanned<String>>>,
         pub prefix: Option<Spanned<String>>,
         pub header_timeout: Option<Spanned<String>>,
+        pub keepalive_idle: Option<Spanned<String>>,
+        pub max_connections: Option<Spanned<i64>>,
+        pub max_connections_per_ip: Option<Spanned<i64>>,
+        pub min_body_rate: Option<Spanned<String>>,
         pub admin_socket: Option<Spanned<String>>,
         pub public_scheme: Option<Spanned<String>>,
         pub hsts_max_age: Option<Spanned<String>>,
@@ -1297,6 +1382,62 @@ first_factor = { mode = "basic" }
             assert_eq!(e.map(|e| (e.line, e.column)), Some((12, col)), "{bad}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_placed() -> Result<(), ConfigError> {
+        let c = parse(GOOD)?;
+        assert_eq!(c.server.keepalive_idle, Duration::from_secs(60));
+        assert_eq!(c.server.max_connections, None);
+        assert_eq!(c.server.max_connections_per_ip, 100);
+        assert_eq!(c.server.min_body_rate, 1_000);
+        let set = |lines: &str| {
+            GOOD.replace(
+                "listen = \"127.0.0.1:8080\"",
+                &format!("listen = \"127.0.0.1:8080\"\n{lines}"),
+            )
+        };
+        let c = parse(&set(
+            "keepalive_idle = \"5s\"\nmax_connections = 500\nmax_connections_per_ip = 20\nmin_body_rate = \"2KiB/s\"",
+        ))?;
+        assert_eq!(c.server.keepalive_idle, Duration::from_secs(5));
+        assert_eq!(c.server.max_connections, Some(500));
+        assert_eq!(c.server.max_connections_per_ip, 20);
+        assert_eq!(c.server.min_body_rate, 2_048);
+        for (bad, col) in [
+            ("keepalive_idle = \"0s\"", 18),
+            ("max_connections = 0", 19),
+            ("max_connections = -5", 19),
+            ("max_connections_per_ip = 20000000", 26),
+            ("max_connections = 10\nmax_connections_per_ip = 11", 26),
+            ("min_body_rate = \"fast\"", 17),
+            ("min_body_rate = \"0B/s\"", 17),
+            ("min_body_rate = 1000", 17),
+        ] {
+            let e = parse(&set(bad)).err();
+            let line = 4 + bad.matches('\n').count();
+            assert_eq!(e.map(|e| (e.line, e.column)), Some((line, col)), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn body_rates_are_read_with_their_units() {
+        for (text, rate) in [
+            ("1KB/s", Some(1_000)),
+            ("500 B/s", Some(500)),
+            ("2KiB/s", Some(2_048)),
+            ("1 MB/s", Some(1_000_000)),
+            ("3MiB/s", Some(3 * 1_048_576)),
+            ("0KB/s", None),
+            ("1KB", None),
+            ("KB/s", None),
+            ("1.5KB/s", None),
+            ("-1B/s", None),
+            ("99999999999999999999B/s", None),
+        ] {
+            assert_eq!(bytes_per_second(text), rate, "{text}");
+        }
     }
 
     #[test]

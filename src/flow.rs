@@ -269,11 +269,55 @@ fn provisional_secret(
     .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// How long a body on the gate's own endpoints may take: `grace` plus its length at
+/// `bytes_per_sec`. The server sets it for each request from `header_timeout` and
+/// `min_body_rate` (see [`BODY_DEADLINE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDeadline {
+    /// Time allowed on top of the length at the minimum rate (the server uses the
+    /// header timeout: a body gets as long to start as a request head gets to finish).
+    pub grace: std::time::Duration,
+    /// The minimum rate, bytes per second (≥ 1).
+    pub bytes_per_sec: u64,
+}
+
+impl BodyDeadline {
+    /// The time allowed for a body of `len` bytes.
+    pub fn for_length(&self, len: u64) -> std::time::Duration {
+        let rate = self.bytes_per_sec.max(1);
+        let part_nanos = u128::from(len % rate) * 1_000_000_000 / u128::from(rate);
+        let part = std::time::Duration::from_nanos(u64::try_from(part_nanos).unwrap_or(0));
+        self.grace
+            .saturating_add(std::time::Duration::from_secs(len / rate))
+            .saturating_add(part)
+    }
+}
+
+impl Default for BodyDeadline {
+    /// The configuration's defaults (`header_timeout = "10s"`, `min_body_rate = "1KB/s"`).
+    fn default() -> Self {
+        BodyDeadline {
+            grace: std::time::Duration::from_secs(10),
+            bytes_per_sec: crate::config::DEFAULT_MIN_BODY_RATE,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The body deadline of the connection that carries the request being handled. The
+    /// server scopes each request's handling in it, so [`read_limited`] applies the
+    /// configured rate without every handler passing it along; outside a server (unit
+    /// tests) the defaults apply.
+    pub static BODY_DEADLINE: BodyDeadline;
+}
+
 /// Reads a body of at most `limit` bytes: 413 at once when `Content-Length` announces
-/// more, or as soon as more arrives.
+/// more, or as soon as more arrives; 408 (and `Connection: close`) when it does not
+/// arrive within the [`BODY_DEADLINE`] for its announced length (for `limit` bytes when
+/// no length is announced).
 ///
 /// # Errors
-/// The 413 page to send.
+/// The 413 or 408 page to send.
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Incoming,
@@ -294,8 +338,26 @@ pub async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let allowed = BODY_DEADLINE
+        .try_with(|d| *d)
+        .unwrap_or_default()
+        .for_length(declared.unwrap_or(limit as u64));
     let body = http_body_util::Limited::new(body, limit);
-    Ok(body.collect().await.map_err(|_| too_large())?.to_bytes())
+    match tokio::time::timeout(allowed, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => {
+            let mut resp = message::page(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request too slow",
+                "The form data arrived too slowly. Please try again.",
+                None,
+            );
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            Err(resp)
+        }
+    }
 }
 
 /// Reads a small urlencoded form; `Err` is the 4xx page to send.
@@ -790,5 +852,25 @@ mod tests {
         for good in ["/", "/admin?x=1", "/a/b%20c"] {
             assert_eq!(safe_return_to(good), good);
         }
+    }
+
+    #[test]
+    fn body_deadline_grows_with_the_length() {
+        let d = BodyDeadline {
+            grace: std::time::Duration::from_secs(2),
+            bytes_per_sec: 1_000,
+        };
+        assert_eq!(d.for_length(0), std::time::Duration::from_secs(2));
+        assert_eq!(d.for_length(100), std::time::Duration::from_millis(2_100));
+        assert_eq!(
+            d.for_length(8_192),
+            std::time::Duration::from_millis(10_192)
+        );
+        assert!(d.for_length(u64::MAX) > std::time::Duration::from_secs(1 << 40));
+        let slowest = BodyDeadline {
+            bytes_per_sec: 0,
+            ..d
+        };
+        assert_eq!(slowest.for_length(3), std::time::Duration::from_secs(5));
     }
 }

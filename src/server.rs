@@ -1,21 +1,28 @@
-//! Listening: the accept loop (plain TCP or TLS with ALPN h2/http1.1), HTTP/1.1 and
-//! HTTP/2 with upgrades, header timeouts and size limits, graceful shutdown, and the
-//! systemd notifications. [`run`] takes its listener and shutdown future, so tests bind
-//! `127.0.0.1:0` and stop the gate when they are done.
+//! Listening: the accept loop (plain TCP or TLS with ALPN h2/http1.1), the connection
+//! caps, graceful shutdown, and the systemd notifications. [`run`] takes its listener and
+//! shutdown future, so tests bind `127.0.0.1:0` and stop the gate when they are done.
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | [`limits`] | the connection table: total and per-address caps, eviction at the cap |
+//! | [`connection`] | one connection: TLS, protocol detection, HTTP/1.1 or HTTP/2, deadlines |
+//! | [`activity`] | one connection's record (requests in flight, idle since) and its deadline rule |
+
+pub mod activity;
+pub mod connection;
+pub mod limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
@@ -61,6 +68,14 @@ pub enum StartError {
 
 /// How long a draining gate waits for open connections on shutdown.
 const DRAIN: Duration = Duration::from_secs(30);
+
+/// Connections the kernel completes and queues for the accept loop. A burst larger
+/// than this (a flood, or many browsers at once) is dropped by the kernel before the
+/// gate sees it; 4096 is Linux's default `somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The connection cap when neither the configuration nor the open-file limit tells.
+const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 
 /// Builds the gate from a validated configuration: keys, store, state. An existing key
 /// file with an empty store is refused (see [`open_store`]).
@@ -167,13 +182,12 @@ pub async fn serve_then(
     new_store: bool,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), StartError> {
+    raise_fd_limit();
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     let addr = config.server.listen;
     let (keys, store) = open_store(&config.store, new_store).await?;
     let gate = Gate::new(config, Arc::new(store), keys, Arc::new(SystemClock));
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
     let admin = bind_admin(&gate).await;
     let shutdown = shutdown_signal();
@@ -181,6 +195,27 @@ pub async fn serve_then(
     notify_ready();
     run_bound(listener, tls, gate, admin, shutdown).await;
     Ok(())
+}
+
+/// Binds the listening socket with a backlog of [`LISTEN_BACKLOG`] (the kernel caps it
+/// at `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises the soft limit on open files to the hard limit (systemd's default soft limit
+/// is 1024, far below what the connection caps are derived from).
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 fn notify_ready() {
@@ -253,7 +288,6 @@ pub async fn run_bound(
     admin: Option<UnixListener>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
     let socket_path = gate.config.server.admin_socket.clone();
     let admin = admin.map(|l| {
         tokio::spawn(crate::admin_socket::serve(
@@ -297,24 +331,50 @@ pub async fn run_bound(
             }
         })
     };
+    let tracker = limits::Tracker::new(connection_limits(&gate.config));
+    let server = &gate.config.server;
+    let shared = Arc::new(connection::Shared {
+        timing: activity::Timing {
+            header_timeout: server.header_timeout,
+            keepalive_idle: server.keepalive_idle,
+        },
+        body: crate::flow::BodyDeadline {
+            grace: server.header_timeout,
+            bytes_per_sec: server.min_body_rate,
+        },
+        max_header_bytes: server.max_header_bytes,
+        tls,
+        gate: gate.clone(),
+    });
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut accept_failed: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let watcher = graceful.watcher();
-                    let gate = gate.clone();
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        serve_connection(stream, peer, tls, gate, watcher).await;
-                    });
+                    // Refused connections are closed at once (the table logs why).
+                    if let Ok(slot) = tracker.admit(peer.ip(), Instant::now()) {
+                        let shared = Arc::clone(&shared);
+                        let stopping = stopping.clone();
+                        connections.spawn(connection::serve(stream, peer, slot, shared, stopping));
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
+                    if accept_failed.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, open = tracker.open(), "accept failed");
+                        accept_failed = Some(Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            Some(done) = connections.join_next() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a connection task failed");
+                }
+            }
             () = &mut shutdown => break,
         }
     }
@@ -325,71 +385,41 @@ pub async fn run_bound(
         admin.abort();
         let _ = std::fs::remove_file(&socket_path);
     }
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("connections still open after {:?}; closing them", DRAIN);
+        connections.shutdown().await;
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    gate: Gate,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let _ = stream.set_nodelay(true);
-    let header_timeout = gate.config.server.header_timeout;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(gate.config.server.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(gate.config.server.max_header_bytes as u32);
-    let is_tls = tls.is_some();
-    let service = |smuggling: crate::framing::Flag| {
-        service_fn(move |req| {
-            let gate = gate.clone();
-            let smuggling = smuggling.clone();
-            async move {
-                if smuggling.raised() {
-                    return Ok::<_, std::convert::Infallible>(crate::pages::message::bad_request(
-                        "The request has both Content-Length and Transfer-Encoding.",
-                    ));
-                }
-                Ok(gate.handle(req, peer, is_tls).await)
-            }
-        })
-    };
-    // The framing guard watches the plaintext: inside TLS, not the TCP bytes.
-    let result = match tls {
-        None => {
-            let (stream, flag) = crate::framing::Watched::new(stream);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(flag));
-            watcher.watch(conn.into_owned()).await
-        }
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let (stream, flag) = crate::framing::Watched::new(stream);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(flag));
-            watcher.watch(conn.into_owned()).await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+/// The caps from the configuration; `max_connections` defaults to what the open-file
+/// limit allows ([`limits::default_max_connections`]).
+fn connection_limits(config: &Config) -> limits::Limits {
+    let server = &config.server;
+    let fd_limit = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _)| soft)
+        .ok();
+    let total = server.max_connections.unwrap_or_else(|| {
+        fd_limit.map_or(DEFAULT_MAX_CONNECTIONS, limits::default_max_connections)
+    });
+    if fd_limit.is_some_and(|fds| total as u64 >= fds) {
+        tracing::warn!(
+            max_connections = total,
+            open_file_limit = fd_limit,
+            "max_connections is above the open-file limit: accept will fail before the cap is reached"
+        );
+    }
+    tracing::info!(
+        max_connections = total,
+        max_connections_per_ip = server.max_connections_per_ip,
+        open_file_limit = fd_limit,
+        "connection limits"
+    );
+    limits::Limits {
+        total,
+        per_ip: server.max_connections_per_ip,
+        exempt: server.trusted_proxies.clone(),
     }
 }
 
