@@ -11,44 +11,13 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::gate::Gate;
-use crate::users::{self, ActionResult, UserView};
+use crate::state::Gate;
+pub use crate::users::{Answer, Request};
 
-/// A request from the CLI.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    List { realm: Option<String> },
-    Show { realm: String, user: String },
-    Reset { realm: String, user: String },
-    Unlock { realm: String, user: String },
-}
-
-/// The daemon's answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub users: Option<Vec<UserView>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<ActionResult>,
-}
-
-impl Answer {
-    fn error(text: &str) -> Answer {
-        Answer {
-            ok: false,
-            error: Some(text.to_string()),
-            ..Answer::default()
-        }
-    }
-}
+use crate::users;
 
 /// Binds the socket at `path` (replacing a stale one) with mode 0600.
 ///
@@ -126,7 +95,10 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
         Answer::error("permission denied: only root or the gate's own user may administer it")
     } else {
         match serde_json::from_str::<Request>(&line) {
-            Ok(req) => run(gate, req, &format!("cli(uid={uid})")).await,
+            Ok(req) => {
+                let by = format!("cli(uid={uid})");
+                users::answer(&*gate.store, Some(&gate.live), &req, &by, gate.now()).await
+            }
             Err(e) => Answer::error(&format!("bad request: {e}")),
         }
     };
@@ -134,42 +106,6 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     write.shutdown().await
-}
-
-async fn run(gate: &Gate, req: Request, by: &str) -> Answer {
-    let result = match &req {
-        Request::List { realm } => {
-            users::list(&*gate.store, realm.as_deref())
-                .await
-                .map(|u| Answer {
-                    ok: true,
-                    users: Some(u),
-                    ..Answer::default()
-                })
-        }
-        Request::Show { realm, user } => {
-            users::show(&*gate.store, realm, user)
-                .await
-                .map(|u| Answer {
-                    ok: true,
-                    users: Some(u.into_iter().collect()),
-                    ..Answer::default()
-                })
-        }
-        Request::Reset { realm, user } => gate.reset_user(realm, user, by).await.map(|r| Answer {
-            ok: true,
-            result: Some(r),
-            ..Answer::default()
-        }),
-        Request::Unlock { realm, user } => {
-            gate.unlock_user(realm, user, by).await.map(|r| Answer {
-                ok: true,
-                result: Some(r),
-                ..Answer::default()
-            })
-        }
-    };
-    result.unwrap_or_else(|e| Answer::error(&e.to_string()))
 }
 
 /// Why [`ask_daemon`] did not get an answer.

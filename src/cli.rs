@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::admin_socket::Request;
 use crate::config::Config;
+use crate::users::Request;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -161,7 +161,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match crate::server::serve(config, new_store).await {
+            match crate::server::serve(config, new_store, |_| {}).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mfa-gate: {e}");

@@ -907,7 +907,7 @@ fn validate_first_factor(
                 None => login_path.clone(),
             };
             let username_field = required(raw.username_field, "username_field", "\"username\"")?;
-            if !crate::first_factor::login_body::plain_name(username_field.get_ref().as_bytes()) {
+            if !crate::identity::plain_name(username_field.get_ref().as_bytes()) {
                 return Err(at.at(
                     &username_field,
                     "the user-name field is not a plain name",

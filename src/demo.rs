@@ -16,8 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::pages::{esc, full};
-use crate::proxy::Body;
+use crate::pages::esc;
+use crate::response::full;
+use crate::response::Body;
 use crate::server::StartError;
 
 /// The demo console's user name.
@@ -87,7 +88,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
             shown.display()
         );
     };
-    match crate::server::serve_then(config, false, banner).await {
+    match crate::server::serve(config, false, banner).await {
         // The demo keeps both in one folder: a half of it is no use.
         Err(StartError::StoreMissing { .. } | StartError::KeyMissing { .. }) => Err(format!(
             "the folder {} holds a key file without its store, or a store without its key \

@@ -7,35 +7,21 @@
 //!
 //! ## Layout
 //!
-//! | module | what lives there |
+//! From the top down; a module imports only from the rows below it.
+//!
+//! | layer | modules |
 //! |---|---|
-//! | [`cli`] | `serve`, `check-config`, `demo`, `user list/show/reset/unlock` |
-//! | [`admin_socket`] | the root-only unix socket the CLI uses to reach the daemon |
-//! | [`audit`] | the one writer of audit events (escaped, on `mfa_gate::audit`) |
-//! | [`admin`] | the admin web page and JSON API |
-//! | [`cookies`] | request cookies parsed and rebuilt as consoles read them; `Set-Cookie` filtering |
-//! | [`config`] | TOML → validated [`config::Config`], errors with file:line:column |
-//! | [`server`] | listeners (plain/TLS), accept loop, graceful shutdown, systemd notify |
-//! | [`gate`] | the decision for one request: refuse, gate page, challenge, or pass |
-//! | [`framing`] | raw-byte guard against Content-Length + Transfer-Encoding |
-//! | [`target`] | request-target checks and the reserved-prefix routing decision |
-//! | [`flow`] | the gate's endpoints: login page, enroll/verify submissions, logout |
-//! | [`first_factor`] | how each mode learns "password accepted" (`basic`) |
-//! | [`proxy`] | pooled upstream client, header hygiene, upgrades, 502/504 |
-//! | [`second_factor`] | a code (or recovery code) checked under the lockout: login and step-up |
-//! | [`totp`] | pure TOTP: code syntax, check with skew, secrets, otpauth URI |
-//! | [`session`] | cookie codec, expiry checks, the one cookie builder |
-//! | [`store`] | the storage contract, sealing of secrets, the sled implementation |
-//! | [`throttle`] | per-IP limiter |
-//! | [`recovery`] | recovery codes: generation, normal form, keyed hashes |
-//! | [`live`] | long-lived traffic of sessions (WebSocket, streams), cut when a session ends |
-//! | [`keys`] | master key file and derived keys |
-//! | [`pages`] | HTML pages, escaped by construction |
-//! | [`demo`] | the demo console and configuration |
-//! | [`users`] | list/show/reset/unlock for the CLI, admin socket and admin page |
-//! | [`clock`] | time as a parameter |
+//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`), [`demo`], [`user_cmd`], [`admin_socket`] |
+//! | listening | [`server`]: listeners (plain/TLS), connection deadlines and caps, shutdown, systemd |
+//! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there |
+//! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session) |
+//! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock) |
+//! | state | [`state`]: the shared [`state::Gate`] and one request's [`state::Ctx`] |
+//! | forwarding | [`proxy`]: the pooled client to the consoles, header hygiene, upgrades |
+//! | pages | [`pages`]: HTML, escaped; [`pages::refusal`] turns an [`error::Error`] into a page or JSON |
+//! | data | [`config`] (TOML → validated), [`store`] (the contract, sealing, sled) |
+//! | core | [`error`], [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`audit`], [`framing`], [`clock`] |
 
-pub mod admin;
 pub mod admin_socket;
 pub mod audit;
 pub mod cli;
@@ -43,21 +29,30 @@ pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod demo;
+pub mod endpoints;
+pub mod error;
 pub mod first_factor;
-pub mod flow;
 pub mod framing;
 pub mod gate;
+pub mod identity;
 pub mod keys;
 pub mod live;
 pub mod pages;
+pub mod passthrough;
+pub mod pending;
 pub mod proxy;
 pub mod recovery;
+pub mod request;
+pub mod response;
 pub mod second_factor;
 pub mod server;
 pub mod session;
+pub mod sessions;
+pub mod state;
 pub mod store;
 pub mod target;
 pub mod throttle;
 pub mod totp;
+pub mod urls;
 pub mod user_cmd;
 pub mod users;

@@ -203,9 +203,9 @@ const LONG_LIVED: u64 = 1024 * 1024;
 /// Wraps a response of a continuing session so it is cut when the session ends, if it is
 /// long-lived (a stream, or large); a short answer is left as it is.
 pub fn cut_if_long(
-    resp: http::Response<crate::proxy::Body>,
+    resp: http::Response<crate::response::Body>,
     watch: &Watch,
-) -> http::Response<crate::proxy::Body> {
+) -> http::Response<crate::response::Body> {
     use http_body_util::BodyExt;
     let long = resp
         .body()

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,13 +17,9 @@ use ipnet::IpNet;
 
 use crate::config::Site;
 use crate::cookies::{self, ConsoleCookie};
+use crate::error::UpstreamError;
 use crate::live::Watch;
-use crate::pages::message;
-
-/// Errors inside bodies, boxed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of every request and response the gate handles.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+use crate::response::{self, Body, BoxError};
 
 /// Hop-by-hop headers that never cross the gate (RFC 9110 §7.6.1, plus the de-facto ones).
 const HOP_BY_HOP: [&str; 10] = [
@@ -73,13 +68,13 @@ const IDENTITY_PREFIXES: [&str; 3] = ["x-forwarded-", "x-auth-request-", "x-remo
 
 /// The pooled client to the consoles.
 #[derive(Clone, Debug)]
-pub struct Upstream {
+pub struct ConsoleClient {
     client: Client<HttpConnector, Body>,
 }
 
-impl Default for Upstream {
+impl Default for ConsoleClient {
     fn default() -> Self {
-        Upstream::new()
+        ConsoleClient::new()
     }
 }
 
@@ -88,7 +83,8 @@ impl Default for Upstream {
 pub struct Forwarding {
     pub peer: IpAddr,
     pub peer_trusted: bool,
-    pub tls: bool,
+    /// Whether the browser sees https (the `X-Forwarded-Proto` the console gets).
+    pub https: bool,
     pub host: HeaderValue,
     pub user: Option<String>,
     /// What of the console's own session cookie may reach it (withheld without a gate
@@ -102,15 +98,15 @@ pub struct Forwarding {
     pub watch: Option<Watch>,
 }
 
-impl Upstream {
-    pub fn new() -> Upstream {
+impl ConsoleClient {
+    pub fn new() -> ConsoleClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Upstream { client }
+        ConsoleClient { client }
     }
 
     /// Sends a request and waits for the response head, at most `timeout`.
@@ -150,7 +146,7 @@ impl Upstream {
             .map_err(|_| UpstreamError::Invalid)?;
         let mut req = Request::builder()
             .uri(uri)
-            .body(crate::pages::full(Bytes::new()))
+            .body(response::empty())
             .map_err(|_| UpstreamError::Invalid)?;
         *req.headers_mut() = headers;
         let resp = self.send(req, site.upstream_timeout).await?;
@@ -165,12 +161,15 @@ impl Upstream {
 
     /// Forwards a request the gate has let through, streaming both bodies, and joins the
     /// two sides of an upgrade (WebSocket) when the console agrees to one.
+    ///
+    /// # Errors
+    /// The console gave no usable answer.
     pub async fn forward<B>(
         &self,
         mut req: Request<B>,
         site: &Site,
         fwd: &Forwarding,
-    ) -> Response<Body>
+    ) -> Result<Response<Body>, UpstreamError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -183,18 +182,16 @@ impl Upstream {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let path = crate::target::strip_session_params(target, site.session_cookie()).into_owned();
         let (mut parts, body) = req.into_parts();
-        let Ok(uri) = site.upstream.uri_for(&path) else {
-            return message::bad_request("The request target cannot be forwarded.");
-        };
+        let uri = site
+            .upstream
+            .uri_for(&path)
+            .map_err(|_| UpstreamError::Invalid)?;
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         prepare_request_headers(&mut parts.headers, site, fwd, upgrade.as_ref());
         let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
 
-        let mut resp = match self.send(req, site.upstream_timeout).await {
-            Ok(r) => r,
-            Err(e) => return e.page(),
-        };
+        let mut resp = self.send(req, site.upstream_timeout).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
                 let console_side = hyper::upgrade::on(&mut resp);
@@ -223,14 +220,17 @@ impl Upstream {
                     }
                 });
                 let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, crate::pages::full(Bytes::new()));
+                return Ok(Response::from_parts(parts, response::empty()));
             }
-            return UpstreamError::Invalid.page();
+            return Err(UpstreamError::Invalid);
         }
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         drop_gate_cookies(&mut parts.headers, site);
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ))
     }
 }
 
@@ -240,43 +240,6 @@ pub fn drop_gate_cookies(headers: &mut HeaderMap, site: &Site) {
     let dropped = cookies::drop_set_cookies(headers, cookies::is_gate_cookie);
     if !dropped.is_empty() {
         tracing::warn!(site = %site.name, cookies = ?dropped, "dropped the console's Set-Cookie for the gate's own cookies");
-    }
-}
-
-/// Why the console gave no usable answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// No response head within the site's `upstream_timeout`.
-    Timeout,
-    /// The connection failed.
-    Unreachable,
-    /// The request could not be built, or the answer was broken or too large.
-    Invalid,
-}
-
-impl UpstreamError {
-    /// The 502/504 page for the browser.
-    pub fn page(self) -> Response<Body> {
-        match self {
-            UpstreamError::Timeout => message::page(
-                StatusCode::GATEWAY_TIMEOUT,
-                "The console is not answering",
-                "The console behind this gate took too long to answer. Try again in a moment.",
-                None,
-            ),
-            UpstreamError::Unreachable => message::page(
-                StatusCode::BAD_GATEWAY,
-                "The console is unreachable",
-                "The gate could not reach the console behind it. It may be down or restarting.",
-                None,
-            ),
-            UpstreamError::Invalid => message::page(
-                StatusCode::BAD_GATEWAY,
-                "The console is unreachable",
-                "The gate could not get a valid answer from the console behind it.",
-                None,
-            ),
-        }
     }
 }
 
@@ -375,7 +338,7 @@ pub fn prepare_request_headers(
     }
     let proto = client_proto
         .filter(|p| p == "https" || p == "http")
-        .unwrap_or(HeaderValue::from_static(if fwd.tls {
+        .unwrap_or(HeaderValue::from_static(if fwd.https {
             "https"
         } else {
             "http"

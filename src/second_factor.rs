@@ -5,8 +5,10 @@
 //! actions ask for (new recovery codes, admin reset and unlock).
 
 use crate::audit;
-use crate::gate::Gate;
+use crate::error::Error;
 use crate::recovery;
+use crate::session::Session;
+use crate::state::{Ctx, Gate};
 use crate::store::seal::{self, Purpose};
 use crate::store::{Outcome, StoreError, UserOp};
 use crate::totp;
@@ -121,4 +123,33 @@ pub async fn check(
             }
         }
     })
+}
+
+/// A step-up: the signed-in user of `s` proves the second factor again with a fresh code
+/// (not a recovery code) before a sensitive action — a script on the console's pages
+/// shares the gate's origin, so the session and the CSRF token alone are not enough.
+///
+/// # Errors
+/// [`Error::StepUpRefused`] (wrong, used or missing code), [`Error::Locked`], the
+/// client's attempt quota, or a store failure.
+pub async fn step_up(gate: &Gate, ctx: &Ctx, s: &Session, code: &str) -> Result<(), Error> {
+    let who = audit::Event {
+        site: Some(&s.site),
+        realm: Some(&s.realm),
+        user: Some(&s.user),
+        ip: Some(ctx.client_ip),
+        ..audit::Event::default()
+    };
+    gate.take_attempt(ctx).await?;
+    match check(gate, &s.realm, &s.user, code, Accept::CodeOnly, &who).await? {
+        Checked::Accepted { .. } => Ok(()),
+        Checked::Locked { wait } => {
+            audit::info("step_up_refused_locked", &who);
+            Err(Error::Locked { wait })
+        }
+        Checked::Malformed | Checked::Refused { .. } | Checked::NotEnrolled => {
+            audit::info("step_up_wrong_code", &who);
+            Err(Error::StepUpRefused)
+        }
+    }
 }

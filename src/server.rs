@@ -27,8 +27,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, TlsFiles};
-use crate::gate::Gate;
 use crate::keys::Keys;
+use crate::state::Gate;
 use crate::store::sled::SledStore;
 use crate::store::Store;
 
@@ -77,13 +77,17 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// The connection cap when neither the configuration nor the open-file limit tells.
 const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 
-/// Builds the gate from a validated configuration: keys, store, state. An existing key
-/// file with an empty store is refused (see [`open_store`]).
+/// Opens the gate of a validated configuration: keys, store (see [`open_store`]; with
+/// `new_store` an existing key file may begin a new, empty store), state, with `clock`.
 ///
 /// # Errors
 /// The key file or store cannot be opened, or the key does not belong to the store.
-pub async fn build_gate(config: Config, clock: Arc<dyn Clock>) -> Result<Gate, StartError> {
-    let (keys, store) = open_store(&config.store, false).await?;
+pub async fn open_gate(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    new_store: bool,
+) -> Result<Gate, StartError> {
+    let (keys, store) = open_store(&config.store, new_store).await?;
     Ok(Gate::new(config, Arc::new(store), keys, clock))
 }
 
@@ -161,23 +165,15 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Runs the production server: binds, tells systemd it is ready, serves until SIGTERM or
-/// SIGINT, then drains.
+/// Runs the production server: opens the store, binds, tells systemd it is ready (after
+/// calling `ready` with the bound address — the demo prints its instructions there),
+/// serves until SIGTERM or SIGINT, then drains.
 ///
 /// `new_store` (`--new-store`) lets an existing key file begin a new, empty store.
 ///
 /// # Errors
 /// Startup failures (keys, store, TLS, bind).
-pub async fn serve(config: Config, new_store: bool) -> Result<(), StartError> {
-    serve_then(config, new_store, |_| {}).await
-}
-
-/// [`serve`], calling `ready` with the bound address once the gate accepts connections
-/// (the demo prints its instructions there).
-///
-/// # Errors
-/// Startup failures (keys, store, TLS, bind).
-pub async fn serve_then(
+pub async fn serve(
     config: Config,
     new_store: bool,
     ready: impl FnOnce(SocketAddr),
@@ -185,15 +181,14 @@ pub async fn serve_then(
     raise_fd_limit();
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     let addr = config.server.listen;
-    let (keys, store) = open_store(&config.store, new_store).await?;
-    let gate = Gate::new(config, Arc::new(store), keys, Arc::new(SystemClock));
+    let gate = open_gate(config, Arc::new(SystemClock), new_store).await?;
     let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
     let admin = bind_admin(&gate).await;
     let shutdown = shutdown_signal();
     ready(listener.local_addr().unwrap_or(addr));
     notify_ready();
-    run_bound(listener, tls, gate, admin, shutdown).await;
+    serve_bound(listener, tls, gate, admin, shutdown).await;
     Ok(())
 }
 
@@ -264,12 +259,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let admin = bind_admin(&gate).await;
-    run_bound(listener, tls, gate, admin, shutdown).await;
+    serve_bound(listener, tls, gate, admin, shutdown).await;
 }
 
 /// Binds the admin socket named in the configuration (logged, not fatal, when it fails:
 /// the gate still protects the consoles; the CLI then reports that it cannot reach it).
-pub async fn bind_admin(gate: &Gate) -> Option<UnixListener> {
+async fn bind_admin(gate: &Gate) -> Option<UnixListener> {
     let path = &gate.config.server.admin_socket;
     match crate::admin_socket::bind(path).await {
         Ok(listener) => Some(listener),
@@ -281,7 +276,7 @@ pub async fn bind_admin(gate: &Gate) -> Option<UnixListener> {
 }
 
 /// [`run`] with the admin socket already bound.
-pub async fn run_bound(
+async fn serve_bound(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gate: Gate,
@@ -298,7 +293,7 @@ pub async fn run_bound(
     });
     tokio::spawn({
         let gate = gate.clone();
-        async move { gate.calibrate_all().await }
+        async move { crate::first_factor::basic::calibrate_all(&gate).await }
     });
     let reaper = {
         let gate = gate.clone();
@@ -327,7 +322,9 @@ pub async fn run_bound(
             let mut tick = tokio::time::interval(Duration::from_secs(300));
             loop {
                 tick.tick().await;
-                gate.sweep().await;
+                if let Err(e) = gate.store.sweep(gate.now()).await {
+                    tracing::warn!(error = %e, "store sweep failed");
+                }
             }
         })
     };
@@ -337,10 +334,6 @@ pub async fn run_bound(
         timing: activity::Timing {
             header_timeout: server.header_timeout,
             keepalive_idle: server.keepalive_idle,
-        },
-        body: crate::flow::BodyDeadline {
-            grace: server.header_timeout,
-            bytes_per_sec: server.min_body_rate,
         },
         max_header_bytes: server.max_header_bytes,
         tls,

@@ -145,6 +145,40 @@ pub fn strip_session_params<'a>(target: &'a str, cookie: Option<&str>) -> Cow<'a
     Cow::Owned(out)
 }
 
+/// A redirect target after login: a same-origin relative path, or `/`.
+pub fn safe_return_to(target: &str) -> String {
+    let visible = target
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b'\\');
+    let decoded = percent_decode_str(target).decode_utf8_lossy();
+    let clean = !decoded.chars().any(|c| c.is_control() || c == '\\');
+    if visible
+        && clean
+        && target.starts_with('/')
+        && !decoded.starts_with("//")
+        && !target.starts_with("//")
+    {
+        target.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+/// A path as a console would read it: each segment percent-decoded, `;` parameters
+/// dropped. The gate compares login, logout and public paths in this form, so
+/// `/%6cogin` or `/login;x` is the login path too.
+pub fn canonical_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let bare = segment.split(';').next().unwrap_or("");
+            percent_encoding::percent_decode_str(bare)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn decode_segment(segment: &str) -> Result<String, BadTarget> {
     // Every '%' must start a valid escape; percent_decode would pass broken ones through.
     let bytes = segment.as_bytes();
@@ -235,5 +269,36 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(route(p, P), Err(want), "{p}");
         }
+    }
+
+    #[test]
+    fn open_redirects_fall_back_to_root() {
+        for bad in [
+            "/\\evil.com",
+            "//evil.com",
+            "/%09/evil.com",
+            "/%0a/",
+            "/%0d/",
+            "/%2F/evil.com",
+            "https://gate.example.com.evil.com",
+            "javascript:alert(1)",
+            "",
+            "evil.com",
+        ] {
+            assert_eq!(safe_return_to(bad), "/", "{bad}");
+        }
+        for good in ["/", "/admin?x=1", "/a/b%20c"] {
+            assert_eq!(safe_return_to(good), good);
+        }
+    }
+
+    #[test]
+    fn paths_compare_as_the_console_reads_them() {
+        assert_eq!(canonical_path("/admin/%6cogin/"), "/admin/login/");
+        assert_eq!(
+            canonical_path("/j_security_check;jsessionid=1"),
+            "/j_security_check"
+        );
+        assert_eq!(canonical_path("/a;x/b"), "/a/b");
     }
 }

@@ -1,5 +1,6 @@
-//! The per-client-address limit on attempts at a secret (password steps, code
-//! submissions): a GCRA ("generic cell rate algorithm", the leaky bucket as governor
+//! Limits on attempts: the per-account back-off policy ([`LockPolicy`]; its counts live in
+//! the user record), the caps on logins in progress ([`PendingCaps`]), and the per-client
+//! limit on attempts at a secret (password steps, code submissions): a GCRA ("generic cell rate algorithm", the leaky bucket as governor
 //! implements it) whose state — one time per client key — lives in the store, so it
 //! survives a restart and is shared by every instance on the same store.
 //!
@@ -7,6 +8,48 @@
 //! holds a whole /64, and keying single addresses would give it 2^64 quotas.
 
 use std::net::IpAddr;
+
+/// Per-account back-off: after `lock_after` consecutive failures each further failure
+/// waits `base_delay` doubled each time (at most `max_delay`); at `hard_lock_after` the
+/// account is locked until an admin unlocks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    pub lock_after: u32,
+    pub hard_lock_after: u32,
+    pub base_delay: u64,
+    pub max_delay: u64,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        LockPolicy {
+            lock_after: 5,
+            hard_lock_after: 20,
+            base_delay: 30,
+            max_delay: 900,
+        }
+    }
+}
+
+impl LockPolicy {
+    /// Seconds to wait after `failures` consecutive failures.
+    pub fn delay(&self, failures: u32) -> u64 {
+        if failures < self.lock_after {
+            return 0;
+        }
+        let doublings = (failures - self.lock_after).min(20);
+        self.base_delay
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_delay)
+    }
+}
+
+/// Bounds on the logins in progress, so one valid password cannot fill the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCaps {
+    pub per_user: usize,
+    pub total: usize,
+}
 
 /// A quota: `burst` attempts at once, then one every `interval_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

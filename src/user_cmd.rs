@@ -12,12 +12,11 @@ use std::process::ExitCode;
 use rustix::fs::{Dir, FileType, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
-use crate::admin_socket::{self, Answer, AskError, Request};
+use crate::admin_socket::{self, AskError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::sled::SledStore;
-use crate::store::UserOp;
-use crate::users::{self, ActionResult, UserView};
+use crate::users::{self, ActionResult, Answer, Request, UserView};
 
 /// Exit code when the named user is not known.
 pub const EXIT_NO_SUCH_USER: u8 = 3;
@@ -146,57 +145,7 @@ async fn direct_on_store(config: &Config, req: &Request) -> Answer {
             }
         }
     };
-    let now = SystemClock.now();
-    let result = match req {
-        Request::List { realm } => users::list(&store, realm.as_deref()).await.map(|u| Answer {
-            ok: true,
-            users: Some(u),
-            ..Answer::default()
-        }),
-        Request::Show { realm, user } => users::show(&store, realm, user).await.map(|u| Answer {
-            ok: true,
-            users: Some(u.into_iter().collect()),
-            ..Answer::default()
-        }),
-        Request::Reset { realm, user } => users::act(&store, UserOp::Reset, realm, user, now)
-            .await
-            .map(|r| Answer {
-                ok: true,
-                result: Some(r),
-                ..Answer::default()
-            }),
-        Request::Unlock { realm, user } => users::act(&store, UserOp::Unlock, realm, user, now)
-            .await
-            .map(|r| Answer {
-                ok: true,
-                result: Some(r),
-                ..Answer::default()
-            }),
-    };
-    if let (Request::Reset { realm, user } | Request::Unlock { realm, user }, Ok(a)) =
-        (req, &result)
-    {
-        let event = if matches!(req, Request::Reset { .. }) {
-            "reset"
-        } else {
-            "unlock"
-        };
-        crate::audit::info(
-            event,
-            &crate::audit::Event {
-                realm: Some(realm),
-                user: Some(user),
-                by: Some("cli(direct)"),
-                detail: a.result.map(ActionResult::as_str),
-                ..crate::audit::Event::default()
-            },
-        );
-    }
-    result.unwrap_or_else(|e| Answer {
-        ok: false,
-        error: Some(e.to_string()),
-        ..Answer::default()
-    })
+    users::answer(&store, None, req, "cli(direct)", SystemClock.now()).await
 }
 
 fn print(req: &Request, answer: &Answer, json: bool) -> ExitCode {

@@ -407,7 +407,12 @@ async fn without_a_session_there_is_no_access() {
     assert_eq!(start.status, StatusCode::SEE_OTHER);
     assert_eq!(start.header("location").as_deref(), Some("/.mfa/login"));
 
-    // A logged-out session is no way in either.
+    // (Bob's password with alice's cookie ended her session.) A new one of hers, logged
+    // out, is no way in either.
+    w.gate.clock.advance(30);
+    let alice = site1(&w, "alice");
+    let (done, _) = alice.login(&w.gate, "/", Some(&secret)).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
     let page = alice.get("/.mfa/logout").await;
     let mut kept = alice.clone();
     kept.cookies = Arc::new(std::sync::Mutex::new(alice.cookies.lock().unwrap().clone()));
@@ -420,6 +425,7 @@ async fn without_a_session_there_is_no_access() {
         StatusCode::UNAUTHORIZED
     );
     // Still enrolled, nothing was reset.
+    w.gate.clock.advance(30);
     let b = site1(&w, "alice");
     let (done, _) = b.login(&w.gate, "/", Some(&secret)).await;
     assert_eq!(

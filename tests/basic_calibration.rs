@@ -19,7 +19,7 @@ use common::*;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mfa_gate::admin_socket::{self, Request as Admin};
-use mfa_gate::proxy::Body;
+use mfa_gate::response::Body;
 use tokio::net::TcpListener;
 
 /// How the in-test console's pages (the probe path included) answer.

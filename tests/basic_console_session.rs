@@ -17,7 +17,7 @@ use common::browse::{brief, jar};
 use common::*;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use mfa_gate::proxy::Body;
+use mfa_gate::response::Body;
 use tokio::net::TcpListener;
 
 const USERS: [(&str, &str); 2] = [("alice", "pw-a"), ("bob", "pw-b")];

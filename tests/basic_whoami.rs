@@ -18,7 +18,7 @@ use common::*;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mfa_gate::admin_socket::{self, Request as Admin};
-use mfa_gate::proxy::Body;
+use mfa_gate::response::Body;
 use tokio::net::TcpListener;
 
 /// (Basic user, password, who the console's whoami says it is).

@@ -170,10 +170,13 @@ fn serve_refuses_a_bad_config_and_a_foreign_key_file() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let c = Config::from_toml(Path::new("t.toml"), &text).unwrap();
     rt.block_on(async {
-        let gate =
-            mfa_gate::server::build_gate(c, std::sync::Arc::new(mfa_gate::clock::SystemClock))
-                .await
-                .unwrap();
+        let gate = mfa_gate::server::open_gate(
+            c,
+            std::sync::Arc::new(mfa_gate::clock::SystemClock),
+            false,
+        )
+        .await
+        .unwrap();
         drop(gate);
     });
     // sled releases its lock when the last handle is dropped.

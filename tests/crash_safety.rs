@@ -36,7 +36,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mfa_gate::admin_socket::{self, Answer, Request as AdminRequest};
 use mfa_gate::keys::Keys;
-use mfa_gate::proxy::Body;
+use mfa_gate::response::Body;
 use mfa_gate::store::seal::{self, Purpose};
 use mfa_gate::store::sled::SledStore;
 use mfa_gate::store::{Store, UserRecord};

@@ -136,14 +136,13 @@ async fn store_failures_fail_closed_and_lose_nothing() {
         broken: broken.clone(),
     };
     let clock = Arc::new(ManualClock::new(T0));
-    let gate = mfa_gate::gate::Gate::new(config, Arc::new(store), keys, clock.clone());
+    let gate = mfa_gate::state::Gate::new(config, Arc::new(store), keys, clock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(mfa_gate::server::run_bound(
+    tokio::spawn(mfa_gate::server::run(
         listener,
         None,
         gate,
-        None,
         std::future::pending(),
     ));
 

@@ -668,7 +668,7 @@ async fn the_gate_cookie_reaches_django_in_no_spelling_and_no_other_spelling_is_
 async fn h2_get(gate: &TestGate, path: &str, cookies: &[&str]) -> Got {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
-        .build_http::<mfa_gate::proxy::Body>();
+        .build_http::<mfa_gate::response::Body>();
     let mut req = http::Request::get(gate.url(path));
     for c in cookies {
         req = req.header("cookie", *c);

@@ -281,11 +281,11 @@ async fn every_outcome_is_audited_without_secrets() {
     // Reset and unlock through the admin socket (what the CLI does).
     let sock = gate.dir.join("admin.sock");
     for req in [
-        mfa_gate::admin_socket::Request::Unlock {
+        mfa_gate::users::Request::Unlock {
             realm: "console".into(),
             user: "otto".into(),
         },
-        mfa_gate::admin_socket::Request::Reset {
+        mfa_gate::users::Request::Reset {
             realm: "console".into(),
             user: "otto".into(),
         },

@@ -43,7 +43,7 @@ struct Traffic {
     events: Incoming,
     download: Incoming,
     pings: u32,
-    _client: Client<HttpConnector, mfa_gate::proxy::Body>,
+    _client: Client<HttpConnector, mfa_gate::response::Body>,
 }
 
 impl Traffic {

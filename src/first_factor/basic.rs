@@ -12,59 +12,18 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST, LOCATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::config::{BasicLogin, Site};
-use crate::pages::message;
-use crate::proxy::{self, Body, Upstream, UpstreamError};
-
-/// Credentials from an `Authorization: Basic` header.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({:?}, <password>)", self.user)
-    }
-}
-
-/// Reads `Authorization: Basic …`. `None` when there is no such header; `Some(Err)` when
-/// it is there but malformed.
-pub fn credentials(headers: &HeaderMap) -> Option<Result<Credentials, ()>> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return Some(Err(()));
-    }
-    Some(parse(value.as_bytes()))
-}
-
-fn parse(value: &[u8]) -> Result<Credentials, ()> {
-    let text = std::str::from_utf8(value).map_err(|_| ())?;
-    let (scheme, token) = text.trim().split_once(' ').ok_or(())?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(());
-    }
-    let decoded = B64.decode(token.trim()).map_err(|_| ())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| ())?;
-    let (user, password) = decoded.split_once(':').ok_or(())?;
-    Ok(Credentials {
-        user: user.to_string(),
-        password: password.to_string(),
-    })
-}
-
-/// The user (in its canonical spelling for `site`) and the session binding of the Basic
-/// credentials in `headers`; `None` without usable credentials.
-pub fn identity(key: &[u8; 32], site: &Site, headers: &HeaderMap) -> Option<(String, String)> {
-    let c = credentials(headers)?.ok()?;
-    let user = super::canonical_user(&c.user, !site.case_sensitive_users)?;
-    let bind = super::binding(key, &site.realm, &user, c.password.as_bytes());
-    Some((user, bind))
-}
+use super::whoami;
+use crate::audit;
+use crate::config::{BasicLogin, FirstFactor, Site};
+use crate::error::{Error, UpstreamError};
+use crate::identity::{basic_identity, credentials};
+use crate::pending::{self, Accepted};
+use crate::proxy::{self, ConsoleClient};
+use crate::response::{self, Body};
+use crate::state::{Calibration, Ctx, Gate};
+use crate::target::safe_return_to;
 
 /// What the console said about a set of credentials.
 pub enum Verdict {
@@ -85,7 +44,7 @@ const PROBE_BODY_LIMIT: usize = 256 * 1024;
 /// # Errors
 /// The console cannot be asked (unreachable, too slow).
 pub async fn probe(
-    upstream: &Upstream,
+    upstream: &ConsoleClient,
     site: &Site,
     probe_path: &str,
     host: &HeaderValue,
@@ -137,7 +96,7 @@ pub fn accepted(rules: &BasicLogin, parts: &http::response::Parts, body: &[u8]) 
 /// # Errors
 /// The console cannot be asked.
 pub async fn check(
-    upstream: &Upstream,
+    upstream: &ConsoleClient,
     site: &Site,
     rules: &BasicLogin,
     host: &HeaderValue,
@@ -149,25 +108,11 @@ pub async fn check(
     } else if parts.status == StatusCode::UNAUTHORIZED || parts.status == StatusCode::FORBIDDEN {
         Ok(Verdict::Refused(Response::from_parts(
             parts,
-            crate::pages::full(body),
+            response::full(body),
         )))
     } else {
         Ok(Verdict::RefusedOtherwise)
     }
-}
-
-/// The 401 the gate sends to a request without credentials: the console's own
-/// `WWW-Authenticate` challenge with a short page.
-pub fn challenge(www_authenticate: &HeaderValue) -> Response<Body> {
-    let mut resp = message::page(
-        StatusCode::UNAUTHORIZED,
-        "Sign-in required",
-        "This console asks for its user name and password.",
-        None,
-    );
-    resp.headers_mut()
-        .insert(WWW_AUTHENTICATE, www_authenticate.clone());
-    resp
 }
 
 /// Why a site's probe cannot tell a right password from a wrong one.
@@ -205,7 +150,7 @@ impl std::fmt::Display for Miscalibrated {
 /// # Errors
 /// Why the probe cannot be trusted.
 pub async fn calibrate(
-    upstream: &Upstream,
+    upstream: &ConsoleClient,
     site: &Site,
     rules: &BasicLogin,
     host: &HeaderValue,
@@ -240,47 +185,125 @@ fn wrong_credentials() -> Result<HeaderValue, getrandom::Error> {
     HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| getrandom::Error::UNSUPPORTED)
 }
 
-/// An empty body, for responses without content.
-pub fn empty() -> Body {
-    crate::pages::full(Bytes::new())
+/// Seconds before a failed calibration is tried again (ops may fix the console meanwhile).
+const RECALIBRATE_AFTER: u64 = 30;
+
+/// A request without a gate session to a Basic site: the console's challenge without
+/// credentials; with them, the probe judges the password (never the request itself, which
+/// could have side effects before the second factor), and an accepted one starts a login.
+///
+/// # Errors
+/// The refusal to send: the challenge, an unusable name, the client's quota, a probe that
+/// cannot be trusted, an unreachable console, an identity the console does not confirm.
+pub async fn login<B>(gate: &Gate, ctx: &Ctx, req: &Request<B>) -> Result<Response<Body>, Error> {
+    let site = gate.site(ctx);
+    let FirstFactor::Basic(rules) = &site.first_factor else {
+        return Err(Error::Misconfigured(
+            "This site does not use Basic authentication.",
+        ));
+    };
+    // Nobody logs in until the probe is known to tell a right password from a wrong one.
+    let challenge = calibrated(gate, ctx.site_index).await?;
+    let (Some(Ok(_)), Some(authorization)) =
+        (credentials(req.headers()), req.headers().get(AUTHORIZATION))
+    else {
+        return Err(Error::Challenge(challenge));
+    };
+    let fold = !site.case_sensitive_users;
+    let (user, bind) = basic_identity(&gate.keys.binding, &site.realm, fold, req.headers())
+        .ok_or(Error::BadUserName)?;
+    gate.take_attempt(ctx).await?;
+    let who = audit::Event {
+        site: Some(&site.name),
+        realm: Some(&site.realm),
+        user: Some(&user),
+        ip: Some(ctx.client_ip),
+        ..audit::Event::default()
+    };
+    match check(&gate.console, site, rules, &ctx.host, authorization).await? {
+        Verdict::Refused(resp) => {
+            audit::info("password_refused", &who);
+            Ok(resp)
+        }
+        Verdict::RefusedOtherwise => {
+            audit::info("password_refused", &who);
+            Err(Error::Challenge(challenge))
+        }
+        Verdict::Accepted => {
+            let mut ask = HeaderMap::new();
+            ask.insert(AUTHORIZATION, authorization.clone());
+            whoami::confirm(gate, ctx, &user, ask).await?;
+            let return_to = if req.method() == Method::GET || req.method() == Method::HEAD {
+                safe_return_to(req.uri().path_and_query().map_or("/", |p| p.as_str()))
+            } else {
+                "/".to_string()
+            };
+            let accepted = Accepted {
+                user: &user,
+                bind: &bind,
+                return_to: &return_to,
+                held: None,
+            };
+            pending::start(gate, ctx, req.headers(), accepted).await
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
-        );
-        h
+/// The challenge of Basic site `index`, calibrating its probe first if that has not been
+/// done (or failed a while ago).
+///
+/// # Errors
+/// The console cannot be asked, or its probe cannot tell a right password from a wrong
+/// one (every login is refused until it can; the log says what to set).
+pub async fn calibrated(gate: &Gate, index: usize) -> Result<HeaderValue, Error> {
+    let misconfigured = || {
+        Error::Misconfigured(
+            "The gate cannot tell whether the console accepted a password (its probe page does not refuse a wrong one), so it lets nobody in. Tell your administrator.",
+        )
+    };
+    let (Some(slot), Some(site)) = (gate.calibrations.get(index), gate.config.sites.get(index))
+    else {
+        return Err(misconfigured());
+    };
+    let mut state = slot.lock().await;
+    let now = gate.now();
+    match &*state {
+        Calibration::Ready(c) => return Ok(c.clone()),
+        Calibration::Failed { at } if now < at + RECALIBRATE_AFTER => return Err(misconfigured()),
+        _ => {}
     }
-
-    #[test]
-    fn parses_basic_credentials() {
-        let h = header(&format!("Basic {}", B64.encode("alice:pa:ss")));
-        let c = credentials(&h).and_then(Result::ok);
-        assert_eq!(
-            c,
-            Some(Credentials {
-                user: "alice".into(),
-                password: "pa:ss".into()
-            })
-        );
-        assert!(credentials(&HeaderMap::new()).is_none());
+    let FirstFactor::Basic(rules) = &site.first_factor else {
+        return Err(misconfigured());
+    };
+    let host = site
+        .hosts
+        .first()
+        .and_then(|h| HeaderValue::from_str(h).ok())
+        .ok_or_else(misconfigured)?;
+    let result = calibrate(&gate.console, site, rules, &host).await;
+    *state = match &result {
+        Ok(c) => {
+            tracing::info!(site = %site.name, probe_path = %rules.probe_path, "the console's probe tells right from wrong passwords");
+            Calibration::Ready(c.clone())
+        }
+        Err(Miscalibrated::Unreachable) => Calibration::Unknown,
+        Err(why) => {
+            tracing::error!(site = %site.name, probe_path = %rules.probe_path, "refusing every login: {why}");
+            Calibration::Failed { at: now }
+        }
+    };
+    match result {
+        Ok(c) => Ok(c),
+        Err(Miscalibrated::Unreachable) => Err(Error::Upstream(UpstreamError::Unreachable)),
+        Err(_) => Err(misconfigured()),
     }
+}
 
-    #[test]
-    fn malformed_credentials_are_errors() {
-        for bad in [
-            "Bearer abc",
-            "Basic !!!",
-            "Basic",
-            &format!("Basic {}", B64.encode("nocolon")),
-        ] {
-            assert!(matches!(credentials(&header(bad)), Some(Err(()))), "{bad}");
+/// Calibrates every Basic site's probe (at start), logging the outcome.
+pub async fn calibrate_all(gate: &Gate) {
+    for (i, site) in gate.config.sites.iter().enumerate() {
+        if matches!(site.first_factor, FirstFactor::Basic(_)) {
+            let _ = calibrated(gate, i).await;
         }
     }
 }

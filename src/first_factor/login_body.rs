@@ -19,6 +19,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::HeaderMap;
 
 use crate::cookies::{fold, RequestCookies};
+use crate::identity::plain_name;
 
 /// Most fields a login form may have (PHP silently drops fields past `max_input_vars`).
 pub const MAX_FIELDS: usize = 200;
@@ -74,15 +75,6 @@ impl Refusal {
             Refusal::UserNotUtf8 => "The user name is not valid UTF-8.",
         }
     }
-}
-
-/// Whether a field name reads the same on every stack.
-pub fn plain_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'$' | b':'))
 }
 
 /// The fold of a field name for the user-name comparison: [`fold`], and `-` read as `_`

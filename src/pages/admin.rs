@@ -3,6 +3,7 @@
 //! Every value is escaped with [`esc`]; links carry the user name percent-encoded.
 
 use super::{esc, layout};
+use crate::urls::Urls;
 use crate::users::UserView;
 
 /// What an admin can do to a user.
@@ -57,17 +58,8 @@ pub struct UserList<'a> {
     pub realm: &'a str,
     pub users: &'a [UserView],
     pub now: u64,
-    /// The gate's reserved prefix, e.g. `/.mfa/`.
-    pub prefix: &'a str,
-}
-
-/// The link to the confirmation page of `action` for `user`.
-pub fn confirm_href(prefix: &str, action: Action, user: &str) -> String {
-    let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("action", action.name())
-        .append_pair("user", user)
-        .finish();
-    format!("{prefix}admin/confirm?{query}")
+    /// The addresses of the gate's pages.
+    pub urls: &'a Urls,
 }
 
 /// Renders the user list.
@@ -86,8 +78,8 @@ pub fn render_list(p: &UserList<'_>) -> String {
                 last = esc(&when(u.last_login)),
                 failures = u.failures,
                 codes = u.recovery_codes_left,
-                reset = esc(&confirm_href(p.prefix, Action::Reset, &u.user)),
-                unlock = esc(&confirm_href(p.prefix, Action::Unlock, &u.user)),
+                reset = esc(&p.urls.admin_confirm(Action::Reset.name(), &u.user)),
+                unlock = esc(&p.urls.admin_confirm(Action::Unlock.name(), &u.user)),
             )
         })
         .collect();
@@ -104,10 +96,10 @@ pub fn render_list(p: &UserList<'_>) -> String {
     let body = format!(
         "{ADMIN_STYLE}<h1>Users of realm {realm}</h1>\
 <p class=\"muted\">Signed in as <strong>{admin}</strong>, administrator of this realm. \
-Times are UTC. <a href=\"{prefix}logout\">Sign out</a></p>{table}",
+Times are UTC. <a href=\"{logout}\">Sign out</a></p>{table}",
         realm = esc(p.realm),
         admin = esc(p.admin),
-        prefix = esc(p.prefix),
+        logout = esc(&p.urls.logout()),
     );
     layout(&format!("Users of realm {}", p.realm), &body)
 }
@@ -117,7 +109,7 @@ pub struct Confirm<'a> {
     pub action: Action,
     pub user: &'a UserView,
     pub now: u64,
-    pub prefix: &'a str,
+    pub urls: &'a Urls,
     pub csrf: &'a str,
 }
 
@@ -134,7 +126,7 @@ pub fn render_confirm(p: &Confirm<'_>) -> String {
     let body = format!(
         "{ADMIN_STYLE}<h1>{title}</h1><p id=\"explain\">{explain}</p>\
 <p class=\"muted\">Realm <strong>{realm}</strong>; current state: {state}.</p>\
-<form method=\"post\" action=\"{prefix}admin/{action}\">\
+<form method=\"post\" action=\"{action}\">\
 <input type=\"hidden\" name=\"user\" value=\"{user}\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <input type=\"hidden\" name=\"confirm\" value=\"yes\">\
@@ -142,13 +134,13 @@ pub fn render_confirm(p: &Confirm<'_>) -> String {
 <input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" \
 maxlength=\"6\" autocomplete=\"one-time-code\" required>\
 <button type=\"submit\"{class}>{button} {user}</button>\
-<a class=\"cancel\" href=\"{prefix}admin\">Cancel</a></form>",
+<a class=\"cancel\" href=\"{cancel}\">Cancel</a></form>",
         title = esc(&title),
         explain = esc(&p.action.explain(&p.user.user)),
         realm = esc(&p.user.realm),
         state = esc(&p.user.state(p.now)),
-        prefix = esc(p.prefix),
-        action = p.action.name(),
+        action = esc(&p.urls.admin_action(p.action.name())),
+        cancel = esc(&p.urls.admin()),
         user = esc(&p.user.user),
         csrf = esc(p.csrf),
     );
@@ -227,7 +219,7 @@ mod tests {
             realm: "r<&>",
             users: &users,
             now: 0,
-            prefix: "/.mfa/",
+            urls: &Urls::new("/.mfa/"),
         });
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("<admin>"));
@@ -239,7 +231,7 @@ mod tests {
             action: Action::Reset,
             user: &users[0],
             now: 0,
-            prefix: "/.mfa/",
+            urls: &Urls::new("/.mfa/"),
             csrf: "t\"",
         });
         assert!(!confirm.contains("<script>x"));

@@ -1,9 +1,9 @@
-//! Plain message pages: errors (400, 403, 413, 429, 502, 503, 504…) and notices.
+//! Plain message pages: a title, one sentence and an optional link (refusals, notices).
 
 use http::{Response, StatusCode};
 
-use super::{esc, html, layout};
-use crate::proxy::Body;
+use super::{esc, layout};
+use crate::response::{html, Body};
 
 /// A page with a title, one explanatory sentence and an optional link.
 pub fn page(
@@ -23,19 +23,4 @@ pub fn page(
         esc(status.canonical_reason().unwrap_or("")),
     );
     html(status, layout(title, &body))
-}
-
-/// 400 with the reason.
-pub fn bad_request(text: &str) -> Response<Body> {
-    page(StatusCode::BAD_REQUEST, "Bad request", text, None)
-}
-
-/// 405 for a gate page asked with the wrong method.
-pub fn method_not_allowed() -> Response<Body> {
-    page(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method not allowed",
-        "This page does not accept that kind of request.",
-        None,
-    )
 }

@@ -1,18 +1,15 @@
 //! The gate's own HTML pages: one page a file, every interpolated value escaped by
-//! [`esc`], no JavaScript and no external assets (inline CSS and inline SVG only).
+//! [`esc`], no JavaScript and no external assets (inline CSS and inline SVG only). Pages
+//! are strings; [`crate::response::html`] sends them. [`refusal`] is the one place a
+//! refusal becomes a page (or JSON).
 
 pub mod admin;
 pub mod enroll;
 pub mod message;
 pub mod recovery;
+pub mod refusal;
+pub mod session;
 pub mod verify;
-
-use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Response, StatusCode};
-use http_body_util::BodyExt;
-
-use crate::proxy::Body;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn esc(text: &str) -> String {
@@ -58,37 +55,4 @@ pub fn error_banner(error: Option<&str>) -> String {
     error.map_or_else(String::new, |e| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))
     })
-}
-
-/// A response carrying one of the gate's pages, with headers that keep it out of caches
-/// and frames.
-pub fn html(status: StatusCode, page: String) -> Response<Body> {
-    let mut resp = Response::new(full(page));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    resp
-}
-
-/// A complete body from bytes.
-pub fn full(data: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }

@@ -31,9 +31,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Busy, ConnState, Timing};
 use super::limits::Admitted;
-use crate::flow::{BodyDeadline, BODY_DEADLINE};
-use crate::gate::Gate;
-use crate::proxy::{Body, BoxError};
+use crate::response::{Body, BoxError};
+use crate::state::Gate;
 
 /// How long a connection told to close gracefully may take before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -53,7 +52,6 @@ pub struct Shared {
     pub gate: Gate,
     pub tls: Option<TlsAcceptor>,
     pub timing: Timing,
-    pub body: BodyDeadline,
     pub max_header_bytes: usize,
 }
 
@@ -107,20 +105,18 @@ async fn serve_io<IO>(
     let (io, smuggling) = crate::framing::Watched::new(io);
     let io = TokioIo::new(io);
     let service = {
-        let (state, gate, body) = (Arc::clone(&state), shared.gate.clone(), shared.body);
+        let (state, gate) = (Arc::clone(&state), shared.gate.clone());
         let is_tls = shared.tls.is_some();
         service_fn(move |req| {
             let busy = state.begin();
             let (gate, smuggling) = (gate.clone(), smuggling.clone());
             async move {
                 let resp = if smuggling.raised() {
-                    crate::pages::message::bad_request(
-                        "The request has both Content-Length and Transfer-Encoding.",
-                    )
+                    let why = "The request has both Content-Length and Transfer-Encoding.";
+                    let e = crate::error::Error::BadRequest(why.into());
+                    crate::pages::refusal::render(&e, crate::pages::refusal::Format::Html)
                 } else {
-                    BODY_DEADLINE
-                        .scope(body, gate.handle(req, peer, is_tls))
-                        .await
+                    crate::gate::handle(&gate, req, peer, is_tls).await
                 };
                 Ok::<_, Infallible>(resp.map(|body| InFlight { body, _busy: busy }))
             }

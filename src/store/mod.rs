@@ -11,6 +11,7 @@ pub mod sled;
 use serde::{Deserialize, Serialize};
 
 pub use self::seal::Sealed;
+pub use crate::throttle::{LockPolicy, PendingCaps};
 
 /// A store failure. The gate fails closed on every one of them.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +60,14 @@ impl UserRecord {
         self.secret.is_some()
     }
 
-    /// Whether attempts are refused at `now`; the seconds to wait (`None` = ask an admin).
-    pub fn lockout(&self, now: u64) -> Option<Option<u64>> {
+    /// Whether attempts are refused at `now`.
+    pub fn lockout(&self, now: u64) -> Lockout {
         if self.hard_locked {
-            Some(None)
+            Lockout::UntilUnlocked
         } else if now < self.locked_until {
-            Some(Some(self.locked_until - now))
+            Lockout::Wait(self.locked_until - now)
         } else {
-            None
+            Lockout::Open
         }
     }
 
@@ -131,8 +132,10 @@ impl UserRecord {
                 if !r.enrolled() {
                     return (existed.then_some(r), Outcome::NotEnrolled);
                 }
-                if let Some(wait) = r.lockout(now) {
-                    return (Some(r), Outcome::Locked { wait });
+                match r.lockout(now) {
+                    Lockout::Open => {}
+                    Lockout::Wait(secs) => return (Some(r), Outcome::Locked { wait: Some(secs) }),
+                    Lockout::UntilUnlocked => return (Some(r), Outcome::Locked { wait: None }),
                 }
                 // Counted before the code is compared, so parallel guesses cannot outrun
                 // the lock; a success clears it again.
@@ -186,6 +189,17 @@ impl UserRecord {
     }
 }
 
+/// Whether a user's attempts are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockout {
+    /// Attempts are looked at.
+    Open,
+    /// Backing off: seconds until the next attempt is looked at.
+    Wait(u64),
+    /// Locked until an admin unlocks the account.
+    UntilUnlocked,
+}
+
 /// One change to a user record.
 #[derive(Debug, Clone, Copy)]
 pub enum UserOp<'a> {
@@ -235,41 +249,6 @@ pub enum Outcome {
         wait: Option<u64>,
     },
     NoSuchUser,
-}
-
-/// Per-account back-off: after `lock_after` consecutive failures each further failure
-/// waits `base_delay` doubled each time (at most `max_delay`); at `hard_lock_after` the
-/// account is locked until an admin unlocks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockPolicy {
-    pub lock_after: u32,
-    pub hard_lock_after: u32,
-    pub base_delay: u64,
-    pub max_delay: u64,
-}
-
-impl Default for LockPolicy {
-    fn default() -> Self {
-        LockPolicy {
-            lock_after: 5,
-            hard_lock_after: 20,
-            base_delay: 30,
-            max_delay: 900,
-        }
-    }
-}
-
-impl LockPolicy {
-    /// Seconds to wait after `failures` consecutive failures.
-    pub fn delay(&self, failures: u32) -> u64 {
-        if failures < self.lock_after {
-            return 0;
-        }
-        let doublings = (failures - self.lock_after).min(20);
-        self.base_delay
-            .saturating_mul(1u64 << doublings)
-            .min(self.max_delay)
-    }
 }
 
 /// A login whose password the console accepted, waiting for its TOTP code.
@@ -351,13 +330,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Drops expired pending logins, revocations and attempt quotas.
     async fn sweep(&self, now: u64) -> Result<(), StoreError>;
-}
-
-/// Bounds on the logins in progress, so one valid password cannot fill the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PendingCaps {
-    pub per_user: usize,
-    pub total: usize,
 }
 
 /// Whether a pending login was stored.
@@ -449,11 +421,11 @@ mod tests {
         );
         assert_eq!(
             r.lockout(1_000_000),
-            Some(None),
+            Lockout::UntilUnlocked,
             "no time unlocks a hard lock"
         );
         let (r, _) = UserRecord::apply(Some(r), &UserOp::Unlock, 2000);
-        assert_eq!(r.map(|r| r.lockout(2000)), Some(None));
+        assert_eq!(r.map(|r| r.lockout(2000)), Some(Lockout::Open));
     }
 
     #[test]

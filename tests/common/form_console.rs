@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use mfa_gate::proxy::Body;
+use mfa_gate::response::Body;
 use tokio::net::TcpListener;
 
 use super::{download, event_stream, full, websocket_echo, Seen};

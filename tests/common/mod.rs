@@ -29,7 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mfa_gate::clock::ManualClock;
 use mfa_gate::config::Config;
-use mfa_gate::proxy::{Body, BoxError};
+use mfa_gate::response::{Body, BoxError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -361,22 +361,15 @@ impl TestGate {
             .map(mfa_gate::server::tls_acceptor)
             .transpose()
             .unwrap();
-        let gate = mfa_gate::server::build_gate(config, clock.clone())
+        let gate = mfa_gate::server::open_gate(config, clock.clone(), false)
             .await
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let admin = mfa_gate::server::bind_admin(&gate).await;
-        let task = tokio::spawn(mfa_gate::server::run_bound(
-            listener,
-            tls,
-            gate,
-            admin,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(mfa_gate::server::run(listener, tls, gate, async move {
+            let _ = stopped.await;
+        }));
         TestGate {
             addr,
             clock,

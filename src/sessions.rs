@@ -1,0 +1,149 @@
+//! Gate sessions: the one a request carries (checked once per request), its cookie — the
+//! one owner of setting, refreshing and clearing it — and the ends of a session.
+
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::HeaderMap;
+
+use crate::audit;
+use crate::config::FirstFactor;
+use crate::cookies::RequestCookies;
+use crate::error::Error;
+use crate::identity::{basic_identity, binding, same_binding};
+use crate::session::{self, Session};
+use crate::state::{Ctx, Gate};
+
+/// The session in the request's cookie if it is genuine, current, not revoked, for this
+/// site, of an enrolled user since the user's last reset, and bound to the first-factor
+/// credentials the request carries.
+///
+/// In basic mode the session's own cookie with other credentials (a changed password,
+/// another user in the same browser) ends the session — its WebSockets and streams with
+/// it. (In form mode a new console session arrives in an answer the gate sees; see
+/// `passthrough`.)
+///
+/// # Errors
+/// The store could not be read (the caller fails closed).
+pub async fn current(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, Error> {
+    let Some(s) = session::read_session(headers, &gate.names, &gate.keys.cookie) else {
+        return Ok(None);
+    };
+    let site = gate.site(ctx);
+    let limits = &gate.config.session;
+    if s.site != site.name || s.realm != site.realm {
+        return Ok(None);
+    }
+    if s.check_times(gate.now(), limits.idle.as_secs(), limits.absolute.as_secs())
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let key = &gate.keys.binding;
+    let bound = match &site.first_factor {
+        FirstFactor::Basic(_) => {
+            basic_identity(key, &site.realm, !site.case_sensitive_users, headers)
+                .is_some_and(|(user, bind)| user == s.user && same_binding(&s.bind, &bind))
+        }
+        FirstFactor::Form(f) => RequestCookies::parse(headers)
+            .exact(&f.session_cookie)
+            .is_some_and(|v| {
+                same_binding(&s.bind, &binding(key, &site.realm, &s.user, v.as_bytes()))
+            }),
+    };
+    if !bound {
+        let changed = matches!(site.first_factor, FirstFactor::Basic(_))
+            && headers.contains_key(AUTHORIZATION);
+        if changed && !gate.store.session_revoked(&s.id).await? {
+            revoke(gate, ctx, &s, "session_ended_credentials_changed").await?;
+        }
+        return Ok(None);
+    }
+    let Some(user) = gate.store.user(&s.realm, &s.user).await? else {
+        return Ok(None);
+    };
+    if !user.enrolled() || s.iat < user.not_before || gate.store.session_revoked(&s.id).await? {
+        return Ok(None);
+    }
+    Ok(Some(s))
+}
+
+/// Ends a session for good: revoked in the store (every instance sees it), its long-lived
+/// traffic cut, `event` audited. Returns the `Set-Cookie` that clears it.
+///
+/// # Errors
+/// The store could not record the revocation.
+pub async fn end(
+    gate: &Gate,
+    ctx: &Ctx,
+    s: &Session,
+    event: &'static str,
+) -> Result<Option<HeaderValue>, Error> {
+    revoke(gate, ctx, s, event).await?;
+    Ok(clear(gate, gate.names.session))
+}
+
+async fn revoke(gate: &Gate, ctx: &Ctx, s: &Session, event: &'static str) -> Result<(), Error> {
+    gate.store
+        .revoke_session(&s.id, s.iat + gate.config.session.absolute.as_secs())
+        .await?;
+    gate.live.end_session(&s.id);
+    audit::info(
+        event,
+        &audit::Event {
+            site: Some(&s.site),
+            realm: Some(&s.realm),
+            user: Some(&s.user),
+            ip: Some(ctx.client_ip),
+            ..audit::Event::default()
+        },
+    );
+    Ok(())
+}
+
+/// The `Set-Cookie` carrying a session.
+pub fn cookie(gate: &Gate, s: &Session) -> Option<HeaderValue> {
+    let value = session::encode_session(s)?;
+    session::set_cookie(
+        &gate.names,
+        gate.names.session,
+        Some(&value),
+        gate.config.session.absolute.as_secs(),
+        &gate.keys.cookie,
+    )
+}
+
+/// The `Set-Cookie` that clears the gate's cookie `name`.
+pub fn clear(gate: &Gate, name: &str) -> Option<HeaderValue> {
+    session::set_cookie(&gate.names, name, None, 0, &gate.keys.cookie)
+}
+
+/// What the session's cookie will say of its last activity once this request is
+/// answered: `now` when the cookie is refreshed, its old stamp otherwise.
+pub fn seen_after(s: &Session, now: u64) -> u64 {
+    if s.needs_refresh(now) {
+        now
+    } else {
+        s.seen
+    }
+}
+
+/// The refreshed cookie of `s` when the person's activity should move its idle timer
+/// (or when `changed` — a new binding — must reach the browser); `None` otherwise.
+pub fn refreshed(
+    gate: &Gate,
+    s: &Session,
+    changed: Option<Session>,
+    now: u64,
+) -> Option<HeaderValue> {
+    if changed.is_none() && !s.needs_refresh(now) {
+        return None;
+    }
+    let fresh = Session {
+        seen: now,
+        ..changed.unwrap_or_else(|| s.clone())
+    };
+    cookie(gate, &fresh)
+}

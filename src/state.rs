@@ -1,0 +1,191 @@
+//! What every request needs: the configuration, the store, the keys, the clock, the client
+//! to the consoles and the registry of long-lived traffic — [`Gate`], a cheap `Clone` over
+//! an `Arc` — and what the router learns about one request before it hands it on
+//! ([`Ctx`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+
+use crate::clock::Clock;
+use crate::config::{Config, Site};
+use crate::cookies::ConsoleCookie;
+use crate::error::Error;
+use crate::keys::Keys;
+use crate::live::Live;
+use crate::proxy::{ConsoleClient, Forwarding};
+use crate::request::BodyDeadline;
+use crate::session::{Names, Session};
+use crate::store::Store;
+use crate::throttle;
+use crate::urls::Urls;
+
+/// The gate's state; a cheap `Clone` over an `Arc`.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+/// The state behind [`Gate`].
+#[derive(Debug)]
+pub struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub clock: Arc<dyn Clock>,
+    /// The pooled client to the consoles.
+    pub console: ConsoleClient,
+    /// The gate's cookie names (`__Host-` prefixed when browsers use https).
+    pub names: Names,
+    /// The addresses of the gate's own pages.
+    pub urls: Urls,
+    /// The long-lived traffic of sessions, cut when a session ends.
+    pub live: Live,
+    /// `Strict-Transport-Security` for every answer, when browsers use https.
+    pub hsts: Option<HeaderValue>,
+    /// Each site's Basic-probe calibration (see `first_factor::basic`). A tokio `Mutex`,
+    /// held across the calibration probes, so concurrent first logins wait for one
+    /// calibration instead of starting several.
+    pub calibrations: Vec<tokio::sync::Mutex<Calibration>>,
+}
+
+/// A Basic site's probe: its challenge once known to tell a right password from a wrong
+/// one, or when it was last found unable to.
+#[derive(Debug, Clone)]
+pub enum Calibration {
+    Unknown,
+    Ready(HeaderValue),
+    Failed { at: u64 },
+}
+
+/// One request, as the router resolved it before handing it on.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Which `[[site]]` the `Host` names.
+    pub site_index: usize,
+    pub peer: SocketAddr,
+    /// The client: the peer, or what a trusted proxy says.
+    pub client_ip: IpAddr,
+    pub host: HeaderValue,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Whether the browser sees https (see `public_scheme`).
+    pub https: bool,
+}
+
+impl std::ops::Deref for Gate {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Gate {
+    pub fn new(config: Config, store: Arc<dyn Store>, keys: Keys, clock: Arc<dyn Clock>) -> Gate {
+        let names = Names::new(config.server.public_https);
+        let hsts = config
+            .server
+            .hsts_max_age
+            .filter(|_| config.server.public_https)
+            .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
+        let calibrations = config
+            .sites
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(Calibration::Unknown))
+            .collect();
+        Gate {
+            inner: Arc::new(Inner {
+                urls: Urls::new(&config.server.prefix),
+                config,
+                store,
+                keys,
+                clock,
+                console: ConsoleClient::new(),
+                names,
+                live: Live::default(),
+                hsts,
+                calibrations,
+            }),
+        }
+    }
+
+    /// The site of a request.
+    pub fn site(&self, ctx: &Ctx) -> &Site {
+        // `site_index` always comes from the router's lookup over the same list.
+        &self.config.sites[ctx
+            .site_index
+            .min(self.config.sites.len().saturating_sub(1))]
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// How long a form of the gate's own pages may take to arrive.
+    pub fn body_deadline(&self) -> BodyDeadline {
+        BodyDeadline {
+            grace: self.config.server.header_timeout,
+            bytes_per_sec: self.config.server.min_body_rate,
+        }
+    }
+
+    /// The admins of a realm: everyone listed in `admins` by a site of that realm.
+    pub fn realm_admins(&self, realm: &str) -> Vec<&str> {
+        self.config
+            .sites
+            .iter()
+            .filter(|s| s.realm == realm)
+            .flat_map(|s| s.admins.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Takes one attempt at a secret (a password step, a code) from the client's quota
+    /// (`throttle.per_ip`, kept in the store).
+    ///
+    /// # Errors
+    /// [`Error::TooManyAttempts`] with the wait, or a store failure.
+    pub async fn take_attempt(&self, ctx: &Ctx) -> Result<(), Error> {
+        let quota = throttle::Quota::per_minute(self.config.throttle.per_ip_per_minute);
+        let key = throttle::client_key(ctx.client_ip);
+        match self
+            .store
+            .take_attempt(&key, self.clock.now_millis(), quota)
+            .await?
+        {
+            None => Ok(()),
+            Some(wait_ms) => Err(Error::TooManyAttempts {
+                wait: wait_ms.div_ceil(1000).max(1),
+            }),
+        }
+    }
+
+    /// How a request of site `ctx` is forwarded: for `session` (whose cookie says `seen`)
+    /// or without one, with `console_cookie` deciding what of the console's own session
+    /// cookie may reach it.
+    pub fn forwarding(
+        &self,
+        ctx: &Ctx,
+        session: Option<(&Session, u64)>,
+        console_cookie: ConsoleCookie,
+        drop_authorization: bool,
+    ) -> Forwarding {
+        let site = self.site(ctx);
+        Forwarding {
+            watch: session.map(|(s, seen)| self.live.watch(s, seen)),
+            peer: ctx.peer.ip(),
+            peer_trusted: self
+                .config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&ctx.peer.ip())),
+            https: ctx.https,
+            host: ctx.host.clone(),
+            user: session.map(|(s, _)| s.user.clone()),
+            console_cookie,
+            strip: site.strip_headers.clone(),
+            drop_authorization,
+        }
+    }
+}
