@@ -268,7 +268,7 @@ impl FormLogin {
     /// Whether `path` (a checked path, without query) may reach the console without a
     /// session; compared as the console reads paths (decoded, without `;` parameters).
     pub fn is_public(&self, path: &str) -> bool {
-        let path = crate::first_factor::form::canonical_path(path);
+        let path = crate::target::canonical_path(path);
         self.public.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => path.starts_with(prefix),
             None => path == *p,
@@ -277,13 +277,13 @@ impl FormLogin {
 
     /// Whether `path` is the login form's target (as the console reads paths).
     pub fn is_login(&self, path: &str) -> bool {
-        crate::first_factor::form::canonical_path(path) == self.login_path
+        crate::target::canonical_path(path) == self.login_path
     }
 
     /// Whether `path` is the console's logout (as the console reads paths).
     pub fn is_logout(&self, path: &str) -> bool {
         self.logout_path.as_deref()
-            == Some(crate::first_factor::form::canonical_path(path).as_str())
+            == Some(crate::target::canonical_path(path).as_str())
     }
 }
 
