@@ -472,7 +472,10 @@ pub fn py_unquote(s: &str) -> String {
 
 /// `urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="utf-8",
 /// errors="replace", max_num_fields=max, separator="&")` (CPython 3.10+).
-pub fn parse_qsl(qs: &str, max_num_fields: Option<usize>) -> Result<Vec<(String, String)>, TooManyFields> {
+pub fn parse_qsl(
+    qs: &str,
+    max_num_fields: Option<usize>,
+) -> Result<Vec<(String, String)>, TooManyFields> {
     if let Some(max) = max_num_fields {
         let fields = if qs.is_empty() {
             0
@@ -553,10 +556,11 @@ pub fn django_reads(body: &[u8], field: &str) -> Reading {
 /// Lower-case hex, as PHP's `bin2hex` and Python's `bytes.hex` write it.
 pub fn to_hex(b: &[u8]) -> String {
     use std::fmt::Write;
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 /// The model check's text form of a PHP array: `A{key:value,…}`, keys as hex of
