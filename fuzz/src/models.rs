@@ -201,9 +201,9 @@ fn c_isspace(b: u8) -> bool {
 }
 
 /// A key that starts with `__Host-` or `__Secure-` although the name as sent (after its
-/// leading spaces) does not: PHP 8.2 discards the variable there (the fix of
-/// CVE-2022-31629 and CVE-2024-2756 checks every level, not only the top one — observed
-/// with php-cli 8.2.36: `x[__Host-b]=1` leaves `x` an empty array).
+/// leading spaces) does not: PHP discards the variable there, at every level of the name,
+/// not only the top one (observed with php-cli 8.2.36, which carries the CVE-2024-2756
+/// fix: `x[__Host-b]=1` leaves `x` an empty array; the nesting limit is checked first).
 fn forbidden(key: &[u8], var_name: &[u8]) -> bool {
     [&b"__Host-"[..], b"__Secure-"]
         .iter()
