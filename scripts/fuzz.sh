@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 fuzz="$root/fuzz"
 seconds=${FUZZ_SECONDS:-60}
-all=(session_cookie route return_to config form_parsers codes user_names)
+all=(session_cookie route return_to config form_parsers codes user_names login_differential)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 

@@ -111,7 +111,8 @@ fn check_ok(c: &Config) {
         assert!(uri.is_ok(), "upstream {:?}: {uri:?}", site.upstream);
         assert!(!site.upstream_timeout.is_zero());
         match &site.first_factor {
-            FirstFactor::Basic { probe_path } => {
+            FirstFactor::Basic(b) => {
+                let probe_path = &b.probe_path;
                 assert_eq!(check_path(path_part(probe_path)), Ok(()), "{probe_path:?}");
             }
             FirstFactor::Form(f) => {

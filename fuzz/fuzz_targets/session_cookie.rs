@@ -1,16 +1,18 @@
 //! `session::read_session` / `session::read` (the cookie decoder) and
-//! `session::strip_cookies` (what the console is sent).
+//! `cookies::RequestCookies::for_console` (what the console is sent).
 //!
 //! Input: a selector byte, then the rest.
 //!
 //! * Arbitrary `Cookie` headers (one per line): nothing the fuzzer writes is genuine —
 //!   it does not know the key — so `read`/`read_session` never return `Some`, for either
-//!   cookie, in either spelling (plain / `__Host-`). `strip_cookies` never leaves a gate
-//!   cookie in what goes to the console.
+//!   cookie, in either spelling (plain / `__Host-`). `for_console` (passing, hiding or
+//!   exactly forwarding a console cookie) never leaves a gate cookie in what goes to the
+//!   console.
 //! * Round trip: a value sealed with `set_cookie` (fuzzer-chosen plaintext), sent after
-//!   arbitrary other cookie headers, reads back exactly; `read_session` equals parsing the
-//!   plaintext as JSON; it does not verify under the other cookie's name, the other
-//!   spelling, or another key.
+//!   arbitrary other cookie headers, reads back exactly — unless those headers hold
+//!   another value under the exact same name, which makes the cookie ambiguous (`None`);
+//!   `read_session` equals parsing the plaintext as JSON; it does not verify under the
+//!   other cookie's name, the other spelling, or another key.
 //! * Tampering: the same sealed value with its decoded bytes changed (one bit flipped,
 //!   truncated, extended, or spliced with another seal) never verifies.
 //!
@@ -32,6 +34,7 @@ use cookie::Cookie;
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
+use mfa_gate::cookies::{is_gate_cookie, ConsoleCookie, RequestCookies};
 use mfa_gate::session::{self, Names, Session};
 
 /// `[7; 32]` with a hash of the whole input mixed in: a key the fuzzer cannot learn from
@@ -102,16 +105,27 @@ fn arbitrary(data: &[u8]) {
         assert_eq!(session::read(&h, names.session, &key), None);
         assert_eq!(session::read(&h, names.pending, &key), None);
     }
-    for v in h.get_all(COOKIE) {
-        if let Some(kept) = session::strip_cookies(v, Names::is_gate_cookie) {
-            let kept = kept.to_str().expect("strip_cookies gives text");
-            for pair in kept.split(';') {
-                let name = pair.split('=').next().unwrap_or("").trim();
+    // What the console gets never holds a gate cookie, in any spelling, whatever it
+    // protects of its own.
+    for console in [
+        ConsoleCookie::Pass,
+        ConsoleCookie::Hide("sessionid".into()),
+        ConsoleCookie::Exact("sessionid".into()),
+    ] {
+        if let Some(kept) = RequestCookies::parse(&h).for_console(&console) {
+            let kept = kept.to_str().expect("for_console gives text");
+            for pair in kept.split("; ") {
+                assert!(!pair.is_empty(), "empty pair in {kept:?}");
+                let name = pair.split('=').next().unwrap_or("");
                 assert!(
-                    !Names::is_gate_cookie(name),
+                    !is_gate_cookie(name),
                     "gate cookie {name:?} left in {kept:?}"
                 );
-                assert!(!pair.trim().is_empty(), "empty pair in {kept:?}");
+                for names in all_spellings() {
+                    for gate in [names.session, names.pending, names.prelogin] {
+                        assert_ne!(name.trim(), gate, "{kept:?}");
+                    }
+                }
             }
         }
     }
@@ -124,14 +138,17 @@ fn round_trip(tls: bool, data: &[u8], key: &cookie::Key) {
     let value = seal(&names, names.session, &plaintext, key);
 
     let mut h = noise_headers(noise);
-    h.append(COOKIE, cookie_header(names.session, &value));
+    let genuine = cookie_header(names.session, &value);
+    // Another value under the exact name makes the cookie ambiguous: not read at all.
+    let ambiguous = other_value(&h, names.session, &genuine);
+    h.append(COOKIE, genuine);
 
     assert_eq!(
         session::read(&h, names.session, key).as_deref(),
-        Some(plaintext.as_ref()),
-        "a genuine cookie sent last is read back"
+        (!ambiguous).then_some(plaintext.as_ref()),
+        "a genuine cookie is read back unless the noise holds another value under its name"
     );
-    let want: Option<Session> = serde_json::from_str(&plaintext).ok();
+    let want: Option<Session> = serde_json::from_str(&plaintext).ok().filter(|_| !ambiguous);
     assert_eq!(session::read_session(&h, &names, key), want);
     assert_eq!(
         session::read(&h, names.session, other_key()),
@@ -155,12 +172,36 @@ fn round_trip(tls: bool, data: &[u8], key: &cookie::Key) {
         iat: 1000,
         seen: 1000,
         bind: "b".into(),
+        // Present in basic mode with a console cookie; the fuzzer's text, or absent.
+        console: (!plaintext.is_empty()).then(|| plaintext.to_string()),
     };
     let json = session::encode_session(&s).expect("a session encodes");
     let sealed = seal(&names, names.session, &json, key);
     let mut h = noise_headers(noise);
-    h.append(COOKIE, cookie_header(names.session, &sealed));
-    assert_eq!(session::read_session(&h, &names, key), Some(s));
+    let genuine = cookie_header(names.session, &sealed);
+    let ambiguous = other_value(&h, names.session, &genuine);
+    h.append(COOKIE, genuine);
+    assert_eq!(
+        session::read_session(&h, &names, key),
+        (!ambiguous).then_some(s)
+    );
+}
+
+/// Whether `h` holds, under exactly `name` (trimmed, as the gate parses cookies), a value
+/// other than the one `genuine` (`name=value`) sends.
+fn other_value(h: &HeaderMap, name: &str, genuine: &HeaderValue) -> bool {
+    let ws = |c: char| c.is_ascii_whitespace();
+    let sent = genuine
+        .to_str()
+        .ok()
+        .and_then(|g| g.split_once('='))
+        .map_or("", |(_, v)| v);
+    h.get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|piece| piece.split_once('='))
+        .any(|(n, v)| n.trim_matches(ws) == name && v.trim_matches(ws) != sent)
 }
 
 fn tamper(tls: bool, data: &[u8], key: &cookie::Key) {
