@@ -10,6 +10,9 @@
 //!    reading the query too. Through a gate session of alice, a request to another such
 //!    path signs the same console session in as bob with bob's password alone; Jetty
 //!    renews a session id only once, so no new cookie shows the gate anything.
+//!    (1b) The same class on PHP: `/login.php/x` runs `login.php` (PATH_INFO); with
+//!    `follow_renewal = true` the gate even rebinds alice's gate session to bob's console
+//!    session.
 //! 2. The same login on a public path (no gate session at all): never judged, never
 //!    throttled, and the authenticated session is kept in the gate's pre-login cookie and
 //!    replayed to the console on the public pages.
@@ -330,4 +333,122 @@ async fn tomcat_form_login_works_through_the_gate() {
     let (done, _) = code_step(&gate, &b, None).await;
     assert!(done.status.is_success() || done.status.is_redirection());
     assert_eq!(console_user(&b).await.as_deref(), Some("alice"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 1b. PHP with follow_renewal: a login at /login.php/x (PATH_INFO) switches the user
+// ---------------------------------------------------------------------------------------
+
+/// A plain PHP panel served from a document root (no router, as Apache or php-fpm serve
+/// one): `/login.php` also answers `/login.php/anything` (PATH_INFO).
+struct DocrootPhp {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for DocrootPhp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const DOCROOT_LOGIN: &str = r#"<?php
+ini_set('session.save_path', __DIR__ . '/sess');
+session_start();
+$USERS = json_decode(file_get_contents(__DIR__ . '/users.json'), true);
+if ($_SERVER['REQUEST_METHOD'] === 'POST') {
+    $u = $_POST['username'] ?? ''; $p = $_POST['password'] ?? '';
+    if (is_string($u) && isset($USERS[$u]) && hash_equals($USERS[$u], (string) $p)) {
+        session_regenerate_id(true);
+        $_SESSION['user'] = $u;
+        header('Location: /whoami.php', true, 302);
+        exit;
+    }
+    header('Location: /login.php?error=1', true, 302);
+    exit;
+}
+echo '<form method="post"><input name="username"><input name="password"></form>';
+"#;
+
+const DOCROOT_WHOAMI: &str = r#"<?php
+ini_set('session.save_path', __DIR__ . '/sess');
+session_start();
+header('Content-Type: text/plain');
+echo 'user=' . ($_SESSION['user'] ?? 'null') . "\n";
+"#;
+
+fn docroot_php(users: &[(&str, &str)]) -> DocrootPhp {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sess")).unwrap();
+    std::fs::write(d.join("login.php"), DOCROOT_LOGIN).unwrap();
+    std::fs::write(d.join("whoami.php"), DOCROOT_WHOAMI).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = users
+        .iter()
+        .map(|(u, p)| ((*u).to_string(), serde_json::Value::from(*p)))
+        .collect();
+    std::fs::write(d.join("users.json"), serde_json::to_string(&map).unwrap()).unwrap();
+    let mut last = String::new();
+    for _ in 0..5 {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let out = d.join("php.out");
+        let f = std::fs::File::create(&out).unwrap();
+        let child = std::process::Command::new("php")
+            .args(["-S", &addr.to_string(), "-t", &d.display().to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("php (php-cli) is required; this test does not skip");
+        match wait_until_listening(child, addr, &out, "php -S") {
+            Ok(child) => {
+                return DocrootPhp {
+                    addr,
+                    child,
+                    _dir: dir,
+                }
+            }
+            Err(e) => last = e,
+        }
+    }
+    panic!("php -S did not start: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn php_a_login_at_login_php_slash_x_cannot_switch_the_user_of_a_following_session() {
+    let php = docroot_php(&USERS);
+    let form = r#"{ mode = "form", login_path = "/login.php", username_field = "username", session_cookie = "PHPSESSID", failure_location = "/login.php", public = ["/login.php"], follow_renewal = true }"#;
+    let gate = TestGate::start_upstream_first_factor(php.addr, "", "", form).await;
+    let b = Browser::new(&gate, None);
+    navigate(&b, "/login.php").await;
+    let held = post_raw(
+        &b,
+        "/login.php",
+        &[("content-type", FORM_TYPE)],
+        format!("username={}&password={}", ALICE.0, ALICE.1),
+    )
+    .await;
+    assert!(sent_to_code(&held), "{}", brief(&held));
+    code_step(&gate, &b, None).await;
+    let who = b.get("/whoami.php").await;
+    assert!(who.body.contains("user=alice"), "{}", brief(&who));
+
+    // Bob's password, posted to the same script under another path (PATH_INFO).
+    let got = post_raw(
+        &b,
+        "/login.php/x",
+        &[("content-type", FORM_TYPE)],
+        format!("username={}&password={}", BOB.0, BOB.1),
+    )
+    .await;
+    let who = b.get("/whoami.php").await;
+    assert!(
+        !who.body.contains("user=bob"),
+        "alice's gate session now reaches PHP as bob (bob's password only, no code): the \
+         login at /login.php/x was answered {} and PHP's whoami says {:?}",
+        brief(&got),
+        who.body.trim()
+    );
 }
