@@ -9,6 +9,7 @@ pub mod certs;
 pub mod django;
 pub mod form_console;
 pub mod php_console;
+pub mod servlet;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
