@@ -280,10 +280,26 @@ impl FormLogin {
         crate::target::canonical_path(path) == self.login_path
     }
 
+    /// Whether `path` is the console's login under another name: a path other than
+    /// `login_path` with a segment named like its last one (`/x/j_security_check`,
+    /// `/login.php/x` — servlet containers run their form login at any path ending in
+    /// `j_security_check`, PHP runs `login.php` for `login.php/anything`), or any
+    /// `j_security_check` segment. Such a request would be a login the gate did not judge.
+    pub fn is_login_alias(&self, path: &str) -> bool {
+        let path = crate::target::canonical_path(path);
+        if path == self.login_path {
+            return false;
+        }
+        let last = self.login_path.split('/').rfind(|s| !s.is_empty());
+        path.split('/').any(|segment| {
+            segment.eq_ignore_ascii_case("j_security_check")
+                || last.is_some_and(|l| segment.eq_ignore_ascii_case(l))
+        })
+    }
+
     /// Whether `path` is the console's logout (as the console reads paths).
     pub fn is_logout(&self, path: &str) -> bool {
-        self.logout_path.as_deref()
-            == Some(crate::target::canonical_path(path).as_str())
+        self.logout_path.as_deref() == Some(crate::target::canonical_path(path).as_str())
     }
 }
 
@@ -746,6 +762,19 @@ fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> 
         strip_headers.push(header_name(at, &h)?);
     }
     let whoami = raw.whoami.map(|w| validate_whoami(at, w)).transpose()?;
+    let fold_case = !raw.case_sensitive_users.unwrap_or(false);
+    let mut admins = Vec::new();
+    for a in raw.admins.unwrap_or_default() {
+        // Admins are compared with signed-in user names, which have one spelling.
+        let name = crate::identity::canonical_user(a.get_ref(), fold_case).ok_or_else(|| {
+            at.at(
+                &a,
+                "not a user name the gate can sign in",
+                "the user name as the console knows it, without surrounding spaces or ':'",
+            )
+        })?;
+        admins.push(name);
+    }
     Ok(Site {
         name,
         hosts,
@@ -754,7 +783,7 @@ fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> 
         first_factor,
         strip_headers,
         whoami,
-        admins: raw.admins.unwrap_or_default(),
+        admins,
         user_header,
         upstream_timeout: duration(at, raw.upstream_timeout.as_ref(), Duration::from_secs(60))?,
         case_sensitive_users: raw.case_sensitive_users.unwrap_or(false),
@@ -1204,7 +1233,7 @@ mod raw {
         pub upstream: Spanned<String>,
         pub realm: Option<Spanned<String>>,
         pub first_factor: FirstFactor,
-        pub admins: Option<Vec<String>>,
+        pub admins: Option<Vec<Spanned<String>>>,
         pub user_header: Option<Spanned<String>>,
         pub upstream_timeout: Option<Spanned<String>>,
         pub case_sensitive_users: Option<bool>,
@@ -1438,6 +1467,52 @@ first_factor = { mode = "basic" }
         ] {
             assert_eq!(bytes_per_second(text), rate, "{text}");
         }
+    }
+
+    #[test]
+    fn logins_under_another_name_are_recognised() -> Result<(), ConfigError> {
+        let form = r#"first_factor = { mode = "form", login_path = "/app/j_security_check", username_field = "j_username", session_cookie = "JSESSIONID" }"#;
+        let c = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, form))?;
+        let FirstFactor::Form(f) = &c.sites[0].first_factor else {
+            panic!("form mode")
+        };
+        for alias in [
+            "/app/whoami.jsp/j_security_check",
+            "/app/static/j_security_check",
+            "/app/j_security_check/x",
+            "/app/a;x/J_Security_Check",
+            "/other/%6a_security_check",
+        ] {
+            assert!(f.is_login_alias(alias), "{alias}");
+        }
+        for not in [
+            "/app/j_security_check",
+            "/app/j_security_check;jsessionid=1",
+            "/app/login.jsp",
+        ] {
+            assert!(!f.is_login_alias(not), "{not}");
+        }
+        let php = r#"first_factor = { mode = "form", login_path = "/login.php", username_field = "u", session_cookie = "PHPSESSID" }"#;
+        let c = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, php))?;
+        let FirstFactor::Form(f) = &c.sites[0].first_factor else {
+            panic!("form mode")
+        };
+        assert!(f.is_login_alias("/login.php/x") && f.is_login_alias("/a/login.php"));
+        assert!(!f.is_login_alias("/login.php") && !f.is_login_alias("/login.phpx"));
+        Ok(())
+    }
+
+    #[test]
+    fn admins_get_the_spelling_of_user_names() -> Result<(), ConfigError> {
+        let c = parse(&format!("{GOOD}admins = [\"Alice\", \"bob\"]\n"))?;
+        assert_eq!(c.sites[0].admins, ["alice", "bob"]);
+        let c = parse(&format!(
+            "{GOOD}admins = [\"Alice\"]\ncase_sensitive_users = true\n"
+        ))?;
+        assert_eq!(c.sites[0].admins, ["Alice"]);
+        let e = parse(&format!("{GOOD}admins = [\" alice\"]\n")).err();
+        assert_eq!(e.map(|e| (e.line, e.column)), Some((13, 11)));
+        Ok(())
     }
 
     #[test]

@@ -78,6 +78,12 @@ async fn route(gate: &Gate, req: Request<Incoming>, peer: SocketAddr, tls: bool)
             }
             html(form::check_login_page_request(&req, f))?;
         }
+        if f.is_login_alias(&path) {
+            return html(Err(Error::BadRequest(
+                "This address is the console's login under another name; sign in on the login page."
+                    .into(),
+            )));
+        }
     }
     let session = html(sessions::current(gate, &ctx, req.headers()).await)?;
     match route {

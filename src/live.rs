@@ -266,6 +266,7 @@ mod tests {
             seen: iat,
             bind: "b".into(),
             console: None,
+            generation: 0,
         }
     }
 

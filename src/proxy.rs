@@ -38,7 +38,7 @@ const HOP_BY_HOP: [&str; 10] = [
 /// Headers through which a client could claim an identity or a forwarding path. Compared
 /// after lower-casing and turning `_` into `-` (WSGI reads both as one), so every spelling
 /// is caught; a site can name more with `strip_headers`.
-const IDENTITY: [&str; 22] = [
+const IDENTITY: [&str; 26] = [
     "remote-user",
     "remote-group",
     "remote-email",
@@ -61,10 +61,22 @@ const IDENTITY: [&str; 22] = [
     "x-original-uri",
     "x-original-url",
     "x-rewrite-url",
+    "ssl-client-cert",
+    "proxy-auth-cert",
+    "x-client-cert",
+    "client-cert",
 ];
 
-/// Prefixes of whole families of identity and forwarding headers.
-const IDENTITY_PREFIXES: [&str; 3] = ["x-forwarded-", "x-auth-request-", "x-remote-"];
+/// Prefixes of whole families of identity and forwarding headers (client certificates
+/// that a TLS front proxy would pass included).
+const IDENTITY_PREFIXES: [&str; 6] = [
+    "x-forwarded-",
+    "x-auth-request-",
+    "x-remote-",
+    "x-ssl-client-",
+    "x-client-cert-",
+    "ssl-client-",
+];
 
 /// The pooled client to the consoles.
 #[derive(Clone, Debug)]
@@ -237,7 +249,10 @@ impl ConsoleClient {
 /// Removes a console's `Set-Cookie` for a gate cookie (any spelling, any `Domain`): a
 /// console must not end, fix or shadow the gate's session.
 pub fn drop_gate_cookies(headers: &mut HeaderMap, site: &Site) {
-    let dropped = cookies::drop_set_cookies(headers, cookies::is_gate_cookie);
+    // A nameless cookie (`Set-Cookie: =mfa_session=x`) comes back from browsers as
+    // `mfa_session=x`: it goes too.
+    let dropped =
+        cookies::drop_set_cookies(headers, |n| n.is_empty() || cookies::is_gate_cookie(n));
     if !dropped.is_empty() {
         tracing::warn!(site = %site.name, cookies = ?dropped, "dropped the console's Set-Cookie for the gate's own cookies");
     }
@@ -271,10 +286,38 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A header name as the most lenient stack reads it: every character but letters and
+/// digits is one (WSGI reads `_` as `-`, PHP's CGI and FastCGI read `.` and `_` as `-`,
+/// servlets ignore case).
+pub fn header_fold(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// Whether a header name is a client-supplied identity or forwarding claim.
 pub fn is_identity_header(name: &HeaderName) -> bool {
-    let normal = name.as_str().replace('_', "-");
+    let normal = header_fold(name.as_str());
     IDENTITY.contains(&normal.as_str()) || IDENTITY_PREFIXES.iter().any(|p| normal.starts_with(p))
+}
+
+/// Removes every spelling of the header `name` (see [`header_fold`]).
+fn remove_spellings(headers: &mut HeaderMap, name: &HeaderName) {
+    let wanted = header_fold(name.as_str());
+    let spellings: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| header_fold(n.as_str()) == wanted)
+        .cloned()
+        .collect();
+    for n in spellings {
+        headers.remove(n);
+    }
 }
 
 /// Request headers as the console must see them: hop-by-hop and identity headers gone,
@@ -303,29 +346,13 @@ pub fn prepare_request_headers(
         headers.remove(name);
     }
     if let Some(h) = &site.user_header {
-        let wanted = h.as_str().replace('_', "-");
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| n.as_str().replace('_', "-") == wanted)
-            .cloned()
-            .collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
+        remove_spellings(headers, h);
     }
     if fwd.drop_authorization {
         headers.remove(http::header::AUTHORIZATION);
     }
     for name in &fwd.strip {
-        let wanted = name.as_str().replace('_', "-");
-        let spellings: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| n.as_str().replace('_', "-") == wanted)
-            .cloned()
-            .collect();
-        for n in spellings {
-            headers.remove(n);
-        }
+        remove_spellings(headers, name);
     }
     cookies::rewrite_for_console(headers, &fwd.console_cookie);
 
@@ -410,6 +437,11 @@ mod tests {
             "X-Forwarded-Email",
             "X-Auth-Request-Email",
             "X-Auth-Request-Preferred-Username",
+            "X.Forwarded.User",
+            "Remote.User",
+            "x.authenticated.user",
+            "X-SSL-Client-Cert",
+            "ssl_client_cert",
         ] {
             let n = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
             assert!(is_identity_header(&n), "{name}");

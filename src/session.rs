@@ -60,6 +60,10 @@ pub struct Session {
     /// this session; only that value is forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<String>,
+    /// The user's reset generation when the session was issued (see
+    /// [`crate::store::UserRecord::generation`]).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Why a session is not usable.
@@ -86,6 +90,7 @@ impl Session {
         realm: &str,
         user: &str,
         bind: &str,
+        generation: u64,
         now: u64,
     ) -> Result<Session, getrandom::Error> {
         Ok(Session {
@@ -97,6 +102,7 @@ impl Session {
             seen: now,
             bind: bind.to_string(),
             console: None,
+            generation,
         })
     }
 
@@ -218,6 +224,7 @@ mod tests {
             seen: 1000,
             bind: "b".into(),
             console: None,
+            generation: 0,
         }
     }
 

@@ -64,7 +64,8 @@ pub async fn current(
     let Some(user) = gate.store.user(&s.realm, &s.user).await? else {
         return Ok(None);
     };
-    if !user.enrolled() || s.iat < user.not_before || gate.store.session_revoked(&s.id).await? {
+    let reset_since = s.iat < user.not_before || s.generation != user.generation;
+    if !user.enrolled() || reset_since || gate.store.session_revoked(&s.id).await? {
         return Ok(None);
     }
     Ok(Some(s))

@@ -472,7 +472,7 @@ fn is_reset(since: u64, after: &Option<UserRecord>) -> bool {
         && a.locked_until == 0
         && !a.hard_locked
         // Sessions issued up to the reset's second are refused.
-        && a.not_before > since
+        && a.not_before >= since
 }
 
 fn describe(rec: &Option<UserRecord>, keys: &Keys, user: &str) -> String {

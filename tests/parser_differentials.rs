@@ -201,7 +201,11 @@ async fn an_honest_login_reaches_php_canonically_and_php_reports_the_judged_user
         Some("alice"),
         "PHP signed alice in: {post}"
     );
-    assert_eq!(post.content_type.as_deref(), Some(FORM_TYPE), "{post}");
+    assert_eq!(
+        post.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded; charset=UTF-8"),
+        "{post}"
+    );
     assert_eq!(
         post.body,
         canonical_form(&body),

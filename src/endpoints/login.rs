@@ -265,7 +265,12 @@ async fn finish(
         // Another request finished this login first (two codes sent at once).
         return Err(Error::SignInExpired);
     }
-    let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, now)?;
+    let generation = gate
+        .store
+        .user(&p.realm, &p.user)
+        .await?
+        .map_or(0, |u| u.generation);
+    let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, generation, now)?;
     let mut cookies: Vec<HeaderValue> = form::open_held(gate, p)?;
     cookies.extend(sessions::cookie(gate, &s));
     cookies.extend(sessions::clear(gate, gate.names.pending));

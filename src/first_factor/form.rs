@@ -149,9 +149,9 @@ pub fn check_login_page_request<B>(req: &Request<B>, form: &FormLogin) -> Result
     }
 }
 
-/// A request without a gate session: public paths reach the console (with the kept
-/// pre-login session, never the client's); anything else is answered by the gate — a
-/// redirect to the login page for a browser, 401 otherwise.
+/// A request without a gate session: a GET or HEAD of a public path reaches the console
+/// (with the kept pre-login session, never the client's); anything else is answered by
+/// the gate — a redirect to the login page for a browser, 401 otherwise.
 ///
 /// # Errors
 /// [`Error::SignInRequired`], or the console gave no usable answer.
@@ -161,7 +161,8 @@ pub async fn without_session(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let form = form_of(gate, ctx)?;
-    if form.is_public(req.uri().path()) {
+    let reading = req.method() == Method::GET || req.method() == Method::HEAD;
+    if reading && form.is_public(req.uri().path()) {
         let console_cookie = prelogin::console_cookie(gate, ctx, req.headers(), form);
         let had = matches!(
             &console_cookie,
@@ -172,8 +173,7 @@ pub async fn without_session(
         prelogin::keep(gate, ctx, &mut resp, form, false, had);
         return Ok(resp);
     }
-    let navigating = req.method() == Method::GET || req.method() == Method::HEAD;
-    if navigating && wants_html(req.headers()) {
+    if reading && wants_html(req.headers()) {
         return Ok(redirect(&form.login_page, None));
     }
     Err(Error::SignInRequired {
@@ -228,7 +228,7 @@ pub async fn submit(
     parts.headers.remove(TRANSFER_ENCODING);
     parts.headers.insert(
         CONTENT_TYPE,
-        HeaderValue::from_static(login_body::FORM_TYPE),
+        HeaderValue::from_static(login_body::FORWARDED_TYPE),
     );
     parts
         .headers

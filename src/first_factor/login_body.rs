@@ -24,8 +24,13 @@ use crate::identity::plain_name;
 /// Most fields a login form may have (PHP silently drops fields past `max_input_vars`).
 pub const MAX_FIELDS: usize = 200;
 
-/// The media type every login is forwarded with.
+/// The media type a login must have.
 pub const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// The `Content-Type` every login is forwarded with: the fields are re-encoded as UTF-8,
+/// and the one parameter every stack reads alike says so (a servlet without it would
+/// decode the bytes as ISO-8859-1 and read another name for a non-ASCII user).
+pub const FORWARDED_TYPE: &str = "application/x-www-form-urlencoded; charset=UTF-8";
 
 /// A login as judged: the user name it carries and the body to forward in its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +55,7 @@ pub enum Refusal {
     InCookie,
     TooManyFields,
     UserNotUtf8,
+    RawByte,
 }
 
 impl Refusal {
@@ -73,6 +79,9 @@ impl Refusal {
             Refusal::InCookie => "The user name may not be given in a cookie.",
             Refusal::TooManyFields => "The login form has too many fields.",
             Refusal::UserNotUtf8 => "The user name is not valid UTF-8.",
+            Refusal::RawByte => {
+                "The login form carries an unencoded control or non-ASCII byte (browsers percent-encode them)."
+            }
         }
     }
 }
@@ -114,11 +123,17 @@ pub fn judge(
     if RequestCookies::parse(headers).any_folds_to(&fold(field)) {
         return Err(Refusal::InCookie);
     }
-    let wanted = field_fold(field);
-    let fields = parse(body)?;
-    if fields.len() > MAX_FIELDS {
+    // Raw bytes outside printable ASCII: a stack that decodes the whole body in one
+    // charset (Django falls back to ISO-8859-1 when it is not UTF-8) reads other names.
+    if body.iter().any(|b| !(0x20..0x7f).contains(b)) {
+        return Err(Refusal::RawByte);
+    }
+    // Empty pieces count too: PHP counts them against `max_input_vars`.
+    if body.split(|b| *b == b'&').count() > MAX_FIELDS {
         return Err(Refusal::TooManyFields);
     }
+    let wanted = field_fold(field);
+    let fields = parse(body)?;
     let mut user = None;
     let mut out = String::with_capacity(body.len() + 16);
     for (name, value) in &fields {
@@ -270,6 +285,17 @@ mod tests {
         }
         let many = "a=1&".repeat(MAX_FIELDS + 1);
         assert_eq!(judge_body(&many).err(), Some(Refusal::TooManyFields));
+        // Found by fuzzing against PHP's and Django's readings of the original body.
+        let empties = format!("{}username=alice&password=p", "&".repeat(1001));
+        assert_eq!(judge_body(&empties).err(), Some(Refusal::TooManyFields));
+        let latin1 = judge(
+            &headers(FORM_TYPE),
+            None,
+            b"username=\xc3\xbc&o=\x8e",
+            "username",
+        );
+        assert_eq!(latin1.err(), Some(Refusal::RawByte));
+        assert_eq!(judge_body("username=a\tb").err(), Some(Refusal::RawByte));
     }
 
     #[test]

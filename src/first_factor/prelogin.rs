@@ -6,9 +6,10 @@
 //! reach the console (PHP adopts any id it is sent). So the gate takes the console's
 //! session cookie out of every answer to a browser without a gate session, keeps its
 //! value in its own encrypted cookie (bound to the site), and sends that value — and only
-//! that — with public pages and the login POST. After a login POST a session the answer
-//! does not renew is dropped: only sessions the console issued to an anonymous visitor
-//! are ever kept.
+//! that — with public pages and the login POST. After every login POST the gate judged
+//! failed, the kept session is dropped (whatever the answer set): a console may have
+//! signed it in all the same, and only sessions it issued to an anonymous visitor are
+//! ever kept. A kept session lives no longer than a login in progress.
 
 use http::header::HeaderValue;
 use http::{HeaderMap, Response};
@@ -34,16 +35,21 @@ pub fn console_cookie(
     }
 }
 
-/// The value of the gate's pre-login cookie, if it is genuine and for this site.
+/// The value of the gate's pre-login cookie, if it is genuine, for this site, and no older
+/// than a login in progress may be.
 pub fn kept(gate: &Gate, ctx: &Ctx, headers: &HeaderMap) -> Option<String> {
     let kept = session::read(headers, gate.names.prelogin, &gate.keys.cookie)?;
-    let (site, value) = kept.split_once('\n')?;
-    (site == gate.site(ctx).name).then(|| value.to_string())
+    let mut parts = kept.splitn(3, '\n');
+    let (site, at, value) = (parts.next()?, parts.next()?, parts.next()?);
+    let at: u64 = at.parse().ok()?;
+    let fresh = gate.now() <= at.saturating_add(gate.config.session.pending.as_secs());
+    (site == gate.site(ctx).name && fresh).then(|| value.to_string())
 }
 
 /// After the console answered a browser without a gate session: its session cookie is
-/// taken out of `resp` (every spelling) and kept in the gate's cookie instead. `login`:
-/// the answer to a login POST judged failed. `had`: the request carried a kept session.
+/// taken out of `resp` (every spelling) and, for a public page, kept in the gate's cookie
+/// instead. After a login POST judged failed (`login`), nothing is kept and the kept
+/// session is dropped. `had`: the request carried a kept session.
 pub fn keep(
     gate: &Gate,
     ctx: &Ctx,
@@ -55,8 +61,10 @@ pub fn keep(
     let action = cookies::set_cookie_action(resp.headers(), &form.session_cookie);
     withhold(resp, &form.session_cookie);
     let value = match action {
-        Some(Some(value)) => Some(format!("{}\n{value}", gate.site(ctx).name)),
-        Some(None) | None if had && (login || action.is_some()) => None,
+        Some(Some(value)) if !login => {
+            Some(format!("{}\n{}\n{value}", gate.site(ctx).name, gate.now()))
+        }
+        _ if had && (login || action.is_some()) => None,
         _ => return,
     };
     if let Some(c) = set(gate, value.as_deref()) {

@@ -49,6 +49,10 @@ pub struct UserRecord {
     /// Locked until an admin unlocks.
     #[serde(default)]
     pub hard_locked: bool,
+    /// Raised by every reset: a session issued in an older generation is dead (even one
+    /// issued in the reset's own second, before it).
+    #[serde(default)]
+    pub generation: u64,
     /// Raised by every reset, lock and unlock: a pending login started in an older epoch
     /// is dead (it can never become an enrollment or release a held console session).
     #[serde(default)]
@@ -166,10 +170,10 @@ impl UserRecord {
                     return (None, Outcome::NoSuchUser);
                 }
                 r = UserRecord {
-                    // Strictly after every session issued so far, even within this second.
-                    not_before: now.saturating_add(1).max(r.not_before),
+                    not_before: now.max(r.not_before),
                     last_login: r.last_login,
                     epoch: r.epoch + 1,
+                    generation: r.generation + 1,
                     ..UserRecord::default()
                 };
                 Outcome::Applied
@@ -476,7 +480,7 @@ mod tests {
         assert_eq!(o, Outcome::Applied);
         let r = r.expect("record");
         assert!(!r.enrolled() && r.recovery.is_empty() && r.failures == 0 && r.last_step == 0);
-        assert_eq!(r.not_before, 601);
+        assert_eq!((r.not_before, r.generation), (600, 1));
         assert_eq!(
             UserRecord::apply(None, &UserOp::Reset, 1).1,
             Outcome::NoSuchUser
