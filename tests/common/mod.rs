@@ -368,9 +368,17 @@ impl TestGate {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let sock = gate.config.server.admin_socket.clone();
         let task = tokio::spawn(mfa_gate::server::run(listener, tls, gate, async move {
             let _ = stopped.await;
         }));
+        // `run` binds the admin socket as it starts: wait for it, as for READY=1.
+        for _ in 0..200 {
+            if sock.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         TestGate {
             addr,
             clock,

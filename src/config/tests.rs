@@ -1,0 +1,247 @@
+use super::validate::bytes_per_second;
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(Path::new("test.toml"), text)
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[store]
+path = "/tmp/mfa-gate-test-store"
+
+[[site]]
+name = "router"
+hosts = ["router.example.com"]
+upstream = "http://127.0.0.1:9000"
+first_factor = { mode = "basic" }
+"#;
+
+#[test]
+fn defaults_are_filled_in() -> Result<(), ConfigError> {
+    let c = parse(GOOD)?;
+    assert_eq!(c.session.idle, Duration::from_secs(1800));
+    assert_eq!(c.session.absolute, Duration::from_secs(12 * 3600));
+    assert_eq!(c.totp.skew_steps, 1);
+    assert_eq!(c.server.prefix, "/.mfa/");
+    assert_eq!(c.sites[0].realm, "router");
+    assert_eq!(
+        c.store.key_file,
+        PathBuf::from("/tmp/mfa-gate-test-store.key")
+    );
+    Ok(())
+}
+
+#[test]
+fn unknown_key_names_line_and_column() {
+    let text = GOOD.replace("listen =", "listne =");
+    let e = parse(&text).err();
+    let e = e
+        .as_ref()
+        .map(|e| (e.line, e.column, e.message.contains("listne")));
+    assert_eq!(e, Some((3, 1, true)));
+}
+
+#[test]
+fn bad_cidr_is_placed() {
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
+    );
+    let e = parse(&text).err().map(|e| (e.line, e.column));
+    assert_eq!(e, Some((4, 20)));
+}
+
+#[test]
+fn missing_tls_cert_is_named() {
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }",
+    );
+    let e = parse(&text).err();
+    assert!(
+        e.as_ref()
+            .is_some_and(|e| e.line == 4 && e.message.contains("/nonexistent/cert.pem")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn bad_duration_and_rate_are_placed() {
+    let e = parse(&format!("{GOOD}\n[session]\nidle = \"soon\"\n")).err();
+    assert_eq!(e.map(|e| (e.line, e.column)), Some((15, 8)));
+    let e = parse(&format!("{GOOD}\n[throttle]\nper_ip = \"ten\"\n")).err();
+    assert_eq!(e.map(|e| (e.line, e.column)), Some((15, 10)));
+}
+
+#[test]
+fn https_upstream_and_paths_are_refused() {
+    for bad in [
+        "https://10.0.0.1",
+        "http://10.0.0.1/admin",
+        "ftp://x",
+        "not a url",
+    ] {
+        let text = GOOD.replace("http://127.0.0.1:9000", bad);
+        let e = parse(&text).err();
+        assert_eq!(e.map(|e| e.line), Some(11), "{bad}");
+    }
+}
+
+#[test]
+fn key_file_inside_store_is_refused() {
+    let text = GOOD.replace(
+        "path = \"/tmp/mfa-gate-test-store\"",
+        "path = \"/tmp/mfa-gate-test-store\"\nkey_file = \"/tmp/mfa-gate-test-store/k\"",
+    );
+    assert!(parse(&text).is_err_and(|e| e.message.contains("inside the store")));
+}
+
+#[test]
+fn form_mode_is_validated() -> Result<(), ConfigError> {
+    let form = r#"first_factor = { mode = "form", login_path = "/j_security_check", username_field = "j_username", session_cookie = "JSESSIONID", public = ["/login", "/static/*"], logout_path = "/logout" }"#;
+    let c = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, form))?;
+    let FirstFactor::Form(f) = &c.sites[0].first_factor else {
+        panic!("form mode")
+    };
+    assert_eq!(f.login_page, "/j_security_check");
+    assert_eq!(f.success_status, [302, 303]);
+    assert!(
+        f.is_public("/login")
+            && f.is_public("/static/app.js")
+            && !f.is_public("/login2")
+            && !f.is_public("/admin")
+    );
+    for (bad, col) in [
+        (
+            r#"first_factor = { mode = "form", username_field = "u", session_cookie = "s" }"#,
+            25,
+        ),
+        (
+            r#"first_factor = { mode = "form", login_path = "/l", username_field = "u", session_cookie = "s", public = ["static/*"] }"#,
+            106,
+        ),
+        (
+            r#"first_factor = { mode = "basic", login_path = "/l" }"#,
+            47,
+        ),
+        (
+            r#"first_factor = { mode = "form", login_path = "/l", username_field = "u", session_cookie = "a b" }"#,
+            91,
+        ),
+    ] {
+        let e = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, bad)).err();
+        assert_eq!(e.map(|e| (e.line, e.column)), Some((12, col)), "{bad}");
+    }
+    Ok(())
+}
+
+#[test]
+fn connection_limits_have_defaults_and_are_placed() -> Result<(), ConfigError> {
+    let c = parse(GOOD)?;
+    assert_eq!(c.server.keepalive_idle, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, None);
+    assert_eq!(c.server.max_connections_per_ip, 100);
+    assert_eq!(c.server.min_body_rate, 1_000);
+    let set = |lines: &str| {
+        GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:8080\"\n{lines}"),
+        )
+    };
+    let c = parse(&set(
+        "keepalive_idle = \"5s\"\nmax_connections = 500\nmax_connections_per_ip = 20\nmin_body_rate = \"2KiB/s\"",
+    ))?;
+    assert_eq!(c.server.keepalive_idle, Duration::from_secs(5));
+    assert_eq!(c.server.max_connections, Some(500));
+    assert_eq!(c.server.max_connections_per_ip, 20);
+    assert_eq!(c.server.min_body_rate, 2_048);
+    for (bad, col) in [
+        ("keepalive_idle = \"0s\"", 18),
+        ("max_connections = 0", 19),
+        ("max_connections = -5", 19),
+        ("max_connections_per_ip = 20000000", 26),
+        ("max_connections = 10\nmax_connections_per_ip = 11", 26),
+        ("min_body_rate = \"fast\"", 17),
+        ("min_body_rate = \"0B/s\"", 17),
+        ("min_body_rate = 1000", 17),
+    ] {
+        let e = parse(&set(bad)).err();
+        let line = 4 + bad.matches('\n').count();
+        assert_eq!(e.map(|e| (e.line, e.column)), Some((line, col)), "{bad}");
+    }
+    Ok(())
+}
+
+#[test]
+fn body_rates_are_read_with_their_units() {
+    for (text, rate) in [
+        ("1KB/s", Some(1_000)),
+        ("500 B/s", Some(500)),
+        ("2KiB/s", Some(2_048)),
+        ("1 MB/s", Some(1_000_000)),
+        ("3MiB/s", Some(3 * 1_048_576)),
+        ("0KB/s", None),
+        ("1KB", None),
+        ("KB/s", None),
+        ("1.5KB/s", None),
+        ("-1B/s", None),
+        ("99999999999999999999B/s", None),
+    ] {
+        assert_eq!(bytes_per_second(text), rate, "{text}");
+    }
+}
+
+#[test]
+fn logins_under_another_name_are_recognised() -> Result<(), ConfigError> {
+    let form = r#"first_factor = { mode = "form", login_path = "/app/j_security_check", username_field = "j_username", session_cookie = "JSESSIONID" }"#;
+    let c = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, form))?;
+    let FirstFactor::Form(f) = &c.sites[0].first_factor else {
+        panic!("form mode")
+    };
+    for alias in [
+        "/app/whoami.jsp/j_security_check",
+        "/app/static/j_security_check",
+        "/app/j_security_check/x",
+        "/app/a;x/J_Security_Check",
+        "/other/%6a_security_check",
+    ] {
+        assert!(f.is_login_alias(alias), "{alias}");
+    }
+    for not in [
+        "/app/j_security_check",
+        "/app/j_security_check;jsessionid=1",
+        "/app/login.jsp",
+    ] {
+        assert!(!f.is_login_alias(not), "{not}");
+    }
+    let php = r#"first_factor = { mode = "form", login_path = "/login.php", username_field = "u", session_cookie = "PHPSESSID" }"#;
+    let c = parse(&GOOD.replace(r#"first_factor = { mode = "basic" }"#, php))?;
+    let FirstFactor::Form(f) = &c.sites[0].first_factor else {
+        panic!("form mode")
+    };
+    assert!(f.is_login_alias("/login.php/x") && f.is_login_alias("/a/login.php"));
+    assert!(!f.is_login_alias("/login.php") && !f.is_login_alias("/login.phpx"));
+    Ok(())
+}
+
+#[test]
+fn admins_get_the_spelling_of_user_names() -> Result<(), ConfigError> {
+    let c = parse(&format!("{GOOD}admins = [\"Alice\", \"bob\"]\n"))?;
+    assert_eq!(c.sites[0].admins, ["alice", "bob"]);
+    let c = parse(&format!(
+        "{GOOD}admins = [\"Alice\"]\ncase_sensitive_users = true\n"
+    ))?;
+    assert_eq!(c.sites[0].admins, ["Alice"]);
+    let e = parse(&format!("{GOOD}admins = [\" alice\"]\n")).err();
+    assert_eq!(e.map(|e| (e.line, e.column)), Some((13, 11)));
+    Ok(())
+}
+
+#[test]
+fn unknown_mode_is_an_error() {
+    let text = GOOD.replace("mode = \"basic\"", "mode = \"magic\"");
+    assert!(parse(&text).is_err_and(|e| e.line == 12 && e.message.contains("magic")));
+}
