@@ -141,7 +141,7 @@ pub struct Session {
     pub pending: Duration,
     /// Logins in progress per user (the oldest are dropped beyond it) and in all (new
     /// ones are refused beyond it).
-    pub pending_caps: crate::store::PendingCaps,
+    pub pending_caps: crate::throttle::PendingCaps,
 }
 
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub struct Throttle {
     /// Requests that test a secret, per client IP and minute.
     pub per_ip_per_minute: u32,
     /// Per-account back-off and hard lock, across all IPs and sessions.
-    pub lock: crate::store::LockPolicy,
+    pub lock: crate::throttle::LockPolicy,
 }
 
 #[derive(Debug, Clone)]

@@ -3,8 +3,8 @@
 //! Every value is escaped with [`esc`]; links carry the user name percent-encoded.
 
 use super::{esc, layout};
+use crate::store::UserView;
 use crate::urls::Urls;
-use crate::users::UserView;
 
 /// What an admin can do to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

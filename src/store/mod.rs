@@ -204,6 +204,54 @@ pub enum Lockout {
     UntilUnlocked,
 }
 
+/// One user as an admin sees it. Never contains a secret or a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub realm: String,
+    pub user: String,
+    pub enrolled: bool,
+    pub enrolled_at: Option<u64>,
+    pub last_login: Option<u64>,
+    pub failures: u32,
+    /// Unix time until which attempts are refused (0: none).
+    pub locked_until: u64,
+    /// Locked until an admin unlocks.
+    pub hard_locked: bool,
+    pub recovery_codes_left: usize,
+}
+
+impl UserView {
+    pub fn new(realm: &str, user: &str, r: &UserRecord) -> UserView {
+        UserView {
+            realm: realm.to_string(),
+            user: user.to_string(),
+            enrolled: r.enrolled(),
+            enrolled_at: r.enrolled_at,
+            last_login: r.last_login,
+            failures: r.failures,
+            locked_until: r.locked_until,
+            hard_locked: r.hard_locked,
+            recovery_codes_left: r.recovery.len(),
+        }
+    }
+
+    /// A short state for people: "enrolled", "not enrolled", "locked", …
+    pub fn state(&self, now: u64) -> String {
+        let base = if self.enrolled {
+            "enrolled"
+        } else {
+            "not enrolled"
+        };
+        if self.hard_locked {
+            format!("{base}, locked until unlocked")
+        } else if self.locked_until > now {
+            format!("{base}, backing off for {} s", self.locked_until - now)
+        } else {
+            base.to_string()
+        }
+    }
+}
+
 /// One change to a user record.
 #[derive(Debug, Clone, Copy)]
 pub enum UserOp<'a> {
