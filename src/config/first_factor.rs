@@ -2,7 +2,7 @@
 
 use toml::Spanned;
 
-use super::validate::{header_name, plain_path};
+use super::values::{header_name, plain_path};
 use super::*;
 
 pub(super) fn whoami(at: &Locator<'_>, raw: raw::Whoami) -> Result<Whoami, ConfigError> {

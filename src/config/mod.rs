@@ -14,6 +14,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod values;
 
 use std::net::SocketAddr;
 use std::ops::Range;

@@ -1,4 +1,4 @@
-use super::validate::bytes_per_second;
+use super::values::bytes_per_second;
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
