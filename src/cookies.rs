@@ -45,12 +45,42 @@ pub fn fold(name: &str) -> String {
         .collect()
 }
 
+/// Whether `name` folds to `target` (a fold: see [`fold`]), without allocating for the
+/// usual plain names.
+pub fn folds_to(name: &str, target: &str) -> bool {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
+        && !name.contains(['%', '+']);
+    if !plain {
+        return fold(name) == target;
+    }
+    let trimmed = name.trim_matches(|c: char| c.is_ascii_whitespace());
+    let bare = ["__host-", "__secure-"]
+        .iter()
+        .find_map(|p| {
+            trimmed
+                .get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .map(|_| &trimmed[p.len()..])
+        })
+        .unwrap_or(trimmed);
+    bare.len() == target.len()
+        && bare.bytes().zip(target.bytes()).all(|(b, t)| {
+            let b = match b.to_ascii_lowercase() {
+                b' ' | b'.' | b'[' => b'_',
+                b => b,
+            };
+            b == t
+        })
+}
+
 /// The folds of the gate's own cookie names (whatever prefix the deployment uses).
 const GATE_FOLDS: [&str; 3] = ["mfa_session", "mfa_pending", "mfa_prelogin"];
 
 /// Whether a cookie name is one of the gate's, in any spelling.
 pub fn is_gate_cookie(name: &str) -> bool {
-    GATE_FOLDS.contains(&fold(name).as_str())
+    GATE_FOLDS.iter().any(|g| folds_to(name, g))
 }
 
 /// One `name=value` pair of a request's cookies, trimmed.
@@ -70,18 +100,21 @@ pub struct RequestCookies<'a> {
 
 /// What may reach the console of its own session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsoleCookie {
+pub enum ConsoleCookie<'a> {
     /// No session cookie is protected (basic mode without `session_cookie`).
     Pass,
     /// The cookie is withheld in every spelling (no gate session yet).
-    Hide(String),
+    Hide(&'a str),
     /// Only the exact spelling, and only when it is unambiguous (the gate judged it).
-    Exact(String),
+    Exact(&'a str),
     /// Only the exact spelling with this value (the one bound to the gate session).
-    Bound { name: String, value: String },
+    Bound { name: &'a str, value: &'a str },
     /// Every spelling the client sent is withheld; the gate sends this value instead (the
     /// console's pre-login session, which the gate keeps for the browser).
-    Inject { name: String, value: Option<String> },
+    Inject {
+        name: &'a str,
+        value: Option<String>,
+    },
 }
 
 impl<'a> RequestCookies<'a> {
@@ -131,13 +164,13 @@ impl<'a> RequestCookies<'a> {
 
     /// Whether any cookie's name folds to `folded`.
     pub fn any_folds_to(&self, folded: &str) -> bool {
-        self.pairs.iter().any(|p| fold(p.name) == folded)
+        self.pairs.iter().any(|p| folds_to(p.name, folded))
     }
 
     /// The one `Cookie` header the console gets: no gate cookie in any spelling, the
     /// console's session cookie as `console` allows, and nothing that smuggles either
     /// behind a `,`. `None` when nothing is left.
-    pub fn for_console(&mut self, console: &ConsoleCookie) -> Option<HeaderValue> {
+    pub fn for_console(&mut self, console: &ConsoleCookie<'_>) -> Option<HeaderValue> {
         let protected_fold = match console {
             ConsoleCookie::Pass => None,
             ConsoleCookie::Hide(n)
@@ -146,8 +179,7 @@ impl<'a> RequestCookies<'a> {
             | ConsoleCookie::Inject { name: n, .. } => Some(fold(n)),
         };
         let protected = |name: &str| {
-            let f = fold(name);
-            GATE_FOLDS.contains(&f.as_str()) || protected_fold.as_deref() == Some(f.as_str())
+            is_gate_cookie(name) || protected_fold.as_deref().is_some_and(|p| folds_to(name, p))
         };
         for p in &mut self.pairs {
             p.smuggles = p.value.contains(',')
@@ -159,11 +191,10 @@ impl<'a> RequestCookies<'a> {
         }
         let allowed = match console {
             ConsoleCookie::Pass | ConsoleCookie::Hide(_) | ConsoleCookie::Inject { .. } => None,
-            ConsoleCookie::Exact(name) => self.exact(name).map(|v| (name.as_str(), v)),
-            ConsoleCookie::Bound { name, value } => self
-                .exact(name)
-                .filter(|v| v == value)
-                .map(|v| (name.as_str(), v)),
+            ConsoleCookie::Exact(name) => self.exact(name).map(|v| (*name, v)),
+            ConsoleCookie::Bound { name, value } => {
+                self.exact(name).filter(|v| v == value).map(|v| (*name, v))
+            }
         };
         let mut out = String::new();
         let mut allowed_sent = false;
@@ -207,7 +238,7 @@ impl<'a> RequestCookies<'a> {
 }
 
 /// Replaces the request's `Cookie` fields with the one header the console may read.
-pub fn rewrite_for_console(headers: &mut HeaderMap, console: &ConsoleCookie) {
+pub fn rewrite_for_console(headers: &mut HeaderMap, console: &ConsoleCookie<'_>) {
     let injects = matches!(console, ConsoleCookie::Inject { value: Some(_), .. });
     if !headers.contains_key(COOKIE) && !injects {
         return;
@@ -302,11 +333,44 @@ mod tests {
         h
     }
 
-    fn forwarded(cookies: &[&str], console: &ConsoleCookie) -> Option<String> {
+    fn forwarded(cookies: &[&str], console: &ConsoleCookie<'_>) -> Option<String> {
         let h = headers(cookies);
         RequestCookies::parse(&h)
             .for_console(console)
             .map(|v| v.to_str().unwrap_or("").to_string())
+    }
+
+    #[test]
+    fn the_quick_fold_agrees_with_the_full_one() {
+        for name in [
+            "mfa_session",
+            "MFA_Session",
+            " mfa_session ",
+            "mfa.session",
+            "mfa session",
+            "mfa[session",
+            "__Host-mfa_session",
+            "__host-MFA_SESSION",
+            "__Secure-mfa_pending",
+            "mfa%5Fsession",
+            "mfa+session",
+            "mfa_sessions",
+            "x",
+            "",
+            "__Host-",
+            "\tSID",
+            "sid",
+            "caf\u{e9}",
+            "mfa_pending%00x",
+        ] {
+            for target in ["mfa_session", "mfa_pending", "sid", "x", ""] {
+                assert_eq!(
+                    folds_to(name, target),
+                    fold(name) == target,
+                    "{name:?} {target:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -345,7 +409,7 @@ mod tests {
 
     #[test]
     fn the_console_cookie_is_forwarded_only_in_the_judged_spelling() {
-        let exact = ConsoleCookie::Exact("sessionid".into());
+        let exact = ConsoleCookie::Exact("sessionid");
         // Names are read trimmed (as Django reads them): a second value under the same
         // name makes the cookie ambiguous, and nothing of it is forwarded.
         for ambiguous in [
@@ -368,8 +432,8 @@ mod tests {
         // Two values under the exact name: nobody can say which one a console reads.
         assert_eq!(forwarded(&["sessionid=bob; sessionid=alice"], &exact), None);
         let bound = ConsoleCookie::Bound {
-            name: "sessionid".into(),
-            value: "bob".into(),
+            name: "sessionid",
+            value: "bob",
         };
         assert_eq!(
             forwarded(&["sessionid=alice; x=1"], &bound).as_deref(),
@@ -379,7 +443,7 @@ mod tests {
             forwarded(&["sessionid=bob; x=1"], &bound).as_deref(),
             Some("sessionid=bob; x=1")
         );
-        let hide = ConsoleCookie::Hide("sessionid".into());
+        let hide = ConsoleCookie::Hide("sessionid");
         assert_eq!(
             forwarded(&["sessionid=bob; x=1"], &hide).as_deref(),
             Some("x=1")
@@ -389,7 +453,7 @@ mod tests {
     #[test]
     fn the_kept_pre_login_session_replaces_whatever_the_client_sent() {
         let inject = ConsoleCookie::Inject {
-            name: "PHPSESSID".into(),
+            name: "PHPSESSID",
             value: Some("kept".into()),
         };
         assert_eq!(
@@ -404,7 +468,7 @@ mod tests {
             Some("PHPSESSID=kept".to_string())
         );
         let nothing_kept = ConsoleCookie::Inject {
-            name: "PHPSESSID".into(),
+            name: "PHPSESSID",
             value: None,
         };
         assert_eq!(forwarded(&["PHPSESSID=fixated"], &nothing_kept), None);
@@ -412,7 +476,7 @@ mod tests {
 
     #[test]
     fn a_comma_cannot_hide_a_protected_cookie() {
-        let exact = ConsoleCookie::Exact("JSESSIONID".into());
+        let exact = ConsoleCookie::Exact("JSESSIONID");
         assert_eq!(
             forwarded(&["a=1, JSESSIONID=stolen; JSESSIONID=mine"], &exact).as_deref(),
             Some("JSESSIONID=mine")

@@ -29,39 +29,60 @@ impl Flag {
 /// The line scanner; keeps only the first bytes of the current line.
 #[derive(Debug, Default)]
 struct Scan {
-    line: Vec<u8>,
+    /// The start of the current line (at most [`KEEP`] bytes).
+    line: [u8; KEEP],
+    len: usize,
     overflow: bool,
     content_length: bool,
     transfer_encoding: bool,
 }
 
 const PREFIX: usize = 18; // len("transfer-encoding:")
+/// Bytes kept of a line: the longest name looked for, its colon and some whitespace.
+const KEEP: usize = PREFIX + 2;
 
 impl Scan {
-    fn feed(&mut self, bytes: &[u8]) -> bool {
+    /// Feeds bytes read from the connection; `true` when a header block with both fields
+    /// ended in them. Lines are found with `memchr`, and only their first bytes are kept,
+    /// so a body costs a search for line ends, not a step per byte.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
         let mut found = false;
-        for &b in bytes {
-            if b == b'\n' {
-                let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-                if line.is_empty() && !self.overflow {
-                    found |= self.content_length && self.transfer_encoding;
-                    self.content_length = false;
-                    self.transfer_encoding = false;
-                } else {
-                    let name = line.split(|c| *c == b':').next().unwrap_or(&[]);
-                    let name: Vec<u8> = name.iter().map(u8::to_ascii_lowercase).collect();
-                    let name = name.trim_ascii();
-                    self.content_length |= name == b"content-length";
-                    self.transfer_encoding |= name == b"transfer-encoding";
-                }
-                self.line.clear();
-                self.overflow = false;
-            } else if self.line.len() < PREFIX + 2 {
-                self.line.push(b);
-            } else {
-                self.overflow = true;
-            }
+        while !bytes.is_empty() {
+            let (part, ends_line) = match memchr::memchr(b'\n', bytes) {
+                Some(i) => (&bytes[..i], Some(i + 1)),
+                None => (bytes, None),
+            };
+            let room = KEEP - self.len;
+            let take = part.len().min(room);
+            self.line[self.len..self.len + take].copy_from_slice(&part[..take]);
+            self.len += take;
+            self.overflow |= part.len() > room;
+            let Some(next) = ends_line else { break };
+            found |= self.end_line();
+            bytes = &bytes[next..];
         }
+        found
+    }
+
+    fn end_line(&mut self) -> bool {
+        let kept = &self.line[..self.len];
+        let line = kept.strip_suffix(b"\r").unwrap_or(kept);
+        let mut found = false;
+        if line.is_empty() && !self.overflow {
+            found = self.content_length && self.transfer_encoding;
+            self.content_length = false;
+            self.transfer_encoding = false;
+        } else {
+            let name = line
+                .split(|c| *c == b':')
+                .next()
+                .unwrap_or(&[])
+                .trim_ascii();
+            self.content_length |= name.eq_ignore_ascii_case(b"content-length");
+            self.transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+        }
+        self.len = 0;
+        self.overflow = false;
         found
     }
 }

@@ -34,7 +34,7 @@ pub async fn forward(
     let path = req.uri().path().to_string();
     let (console_cookie, drop_authorization) = match &site.first_factor {
         FirstFactor::Form(f) => (
-            ConsoleCookie::Exact(f.session_cookie.clone()),
+            ConsoleCookie::Exact(&f.session_cookie),
             !f.forward_authorization,
         ),
         FirstFactor::Basic(b) => (
@@ -109,13 +109,13 @@ async fn end(
 
 /// Basic mode with `session_cookie`: the console's session cookie reaches it only with the
 /// value the console gave this gate session.
-fn basic_console_cookie(
+fn basic_console_cookie<'a>(
     gate: &Gate,
     ctx: &Ctx,
-    b: &BasicLogin,
+    b: &'a BasicLogin,
     headers: &HeaderMap,
     s: &Session,
-) -> ConsoleCookie {
+) -> ConsoleCookie<'a> {
     let Some(name) = &b.session_cookie else {
         return ConsoleCookie::Pass;
     };
@@ -129,8 +129,8 @@ fn basic_console_cookie(
         })
     });
     if bound {
-        ConsoleCookie::Exact(name.clone())
+        ConsoleCookie::Exact(name)
     } else {
-        ConsoleCookie::Hide(name.clone())
+        ConsoleCookie::Hide(name)
     }
 }

@@ -18,8 +18,9 @@ use ipnet::IpNet;
 use crate::config::Site;
 use crate::cookies::{self, ConsoleCookie};
 use crate::error::UpstreamError;
-use crate::live::Watch;
+use crate::live::Live;
 use crate::response::{self, Body, BoxError};
+use crate::session::Session;
 
 /// Hop-by-hop headers that never cross the gate (RFC 9110 §7.6.1, plus the de-facto ones).
 const HOP_BY_HOP: [&str; 10] = [
@@ -92,22 +93,24 @@ impl Default for ConsoleClient {
 
 /// Facts about the client connection the forwarding headers are built from.
 #[derive(Debug, Clone)]
-pub struct Forwarding {
+pub struct Forwarding<'a> {
     pub peer: IpAddr,
     pub peer_trusted: bool,
     /// Whether the browser sees https (the `X-Forwarded-Proto` the console gets).
     pub https: bool,
-    pub host: HeaderValue,
-    pub user: Option<String>,
+    pub host: &'a HeaderValue,
+    /// The verified session (and what its cookie says of its last activity): its user
+    /// for the site's `user_header`, and an upgraded connection is cut when it ends.
+    pub session: Option<(&'a Session, u64)>,
+    /// Where long-lived traffic is registered.
+    pub live: &'a Live,
     /// What of the console's own session cookie may reach it (withheld without a gate
     /// session in form mode, only the bound value with one).
-    pub console_cookie: ConsoleCookie,
+    pub console_cookie: ConsoleCookie<'a>,
     /// More client headers to remove (the site's `strip_headers`).
-    pub strip: Vec<HeaderName>,
+    pub strip: &'a [HeaderName],
     /// Remove the client's `Authorization` (form mode).
     pub drop_authorization: bool,
-    /// For a verified user: an upgraded connection is cut when the session ends.
-    pub watch: Option<Watch>,
 }
 
 impl ConsoleClient {
@@ -180,7 +183,7 @@ impl ConsoleClient {
         &self,
         mut req: Request<B>,
         site: &Site,
-        fwd: &Forwarding,
+        fwd: &Forwarding<'_>,
     ) -> Result<Response<Body>, UpstreamError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -189,7 +192,7 @@ impl ConsoleClient {
         // Only WebSocket, and only for a verified user: an h2c (or other) upgrade would turn
         // the connection into a tunnel past every later check.
         let upgrade = upgrade_protocol(req.headers())
-            .filter(|p| fwd.user.is_some() && p.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            .filter(|p| fwd.session.is_some() && p.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let path = crate::target::strip_session_params(target, site.session_cookie()).into_owned();
@@ -207,7 +210,7 @@ impl ConsoleClient {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
                 let console_side = hyper::upgrade::on(&mut resp);
-                let lease = fwd.watch.as_ref().map(Watch::lease);
+                let lease = fwd.session.map(|(s, seen)| fwd.live.watch(s, seen).lease());
                 tokio::spawn(async move {
                     let (client, console) = match tokio::try_join!(client_side, console_side) {
                         Ok(both) => both,
@@ -288,31 +291,39 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// A header name as the most lenient stack reads it: every character but letters and
 /// digits is one (WSGI reads `_` as `-`, PHP's CGI and FastCGI read `.` and `_` as `-`,
-/// servlets ignore case).
-pub fn header_fold(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect()
+/// servlets ignore case). Folded into `buf` (names longer than it are cut: every name
+/// compared with is shorter); returns the folded bytes.
+fn header_fold<'b>(name: &str, buf: &'b mut [u8; 64]) -> &'b [u8] {
+    let n = name.len().min(buf.len());
+    for (out, b) in buf.iter_mut().zip(name.bytes()) {
+        *out = if b.is_ascii_alphanumeric() {
+            b.to_ascii_lowercase()
+        } else {
+            b'-'
+        };
+    }
+    &buf[..n]
 }
 
 /// Whether a header name is a client-supplied identity or forwarding claim.
 pub fn is_identity_header(name: &HeaderName) -> bool {
-    let normal = header_fold(name.as_str());
-    IDENTITY.contains(&normal.as_str()) || IDENTITY_PREFIXES.iter().any(|p| normal.starts_with(p))
+    let mut buf = [0u8; 64];
+    let normal = header_fold(name.as_str(), &mut buf);
+    IDENTITY.iter().any(|i| i.as_bytes() == normal)
+        || IDENTITY_PREFIXES
+            .iter()
+            .any(|p| normal.starts_with(p.as_bytes()))
 }
 
 /// Removes every spelling of the header `name` (see [`header_fold`]).
 fn remove_spellings(headers: &mut HeaderMap, name: &HeaderName) {
-    let wanted = header_fold(name.as_str());
+    let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
+    let wanted = header_fold(name.as_str(), &mut a);
     let spellings: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| header_fold(n.as_str()) == wanted)
+        .filter(|n| {
+            n.as_str().len() == name.as_str().len() && header_fold(n.as_str(), &mut b) == wanted
+        })
         .cloned()
         .collect();
     for n in spellings {
@@ -325,7 +336,7 @@ fn remove_spellings(headers: &mut HeaderMap, name: &HeaderName) {
 pub fn prepare_request_headers(
     headers: &mut HeaderMap,
     site: &Site,
-    fwd: &Forwarding,
+    fwd: &Forwarding<'_>,
     upgrade: Option<&HeaderValue>,
 ) {
     let client_xff = fwd
@@ -337,13 +348,15 @@ pub fn prepare_request_headers(
         .then(|| headers.get("x-forwarded-proto").cloned())
         .flatten();
     remove_hop_by_hop(headers);
-    let identity: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_identity_header(n))
-        .cloned()
-        .collect();
-    for name in identity {
-        headers.remove(name);
+    if headers.keys().any(is_identity_header) {
+        let identity: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_identity_header(n))
+            .cloned()
+            .collect();
+        for name in identity {
+            headers.remove(name);
+        }
     }
     if let Some(h) = &site.user_header {
         remove_spellings(headers, h);
@@ -351,7 +364,7 @@ pub fn prepare_request_headers(
     if fwd.drop_authorization {
         headers.remove(http::header::AUTHORIZATION);
     }
-    for name in &fwd.strip {
+    for name in fwd.strip {
         remove_spellings(headers, name);
     }
     cookies::rewrite_for_console(headers, &fwd.console_cookie);
@@ -373,7 +386,8 @@ pub fn prepare_request_headers(
     headers.insert("x-forwarded-proto", proto);
     headers.insert("x-forwarded-host", fwd.host.clone());
     headers.insert(HOST, fwd.host.clone());
-    if let (Some(name), Some(user)) = (&site.user_header, &fwd.user) {
+    if let (Some(name), Some((s, _))) = (&site.user_header, fwd.session) {
+        let user = &s.user;
         if let Ok(v) = HeaderValue::from_str(user) {
             headers.insert(name.clone(), v);
         }

@@ -163,16 +163,15 @@ impl Gate {
     /// How a request of site `ctx` is forwarded: for `session` (whose cookie says `seen`)
     /// or without one, with `console_cookie` deciding what of the console's own session
     /// cookie may reach it.
-    pub fn forwarding(
-        &self,
-        ctx: &Ctx,
-        session: Option<(&Session, u64)>,
-        console_cookie: ConsoleCookie,
+    pub fn forwarding<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        session: Option<(&'a Session, u64)>,
+        console_cookie: ConsoleCookie<'a>,
         drop_authorization: bool,
-    ) -> Forwarding {
+    ) -> Forwarding<'a> {
         let site = self.site(ctx);
         Forwarding {
-            watch: session.map(|(s, seen)| self.live.watch(s, seen)),
             peer: ctx.peer.ip(),
             peer_trusted: self
                 .config
@@ -181,10 +180,11 @@ impl Gate {
                 .iter()
                 .any(|n| n.contains(&ctx.peer.ip())),
             https: ctx.https,
-            host: ctx.host.clone(),
-            user: session.map(|(s, _)| s.user.clone()),
+            host: &ctx.host,
+            session,
+            live: &self.live,
             console_cookie,
-            strip: site.strip_headers.clone(),
+            strip: &site.strip_headers,
             drop_authorization,
         }
     }

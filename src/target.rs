@@ -65,12 +65,11 @@ pub fn check_path(path: &str) -> Result<(), BadTarget> {
     {
         return Err(BadTarget::BadByte);
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len().saturating_sub(1);
-    for (i, segment) in segments.iter().enumerate() {
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
         if segment.is_empty() {
             // Only "/" itself and a trailing slash may end in an empty segment.
-            if i == last {
+            if segments.peek().is_none() {
                 continue;
             }
             return Err(BadTarget::EmptySegment);
@@ -179,7 +178,10 @@ pub fn canonical_path(path: &str) -> String {
         .join("/")
 }
 
-fn decode_segment(segment: &str) -> Result<String, BadTarget> {
+fn decode_segment(segment: &str) -> Result<Cow<'_, str>, BadTarget> {
+    if !segment.contains('%') {
+        return Ok(Cow::Borrowed(segment));
+    }
     // Every '%' must start a valid escape; percent_decode would pass broken ones through.
     let bytes = segment.as_bytes();
     let mut i = 0;
@@ -194,7 +196,9 @@ fn decode_segment(segment: &str) -> Result<String, BadTarget> {
             i += 1;
         }
     }
-    Ok(percent_decode_str(segment).decode_utf8_lossy().into_owned())
+    Ok(Cow::Owned(
+        percent_decode_str(segment).decode_utf8_lossy().into_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -23,14 +23,14 @@ use crate::state::{Ctx, Gate};
 
 /// What of the console's session cookie a request without a gate session may carry: the
 /// kept pre-login session, never the client's own.
-pub fn console_cookie(
+pub fn console_cookie<'a>(
     gate: &Gate,
     ctx: &Ctx,
     headers: &HeaderMap,
-    form: &FormLogin,
-) -> ConsoleCookie {
+    form: &'a FormLogin,
+) -> ConsoleCookie<'a> {
     ConsoleCookie::Inject {
-        name: form.session_cookie.clone(),
+        name: &form.session_cookie,
         value: kept(gate, ctx, headers),
     }
 }
