@@ -16,6 +16,8 @@
 //! | console, with a session | [`passthrough::forward`] |
 //! | console, without a session | [`first_factor::basic::login`] or [`first_factor::form::without_session`] |
 
+use std::sync::Arc;
+
 use std::net::SocketAddr;
 
 use http::header::{
@@ -97,7 +99,7 @@ async fn console(
     gate: &Gate,
     ctx: &Ctx,
     req: Request<Incoming>,
-    session: Option<Session>,
+    session: Option<Arc<Session>>,
 ) -> Result<Response<Body>, Error> {
     match (session, &gate.site(ctx).first_factor) {
         (Some(s), _) => passthrough::forward(gate, ctx, req, s).await,
@@ -112,7 +114,7 @@ async fn gate_page(
     ctx: &Ctx,
     req: Request<Incoming>,
     rest: &str,
-    session: Option<Session>,
+    session: Option<Arc<Session>>,
 ) -> Routed {
     use Method as M;
     let method = req.method().clone();
@@ -150,7 +152,7 @@ async fn admin_call(
     ctx: &Ctx,
     req: Request<Incoming>,
     rest: &str,
-    session: Option<Session>,
+    session: Option<Arc<Session>>,
     format: Format,
 ) -> Routed {
     if session.is_none() && format == Format::Html {

@@ -4,6 +4,8 @@
 //! the site allows), and in basic mode the console's own session cookie is bound to it.
 //! A stream of a session that goes on is cut when the session ends.
 
+use std::sync::Arc;
+
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 
@@ -25,7 +27,7 @@ pub async fn forward(
     gate: &Gate,
     ctx: &Ctx,
     req: Request<Incoming>,
-    session: Session,
+    session: Arc<Session>,
 ) -> Result<Response<Body>, Error> {
     let site = gate.site(ctx);
     let now = gate.now();
@@ -71,7 +73,7 @@ pub async fn forward(
                 Some(v) if f.follow_renewal && !f.is_login(&path) && !f.is_public(&path) => {
                     Some(Session {
                         bind: bind(&v),
-                        ..session.clone()
+                        ..(*session).clone()
                     })
                 }
                 // A new console session outside the login is a new login.
@@ -87,7 +89,7 @@ pub async fn forward(
             .and_then(|name| cookies::set_cookie_value(resp.headers(), name))
             .map(|v| Session {
                 console: Some(bind(&v)),
-                ..session.clone()
+                ..(*session).clone()
             }),
     };
     let resp = response::with_cookies(resp, sessions::refreshed(gate, &session, changed, now));

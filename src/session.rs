@@ -143,7 +143,15 @@ pub fn random_id() -> Result<String, getrandom::Error> {
 /// ambiguous (two values) or not genuine. Other spellings (`mfa%5Fsession`, …) are never
 /// read as the gate's cookie (and never forwarded: see [`crate::cookies`]).
 pub fn read(headers: &HeaderMap, name: &str, key: &cookie::Key) -> Option<String> {
-    let value = crate::cookies::RequestCookies::parse(headers).exact(name)?;
+    open(
+        name,
+        crate::cookies::RequestCookies::parse(headers).exact(name)?,
+        key,
+    )
+}
+
+/// Decrypts and authenticates `value`, sent as the cookie `name`; `None` if not genuine.
+pub fn open(name: &str, value: &str, key: &cookie::Key) -> Option<String> {
     // The value is percent-encoded by `set_cookie`; it is authenticated, so decoding it
     // cannot make a forgery pass.
     let value = percent_encoding::percent_decode_str(value)
@@ -158,6 +166,11 @@ pub fn read(headers: &HeaderMap, name: &str, key: &cookie::Key) -> Option<String
 pub fn read_session(headers: &HeaderMap, names: &Names, key: &cookie::Key) -> Option<Session> {
     let value = read(headers, names.session, key)?;
     serde_json::from_str(&value).ok()
+}
+
+/// Decrypts and decodes a session cookie's `value`.
+pub fn open_session(value: &str, names: &Names, key: &cookie::Key) -> Option<Session> {
+    serde_json::from_str(&open(names.session, value, key)?).ok()
 }
 
 /// A `Set-Cookie` value: `Some(value)` sets (encrypted), `None` clears. Same attributes

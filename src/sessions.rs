@@ -1,6 +1,9 @@
 //! Gate sessions: the one a request carries (checked once per request), its cookie — the
 //! one owner of setting, refreshing and clearing it — and the ends of a session.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 
@@ -21,54 +24,137 @@ use crate::state::{Ctx, Gate};
 /// it. (In form mode a new console session arrives in an answer the gate sees; see
 /// `passthrough`.)
 ///
+/// The decryption and the binding are done once per cookie and credentials ([`Verified`]);
+/// the times, the revocation and the user's state are checked on every request, from the
+/// store's view in memory.
+///
 /// # Errors
 /// The store could not be read (the caller fails closed).
 pub async fn current(
     gate: &Gate,
     ctx: &Ctx,
     headers: &HeaderMap,
-) -> Result<Option<Session>, Error> {
-    let Some(s) = session::read_session(headers, &gate.names, &gate.keys.cookie) else {
+) -> Result<Option<Arc<Session>>, Error> {
+    let cookies = RequestCookies::parse(headers);
+    let Some(raw) = cookies.exact(gate.names.session) else {
         return Ok(None);
     };
     let site = gate.site(ctx);
+    // What the session is bound to, as the request carries it.
+    let proof = match &site.first_factor {
+        FirstFactor::Basic(_) => headers.get(AUTHORIZATION).map_or(&[][..], |v| v.as_bytes()),
+        FirstFactor::Form(f) => cookies.exact(&f.session_cookie).unwrap_or("").as_bytes(),
+    };
+    let s = match gate.verified.get(raw, proof) {
+        Some(s) => s,
+        None => {
+            let Some(s) = session::open_session(raw, &gate.names, &gate.keys.cookie) else {
+                return Ok(None);
+            };
+            if !bound(gate, ctx, &s, headers, &cookies) {
+                let changed = matches!(site.first_factor, FirstFactor::Basic(_))
+                    && headers.contains_key(AUTHORIZATION);
+                if changed && s.site == site.name && !gate.store.session_revoked(&s.id).await? {
+                    revoke(gate, ctx, &s, "session_ended_credentials_changed").await?;
+                }
+                return Ok(None);
+            }
+            gate.verified.insert(raw, proof, s)
+        }
+    };
     let limits = &gate.config.session;
-    if s.site != site.name || s.realm != site.realm {
-        return Ok(None);
-    }
-    if s.check_times(gate.now(), limits.idle.as_secs(), limits.absolute.as_secs())
-        .is_err()
+    if s.site != site.name
+        || s.realm != site.realm
+        || s.check_times(gate.now(), limits.idle.as_secs(), limits.absolute.as_secs())
+            .is_err()
     {
         return Ok(None);
     }
+    let Some(user) = gate.store.user_state(&s.realm, &s.user).await? else {
+        return Ok(None);
+    };
+    let reset_since = s.iat < user.not_before || s.generation != user.generation;
+    if !user.enrolled || reset_since || gate.store.session_revoked(&s.id).await? {
+        return Ok(None);
+    }
+    Ok(Some(s))
+}
+
+/// Whether session `s` is bound to the first-factor credentials of the request.
+fn bound(
+    gate: &Gate,
+    ctx: &Ctx,
+    s: &Session,
+    headers: &HeaderMap,
+    cookies: &RequestCookies<'_>,
+) -> bool {
+    let site = gate.site(ctx);
     let key = &gate.keys.binding;
-    let bound = match &site.first_factor {
+    match &site.first_factor {
         FirstFactor::Basic(_) => {
             basic_identity(key, &site.realm, !site.case_sensitive_users, headers)
                 .is_some_and(|(user, bind)| user == s.user && same_binding(&s.bind, &bind))
         }
-        FirstFactor::Form(f) => RequestCookies::parse(headers)
-            .exact(&f.session_cookie)
-            .is_some_and(|v| {
-                same_binding(&s.bind, &binding(key, &site.realm, &s.user, v.as_bytes()))
-            }),
-    };
-    if !bound {
-        let changed = matches!(site.first_factor, FirstFactor::Basic(_))
-            && headers.contains_key(AUTHORIZATION);
-        if changed && !gate.store.session_revoked(&s.id).await? {
-            revoke(gate, ctx, &s, "session_ended_credentials_changed").await?;
+        FirstFactor::Form(f) => cookies.exact(&f.session_cookie).is_some_and(|v| {
+            same_binding(&s.bind, &binding(key, &site.realm, &s.user, v.as_bytes()))
+        }),
+    }
+}
+
+/// Sessions already decrypted and found bound to the credentials they came with, keyed by
+/// the exact cookie value and credentials: a hit skips the decryption, the decoding and
+/// the keyed hash of the binding — never the checks of time, revocation and user state.
+#[derive(Debug, Default)]
+pub struct Verified {
+    hasher: std::hash::RandomState,
+    /// std `Mutex`: held for a map operation only.
+    map: Mutex<HashMap<u64, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    cookie: Box<str>,
+    proof: Box<[u8]>,
+    session: Arc<Session>,
+}
+
+/// Most sessions remembered; past it the memory starts again.
+const VERIFIED: usize = 1024;
+
+impl Verified {
+    fn key(&self, cookie: &str, proof: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.hasher.build_hasher();
+        cookie.hash(&mut h);
+        proof.hash(&mut h);
+        h.finish()
+    }
+
+    /// The session verified for exactly this cookie value and these credentials.
+    pub fn get(&self, cookie: &str, proof: &[u8]) -> Option<Arc<Session>> {
+        let key = self.key(cookie, proof);
+        let map = self.map.lock().ok()?;
+        let e = map.get(&key)?;
+        (*e.cookie == *cookie && *e.proof == *proof).then(|| Arc::clone(&e.session))
+    }
+
+    /// Remembers a session verified for this cookie value and these credentials.
+    pub fn insert(&self, cookie: &str, proof: &[u8], session: Session) -> Arc<Session> {
+        let session = Arc::new(session);
+        let key = self.key(cookie, proof);
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= VERIFIED {
+                map.clear();
+            }
+            let entry = Entry {
+                cookie: cookie.into(),
+                proof: proof.into(),
+                session: Arc::clone(&session),
+            };
+            map.insert(key, entry);
         }
-        return Ok(None);
+        session
     }
-    let Some(user) = gate.store.user(&s.realm, &s.user).await? else {
-        return Ok(None);
-    };
-    let reset_since = s.iat < user.not_before || s.generation != user.generation;
-    if !user.enrolled() || reset_since || gate.store.session_revoked(&s.id).await? {
-        return Ok(None);
-    }
-    Ok(Some(s))
 }
 
 /// Ends a session for good: revoked in the store (every instance sees it), its long-lived

@@ -17,6 +17,7 @@ use crate::live::Live;
 use crate::proxy::{ConsoleClient, Forwarding};
 use crate::request::BodyDeadline;
 use crate::session::{Names, Session};
+use crate::sessions::Verified;
 use crate::store::Store;
 use crate::throttle;
 use crate::urls::Urls;
@@ -42,6 +43,8 @@ pub struct Inner {
     pub urls: Urls,
     /// The long-lived traffic of sessions, cut when a session ends.
     pub live: Live,
+    /// Sessions already decrypted and bound (see [`crate::sessions::current`]).
+    pub verified: Verified,
     /// `Strict-Transport-Security` for every answer, when browsers use https.
     pub hsts: Option<HeaderValue>,
     /// Each site's Basic-probe calibration (see `first_factor::basic`). A tokio `Mutex`,
@@ -104,6 +107,7 @@ impl Gate {
                 console: ConsoleClient::new(),
                 names,
                 live: Live::default(),
+                verified: Verified::default(),
                 hsts,
                 calibrations,
             }),

@@ -1,6 +1,8 @@
 //! `logout`: the gate's own sign-out — a page with a form, and the POST that ends the
 //! session (revoked everywhere, its WebSockets and streams closed) and clears the cookies.
 
+use std::sync::Arc;
+
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -13,7 +15,7 @@ use crate::sessions;
 use crate::state::{Ctx, Gate};
 
 /// `GET logout`: the sign-out form, or a note that there is no session.
-pub fn page(gate: &Gate, session: Option<Session>) -> Response<Body> {
+pub fn page(gate: &Gate, session: Option<Arc<Session>>) -> Response<Body> {
     match session {
         None => message::page(
             StatusCode::OK,
@@ -40,7 +42,7 @@ pub async fn submit(
     gate: &Gate,
     ctx: &Ctx,
     req: Request<Incoming>,
-    session: Option<Session>,
+    session: Option<Arc<Session>>,
 ) -> Result<Response<Body>, Error> {
     if !same_origin(req.headers(), &ctx.host, ctx.https) {
         return Err(Error::CrossSite);

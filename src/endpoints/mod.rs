@@ -24,6 +24,8 @@ pub mod login;
 pub mod logout;
 pub mod recovery;
 
+use std::sync::Arc;
+
 use crate::audit;
 use crate::error::Error;
 use crate::identity::acceptable_user;
@@ -34,7 +36,7 @@ use crate::users::{self, ActionResult};
 /// A signed-in admin of the realm of the site the request came through.
 #[derive(Debug)]
 pub struct Admin {
-    pub session: Session,
+    pub session: Arc<Session>,
     pub realm: String,
 }
 
@@ -46,7 +48,7 @@ pub use crate::pages::admin::Action;
 ///
 /// # Errors
 /// [`Error::NotSignedIn`] without a session, [`Error::NotAdmin`] (audited) otherwise.
-pub fn admin(gate: &Gate, ctx: &Ctx, session: Option<Session>) -> Result<Admin, Error> {
+pub fn admin(gate: &Gate, ctx: &Ctx, session: Option<Arc<Session>>) -> Result<Admin, Error> {
     let session = session.ok_or(Error::NotSignedIn)?;
     let site = gate.site(ctx);
     if !gate
@@ -63,7 +65,9 @@ pub fn admin(gate: &Gate, ctx: &Ctx, session: Option<Session>) -> Result<Admin, 
                 ..audit::Event::default()
             },
         );
-        return Err(Error::NotAdmin { user: session.user });
+        return Err(Error::NotAdmin {
+            user: session.user.clone(),
+        });
     }
     Ok(Admin {
         realm: site.realm.clone(),

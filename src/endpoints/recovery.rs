@@ -1,6 +1,8 @@
 //! `recovery`: a signed-in person replaces their recovery codes — after a fresh code (a
 //! step-up), since a script on the console's pages shares the gate's origin.
 
+use std::sync::Arc;
+
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -19,7 +21,7 @@ use crate::store::{Outcome, UserOp};
 ///
 /// # Errors
 /// The store failed.
-pub async fn page(gate: &Gate, session: Option<Session>) -> Result<Response<Body>, Error> {
+pub async fn page(gate: &Gate, session: Option<Arc<Session>>) -> Result<Response<Body>, Error> {
     let Some(s) = session else {
         return Ok(redirect("/", None));
     };
@@ -45,7 +47,7 @@ pub async fn regenerate(
     gate: &Gate,
     ctx: &Ctx,
     req: Request<Incoming>,
-    session: Option<Session>,
+    session: Option<Arc<Session>>,
 ) -> Result<Response<Body>, Error> {
     if !same_origin(req.headers(), &ctx.host, ctx.https) {
         return Err(Error::CrossSite);

@@ -59,9 +59,28 @@ pub struct UserRecord {
     pub epoch: u64,
 }
 
+/// What a session's check needs of its user record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserState {
+    pub enrolled: bool,
+    /// Sessions issued before this time are refused.
+    pub not_before: u64,
+    /// Sessions of another reset generation are refused.
+    pub generation: u64,
+}
+
 impl UserRecord {
     pub fn enrolled(&self) -> bool {
         self.secret.is_some()
+    }
+
+    /// What a session's check needs of this record.
+    pub fn state(&self) -> UserState {
+        UserState {
+            enrolled: self.enrolled(),
+            not_before: self.not_before,
+            generation: self.generation,
+        }
     }
 
     /// Whether attempts are refused at `now`.
@@ -332,6 +351,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn check_key(&self, fingerprint: &[u8; 32]) -> Result<(), StoreError>;
 
     async fn user(&self, realm: &str, user: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// What every request of a session checks of its user: enrolled, and the reset
+    /// cut-offs. A store may answer it from memory as long as a change by any writer is
+    /// seen at once (the embedded store: every write goes through it).
+    async fn user_state(&self, realm: &str, user: &str) -> Result<Option<UserState>, StoreError> {
+        Ok(self.user(realm, user).await?.map(|r| r.state()))
+    }
 
     /// Lists the users of a realm (or of all realms), sorted.
     async fn users(

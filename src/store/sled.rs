@@ -6,14 +6,23 @@
 //! (client key → GCRA time in ms, big-endian u64), `meta`.
 //! Changes go through compare-and-swap on a single key and are flushed before the
 //! method returns.
+//!
+//! sled holds its directory's lock, so every write of the store goes through this
+//! process: what a session's check reads on every request — each user's state
+//! ([`UserState`]) and the set of revoked sessions — is kept in memory, updated in the
+//! same step as each write.
 
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, UserOp, UserRecord};
+use super::{
+    Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, UserOp, UserRecord, UserState,
+};
 
 /// The sled-backed store. Cheap to clone (sled handles are `Arc`s).
 #[derive(Debug, Clone)]
@@ -25,7 +34,22 @@ pub struct SledStore {
     revoked: sled::Tree,
     attempts: sled::Tree,
     meta: sled::Tree,
+    /// The view in memory (std `Mutex`: held for map operations and sled's synchronous
+    /// calls, never across an await).
+    view: Arc<Mutex<View>>,
 }
+
+/// What the session check reads, in memory.
+#[derive(Debug, Default)]
+struct View {
+    /// Users looked up so far (`None`: no record).
+    users: HashMap<Vec<u8>, Option<UserState>>,
+    /// Revoked session ids (until their expiry, when the sweep drops them).
+    revoked: HashSet<String>,
+}
+
+/// Most users kept in the view; past it the view starts again (it fills from the store).
+const VIEW_USERS: usize = 100_000;
 
 /// Opens the sled directory. A process that has just closed it (a restart, the CLI right
 /// after the daemon stopped) may hold the directory lock a moment longer while sled's
@@ -138,11 +162,18 @@ impl SledStore {
         let db = open_db(path).map_err(|e| {
             StoreError::Io(format!("cannot open the store at {}: {e}", path.display()))
         })?;
+        let revoked = db.open_tree("revoked").map_err(io)?;
+        let mut view = View::default();
+        for key in revoked.iter().keys() {
+            view.revoked
+                .insert(String::from_utf8_lossy(&key.map_err(io)?).into_owned());
+        }
         Ok(SledStore {
+            view: Arc::new(Mutex::new(view)),
             users: db.open_tree("users").map_err(io)?,
             pending: db.open_tree("pending").map_err(io)?,
             pending_by_user: db.open_tree("pending_by_user").map_err(io)?,
-            revoked: db.open_tree("revoked").map_err(io)?,
+            revoked,
             attempts: db.open_tree("attempts").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
             db,
@@ -189,16 +220,32 @@ impl SledStore {
         change: impl Fn(Option<UserRecord>) -> (Option<UserRecord>, T),
     ) -> Result<T, StoreError> {
         let key = user_key(realm, user);
+        // The view is locked across the write, so it can never keep an older state than
+        // the store (two writers cannot set it in the wrong order).
+        let mut view = self.view()?;
         loop {
             let old = self.users.get(&key).map_err(io)?;
             let record = old.as_deref().map(decode::<UserRecord>).transpose()?;
             let (new, outcome) = change(record);
+            let state = new.as_ref().map(UserRecord::state);
             let new = new.map(|r| encode(&r)).transpose()?;
             match self.users.compare_and_swap(&key, old, new).map_err(io)? {
-                Ok(()) => return Ok(outcome),
+                Ok(()) => {
+                    if view.users.len() >= VIEW_USERS {
+                        view.users.clear();
+                    }
+                    view.users.insert(key, state);
+                    return Ok(outcome);
+                }
                 Err(_) => continue,
             }
         }
+    }
+
+    fn view(&self) -> Result<std::sync::MutexGuard<'_, View>, StoreError> {
+        self.view
+            .lock()
+            .map_err(|_| StoreError::Io("the store's view is poisoned".into()))
     }
 }
 
@@ -222,6 +269,25 @@ impl Store for SledStore {
             .map_err(io)?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    async fn user_state(&self, realm: &str, user: &str) -> Result<Option<UserState>, StoreError> {
+        let key = user_key(realm, user);
+        let mut view = self.view()?;
+        if let Some(state) = view.users.get(&key) {
+            return Ok(*state);
+        }
+        let state = self
+            .users
+            .get(&key)
+            .map_err(io)?
+            .map(|v| decode::<UserRecord>(&v).map(|r| r.state()))
+            .transpose()?;
+        if view.users.len() >= VIEW_USERS {
+            view.users.clear();
+        }
+        view.users.insert(key, state);
+        Ok(state)
     }
 
     async fn users(
@@ -318,11 +384,12 @@ impl Store for SledStore {
 
     async fn revoke_session(&self, id: &str, until: u64) -> Result<(), StoreError> {
         self.revoked.insert(id, &until.to_be_bytes()).map_err(io)?;
+        self.view()?.revoked.insert(id.to_string());
         self.flush().await
     }
 
     async fn session_revoked(&self, id: &str) -> Result<bool, StoreError> {
-        self.revoked.contains_key(id).map_err(io)
+        Ok(self.view()?.revoked.contains(id))
     }
 
     async fn take_attempt(
@@ -354,7 +421,8 @@ impl Store for SledStore {
         for item in self.revoked.iter() {
             let (k, v) = item.map_err(io)?;
             if be_u64(&v) < now {
-                self.revoked.remove(k).map_err(io)?;
+                self.revoked.remove(&k).map_err(io)?;
+                self.view()?.revoked.remove(&*String::from_utf8_lossy(&k));
             }
         }
         for item in self.pending.iter() {
