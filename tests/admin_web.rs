@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
 use http::StatusCode;
-use mfa_gate::clock::ManualClock;
 use serde_json::Value;
 
 const USERS: &[(&str, &str)] = &[
@@ -31,7 +29,6 @@ struct World {
     gate: TestGate,
     /// The secrets of the users enrolled so far (for the admin's step-up codes).
     secrets: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
-    _tmp: tempfile::TempDir,
 }
 
 impl World {
@@ -44,40 +41,22 @@ impl World {
     }
 }
 
-/// The test configuration: the harness's one site narrowed to 127.0.0.1 with alice as
-/// admin, a second site "other" on localhost in its own realm, and a hard lock at the
-/// 20th wrong code with a single 30 s back-off before it (so a test reaches it quickly).
-fn two_sites(dir: &Path, console: &Console) -> String {
-    let text = config_text(dir, console.addr, "", r#"admins = ["alice"]"#);
-    let both = r#"hosts = ["127.0.0.1", "localhost"]"#;
-    assert!(text.contains(both), "config_text changed: {text}");
-    let text = text.replace(both, r#"hosts = ["127.0.0.1"]"#);
-    let per_ip = r#"per_ip = "100000/min""#;
-    assert!(text.contains(per_ip), "config_text changed: {text}");
-    let text = text.replace(per_ip, &format!("{per_ip}\nlock_after = 19"));
-    format!(
-        r#"{text}
-[[site]]
-name = "other"
-hosts = ["localhost"]
-upstream = "http://{upstream}"
-first_factor = {{ mode = "basic", probe_path = "/probe" }}
-"#,
-        upstream = console.addr
-    )
-}
-
+/// The test gate: site "console" narrowed to 127.0.0.1 with alice as admin, a second
+/// site "other" on localhost in its own realm, and a hard lock at the 20th wrong code
+/// with a single 30 s back-off before it (so a test reaches it quickly).
 async fn world() -> World {
     let console = Console::start(USERS).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let text = two_sites(tmp.path(), &console);
-    let clock = Arc::new(ManualClock::new(T0));
-    let gate = TestGate::launch(tmp.path(), &text, clock).await;
+    let gate = GateBuilder::basic(console.addr)
+        .hosts(&["127.0.0.1"])
+        .site(r#"admins = ["alice"]"#)
+        .throttle("lock_after = 19")
+        .second_site("other", &["localhost"], console.addr)
+        .start()
+        .await;
     World {
         console,
         gate,
         secrets: Default::default(),
-        _tmp: tmp,
     }
 }
 

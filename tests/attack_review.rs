@@ -33,8 +33,8 @@ mod common;
 
 use common::browse::*;
 use common::django::{self, Django};
-use common::php_console::{self, Php, PHP_FORM};
-use common::servlet::{whoami_user, Servlet, SERVLET_FORM};
+use common::php_console::{self, Php};
+use common::servlet::{self, whoami_user, Servlet};
 use common::*;
 use http::StatusCode;
 
@@ -88,7 +88,9 @@ async fn console_user(b: &Browser) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn jetty_a_login_at_another_path_cannot_switch_the_console_user_behind_a_gate_session() {
     let jetty = Servlet::jetty(&USERS);
-    let gate = TestGate::start_upstream_first_factor(jetty.addr, "", "", SERVLET_FORM).await;
+    let gate = GateBuilder::form(jetty.addr, servlet::form_login())
+        .start()
+        .await;
     let login = format!("j_username={}&j_password={}", BOB.0, BOB.1);
     // Bob's password, and nothing of bob's second factor.
     let attempts: Vec<(&str, String, String)> = vec![
@@ -155,7 +157,9 @@ async fn jetty_a_login_at_another_path_cannot_switch_the_console_user_behind_a_g
 #[tokio::test(flavor = "multi_thread")]
 async fn jetty_a_login_on_a_public_path_never_reaches_the_console_unjudged() {
     let jetty = Servlet::jetty(&USERS);
-    let gate = TestGate::start_upstream_first_factor(jetty.addr, "", "", SERVLET_FORM).await;
+    let gate = GateBuilder::form(jetty.addr, servlet::form_login())
+        .start()
+        .await;
     let b = Browser::new(&gate, None);
     let page = navigate(&b, "/app/login.jsp").await;
     assert_eq!(page.status, StatusCode::OK, "{}", brief(&page));
@@ -194,7 +198,9 @@ async fn jetty_a_login_on_a_public_path_never_reaches_the_console_unjudged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn django_a_login_judged_failed_leaves_no_signed_in_console_session_behind() {
     let dj = Django::start(&USERS);
-    let gate = TestGate::start_upstream_first_factor(dj.addr, "", "", django::FORM).await;
+    let gate = GateBuilder::form(dj.addr, django::form_login())
+        .start()
+        .await;
     let b = Browser::new(&gate, None);
     let page = navigate(&b, "/admin/login/").await;
     let token = django::django_csrf(&page);
@@ -248,13 +254,10 @@ const DOTTED: [(&str, &str); 7] = [
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_headers_spelled_with_dots_never_reach_php() {
     let php = Php::start(&[("alice", "alice-php-pw-1")]);
-    let gate = TestGate::start_upstream_first_factor(
-        php.addr,
-        "",
-        "user_header = \"X-Mfa-User\"",
-        PHP_FORM,
-    )
-    .await;
+    let gate = GateBuilder::form(php.addr, php_console::form_login())
+        .site(r#"user_header = "X-Mfa-User""#)
+        .start()
+        .await;
     let mut failures = Vec::new();
     let spoof: Vec<(&str, &str)> = DOTTED.iter().map(|(h, _)| (*h, "admin")).collect();
 
@@ -308,17 +311,12 @@ async fn tomcat_form_login_works_through_the_gate() {
     // protected page (its saved request). So the entry of the console is a protected page,
     // listed as public and as the login page: without a session the gate forwards only a
     // GET of it, which Tomcat answers with its login form.
-    let entry = SERVLET_FORM
-        .replace(
-            r#"login_page = "/app/login.jsp""#,
-            r#"login_page = "/app/whoami.jsp""#,
-        )
-        .replace(
-            r#"public = ["/app/login.jsp","#,
-            r#"public = ["/app/whoami.jsp", "/app/login.jsp","#,
-        );
-    assert_ne!(entry, SERVLET_FORM, "SERVLET_FORM changed");
-    let gate = TestGate::start_upstream_first_factor(tomcat.addr, "", "", &entry).await;
+    let entry = FormLogin {
+        login_page: Some("/app/whoami.jsp"),
+        public: vec!["/app/whoami.jsp", "/app/login.jsp", "/app/static/*"],
+        ..servlet::form_login()
+    };
+    let gate = GateBuilder::form(tomcat.addr, entry).start().await;
     let b = Browser::new(&gate, None);
     // A person opens the console and gets Tomcat's login form.
     let page = navigate(&b, "/app/whoami.jsp").await;
@@ -439,8 +437,13 @@ fn docroot_php(users: &[(&str, &str)]) -> DocrootPhp {
 #[tokio::test(flavor = "multi_thread")]
 async fn php_a_login_at_login_php_slash_x_cannot_switch_the_user_of_a_following_session() {
     let php = docroot_php(&USERS);
-    let form = r#"{ mode = "form", login_path = "/login.php", username_field = "username", session_cookie = "PHPSESSID", failure_location = "/login.php", public = ["/login.php"], follow_renewal = true }"#;
-    let gate = TestGate::start_upstream_first_factor(php.addr, "", "", form).await;
+    let form = FormLogin {
+        public: vec!["/login.php"],
+        logout_path: None,
+        follow_renewal: true,
+        ..php_console::form_login()
+    };
+    let gate = GateBuilder::form(php.addr, form).start().await;
     let b = Browser::new(&gate, None);
     navigate(&b, "/login.php").await;
     let held = post_raw(

@@ -100,10 +100,13 @@ fn answer(kind: Kind, req: &Request<Incoming>) -> Response<Body> {
 
 /// A gate whose Basic first factor is `first_factor` (an inline table).
 async fn gate(addr: SocketAddr, first_factor: &str) -> TestGate {
-    TestGate::start_upstream_first_factor(addr, "", "", first_factor).await
+    GateBuilder::basic(addr)
+        .first_factor(first_factor)
+        .start()
+        .await
 }
 
-const DEFAULT_RULES: &str = r#"{ mode = "basic", probe_path = "/probe" }"#;
+const DEFAULT_RULES: &str = common::gate::BASIC;
 
 fn calibrated(seen: &[Seen]) -> bool {
     seen.iter().any(|s| {

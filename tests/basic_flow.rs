@@ -9,7 +9,7 @@ use http::StatusCode;
 #[tokio::test]
 async fn request_without_credentials_gets_the_consoles_challenge_and_never_reaches_it() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, None);
     let got = b.get("/admin").await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
@@ -27,7 +27,7 @@ async fn request_without_credentials_gets_the_consoles_challenge_and_never_reach
 #[tokio::test]
 async fn wrong_password_gets_the_consoles_own_401() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "nope")));
     let got = b.get("/admin").await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
@@ -60,7 +60,7 @@ async fn wrong_password_gets_the_consoles_own_401() {
 #[tokio::test]
 async fn enrollment_then_pass_through_then_verification() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
 
     // Password accepted → pending login, nothing forwarded yet.
@@ -154,7 +154,7 @@ async fn enrollment_then_pass_through_then_verification() {
 #[tokio::test]
 async fn enrolled_user_cannot_reopen_the_qr_page() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = b.login(&gate, "/", None).await;
     gate.clock.advance(30);
@@ -178,7 +178,7 @@ async fn enrolled_user_cannot_reopen_the_qr_page() {
 #[tokio::test]
 async fn code_syntax_is_checked_before_anything_else() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     b.get("/").await;
     let page = b.get("/.mfa/login").await;
@@ -211,7 +211,7 @@ async fn code_syntax_is_checked_before_anything_else() {
 #[tokio::test]
 async fn other_credentials_with_the_same_cookie_are_a_new_login() {
     let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let alice = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = alice.login(&gate, "/", None).await;
     assert_eq!(alice.get("/x").await.status, StatusCode::OK);
@@ -261,7 +261,7 @@ async fn other_credentials_with_the_same_cookie_are_a_new_login() {
 #[tokio::test]
 async fn idle_and_absolute_limits_and_logout() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = b.login(&gate, "/", None).await;
     let stale = b.cookie_header().unwrap();
@@ -339,7 +339,7 @@ async fn idle_and_absolute_limits_and_logout() {
 #[tokio::test]
 async fn the_pending_cookie_dies_at_mfa_success() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     b.get("/").await;
     let pending = b.cookie_header().unwrap();

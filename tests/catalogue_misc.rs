@@ -6,19 +6,16 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use common::browse::jar;
-use common::form_console::{FormConsole, FIRST_FACTOR};
+use common::form_console::{form_login, FormConsole};
 use common::*;
 use http::StatusCode;
-use mfa_gate::clock::ManualClock;
 
 #[tokio::test]
 async fn a_megabyte_of_digits_gets_413_and_changes_nothing() {
     let console = Console::start(&[("alice", "pw")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw")));
     b.get("/").await;
     let page = b.get("/.mfa/login").await;
@@ -40,7 +37,7 @@ async fn a_megabyte_of_digits_gets_413_and_changes_nothing() {
 #[tokio::test]
 async fn a_pending_login_is_only_good_for_its_own_user() {
     let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
     let (_, bob_secret) = bob.login(&gate, "/", None).await;
     gate.clock.advance(30);
@@ -76,12 +73,7 @@ async fn a_pending_login_is_only_good_for_its_own_user() {
 #[tokio::test]
 async fn form_user_names_that_break_a_label_are_refused() {
     let console = FormConsole::start(&[("a:b", "pw"), ("a\nb", "pw")]).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(tmp.path(), console.addr, "", "").replace(
-        r#"first_factor = { mode = "basic", probe_path = "/probe" }"#,
-        FIRST_FACTOR,
-    );
-    let gate = TestGate::launch(tmp.path(), &text, Arc::new(ManualClock::new(T0))).await;
+    let gate = GateBuilder::form(console.addr, form_login()).start().await;
     for user in ["a:b", "a\nb"] {
         let b = Browser::new(&gate, None);
         b.get("/login").await;
@@ -100,7 +92,7 @@ async fn form_user_names_that_break_a_label_are_refused() {
 #[tokio::test]
 async fn forged_and_planted_session_cookies_are_dead() {
     let console = Console::start(&[("alice", "pw"), ("bob", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     // Genuine cookies the gate issued: bob's (valid), and alice's from before her logout.
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
     bob.login(&gate, "/", None).await;
@@ -159,7 +151,7 @@ async fn forged_and_planted_session_cookies_are_dead() {
         assert_eq!(f.get("/").await.status, StatusCode::SEE_OTHER, "{v}");
     }
     // Another deployment's key: the same cookie presented to a second gate.
-    let other = TestGate::start(&console).await;
+    let other = GateBuilder::basic(console.addr).start().await;
     let f = Browser::new(&other, Some(("alice", "pw")));
     f.cookies.lock().unwrap().insert("mfa_session".into(), real);
     assert_eq!(f.get("/").await.status, StatusCode::SEE_OTHER);
@@ -173,10 +165,10 @@ async fn forged_and_planted_session_cookies_are_dead() {
 async fn untrusted_forwarded_for_does_not_dodge_the_per_ip_limit() {
     let console = Console::start(&[("alice", "pw")]).await;
     // A gate with a small per-IP quota and no trusted proxies.
-    let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(tmp.path(), console.addr, "", "")
-        .replace("per_ip = \"100000/min\"", "per_ip = \"3/min\"");
-    let gate = TestGate::launch(tmp.path(), &text, Arc::new(ManualClock::new(T0))).await;
+    let gate = GateBuilder::basic(console.addr)
+        .per_ip("3/min")
+        .start()
+        .await;
     let mut statuses = Vec::new();
     for i in 0..5 {
         let b = Browser::new(&gate, Some(("alice", "wrong")));

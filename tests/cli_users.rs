@@ -41,17 +41,11 @@ async fn cli(config: &Path, args: &[&str], as_nobody: bool) -> (i32, String, Str
     )
 }
 
-fn write_config(gate: &TestGate) -> std::path::PathBuf {
-    let path = gate.dir.join("mfa-gate.toml");
-    std::fs::write(&path, &gate.config_text).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_through_the_running_daemon_ends_http_and_websocket_sessions_at_once() {
     let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
-    let config = write_config(&gate);
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let config = gate.config_file();
     let alice = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = alice.login(&gate, "/", None).await;
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
@@ -124,8 +118,8 @@ async fn reset_through_the_running_daemon_ends_http_and_websocket_sessions_at_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_daemon_stopped_the_cli_works_on_the_store() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let mut gate = TestGate::start(&console).await;
-    let config = write_config(&gate);
+    let mut gate = GateBuilder::basic(console.addr).start().await;
+    let config = gate.config_file();
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = b.login(&gate, "/", None).await;
     // Lock alice hard with wrong codes.
@@ -161,9 +155,8 @@ async fn with_the_daemon_stopped_the_cli_works_on_the_store() {
     assert!(out.starts_with("console/alice\tenrolled\t"), "{out}");
 
     // The lockout (and its lifting) survived: after a restart alice logs in again.
-    let clock = gate.clock.clone();
-    clock.advance(30);
-    let gate = TestGate::launch(&gate.dir.clone(), &gate.config_text.clone(), clock).await;
+    gate.clock.advance(30);
+    gate.restart().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (done, _) = b.login(&gate, "/", Some(&secret)).await;
     assert!(done.next().is_some(), "{done:?}");
@@ -181,8 +174,8 @@ async fn with_the_daemon_stopped_the_cli_works_on_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_socket_refuses_other_users() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
-    let config = write_config(&gate);
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let config = gate.config_file();
     // Let an unprivileged user read the config and reach the socket's directory.
     std::fs::set_permissions(&gate.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -23,7 +23,7 @@ const BOB_PW: &str = "bob-django-pw-2";
 #[tokio::test(flavor = "multi_thread")]
 async fn django_admin_behind_the_gate_needs_password_then_code() {
     let django = Django::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
-    let gate = TestGate::start_upstream_first_factor(django.addr, "", "", FORM).await;
+    let gate = GateBuilder::form(django.addr, form_login()).start().await;
     let browser = Browser::new(&gate, None);
 
     // 1. No session: the gate sends a navigating browser to Django's login page and an
@@ -314,7 +314,7 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_login_inside_a_session_cannot_become_another_user_without_their_code() {
     let django = Django::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
-    let gate = TestGate::start_upstream_first_factor(django.addr, "", "", FORM).await;
+    let gate = GateBuilder::form(django.addr, form_login()).start().await;
     let browser = Browser::new(&gate, None);
     sign_in(&gate, &browser, ALICE, ALICE_PW).await;
     let index = navigate(&browser, "/admin/").await;
@@ -350,9 +350,10 @@ async fn a_login_inside_a_session_cannot_become_another_user_without_their_code(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_gate_session_leads_to_the_login_form_not_a_redirect_loop() {
     let django = Django::start(&[(ALICE, ALICE_PW)]);
-    let gate =
-        TestGate::start_upstream_first_factor(django.addr, "[session]\nidle = \"10m\"", "", FORM)
-            .await;
+    let gate = GateBuilder::form(django.addr, form_login())
+        .session(r#"idle = "10m""#)
+        .start()
+        .await;
     let browser = Browser::new(&gate, None);
     let secret = sign_in(&gate, &browser, ALICE, ALICE_PW).await;
     assert!(navigate(&browser, "/admin/")

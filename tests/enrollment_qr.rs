@@ -50,7 +50,7 @@ fn decode_qr(page: &str) -> String {
 
 async fn enrollment_page(user: &str, pw: &str) -> (TestGate, Got, Console) {
     let console = Console::start(&[(user, pw)]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some((user, pw)));
     assert_eq!(b.get("/").await.status, StatusCode::SEE_OTHER);
     let page = b.get("/.mfa/login").await;
@@ -89,7 +89,7 @@ async fn label_characters_are_percent_encoded() {
 #[tokio::test]
 async fn a_user_name_with_a_newline_is_refused() {
     let console = Console::start(&[("a\nb", "pw")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("a\nb", "pw")));
     let got = b.get("/").await;
     assert_eq!(got.status, StatusCode::BAD_REQUEST);

@@ -542,8 +542,11 @@ async fn post_logout(gate: SocketAddr, sent: &[u8]) -> TcpStream {
 #[tokio::test]
 async fn a_stalled_form_gets_408_and_a_slow_but_steady_one_passes() {
     let console = Console::start(&[]).await;
-    let top = "header_timeout = \"1s\"\nmin_body_rate = \"100B/s\"";
-    let gate = TestGate::start_with(&console, top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .header_timeout("1s")
+        .server(r#"min_body_rate = "100B/s""#)
+        .start()
+        .await;
     let body = format!("csrf={}", "x".repeat(95));
     // 100 bytes at 100 B/s after a grace of the header timeout: due 2 s after the head.
     let t = Instant::now();
@@ -584,7 +587,10 @@ async fn a_stalled_form_gets_408_and_a_slow_but_steady_one_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_total_cap_the_oldest_idle_sockets_make_room_for_a_real_user() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start_with(&console, "max_connections = 20", "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .server("max_connections = 20")
+        .start()
+        .await;
     let mut idle = Vec::new();
     for i in 0..20 {
         idle.push(connect_from(source(i), gate.addr).await);
@@ -631,8 +637,11 @@ async fn health(s: &mut TcpStream) {
 #[tokio::test]
 async fn http1_idle_connections_get_keepalive_idle_and_a_late_head_the_header_timeout() {
     let console = Console::start(&[]).await;
-    let top = "header_timeout = \"1s\"\nkeepalive_idle = \"3s\"";
-    let gate = TestGate::start_with(&console, top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .header_timeout("1s")
+        .server(r#"keepalive_idle = "3s""#)
+        .start()
+        .await;
 
     // Served, then silent: closed at keepalive_idle, not at the header timeout.
     let mut s = TcpStream::connect(gate.addr).await.unwrap();
@@ -665,8 +674,11 @@ async fn http1_idle_connections_get_keepalive_idle_and_a_late_head_the_header_ti
 #[tokio::test]
 async fn http2_idle_connections_get_goaway_at_keepalive_idle() {
     let console = Console::start(&[]).await;
-    let top = "header_timeout = \"1s\"\nkeepalive_idle = \"2s\"";
-    let gate = TestGate::start_with(&console, top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .header_timeout("1s")
+        .server(r#"keepalive_idle = "2s""#)
+        .start()
+        .await;
     let tcp = TcpStream::connect(gate.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),

@@ -5,23 +5,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use common::form_console::{FormConsole, FIRST_FACTOR};
+use common::form_console::{form_login, FormConsole};
 use common::*;
 use http::StatusCode;
-use mfa_gate::clock::ManualClock;
 
-async fn start(console: &FormConsole) -> (TestGate, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(tmp.path(), console.addr, "", "").replace(
-        r#"first_factor = { mode = "basic", probe_path = "/probe" }"#,
-        FIRST_FACTOR,
-    );
-    assert!(text.contains("mode = \"form\""));
-    let gate = TestGate::launch(tmp.path(), &text, Arc::new(ManualClock::new(T0))).await;
-    (gate, tmp)
+async fn start(console: &FormConsole) -> TestGate {
+    GateBuilder::form(console.addr, form_login()).start().await
 }
 
 async fn navigate(b: &Browser, path: &str) -> Got {
@@ -72,7 +62,7 @@ async fn full_login(gate: &TestGate, b: &Browser, secret: Option<&str>) -> (Got,
 #[tokio::test]
 async fn without_a_session_only_public_paths_reach_the_console() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let nav = navigate(&b, "/admin").await;
     assert_eq!(nav.status, StatusCode::SEE_OTHER);
@@ -107,7 +97,7 @@ async fn without_a_session_only_public_paths_reach_the_console() {
 #[tokio::test]
 async fn a_failed_login_comes_back_exactly_as_the_console_sent_it() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let got = console_login(&b, "alice", "wrong").await;
     assert_eq!(got.status, StatusCode::OK);
@@ -127,7 +117,7 @@ async fn a_failed_login_comes_back_exactly_as_the_console_sent_it() {
 #[tokio::test]
 async fn a_successful_login_is_held_until_the_code() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let held = console_login(&b, "alice", "pw-a").await;
     assert_eq!(held.status, StatusCode::SEE_OTHER);
@@ -172,7 +162,7 @@ async fn a_successful_login_is_held_until_the_code() {
 #[tokio::test]
 async fn the_gate_session_is_bound_to_the_console_session() {
     let console = FormConsole::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let alice = Browser::new(&gate, None);
     full_login(&gate, &alice, None).await;
     assert_eq!(navigate(&alice, "/home").await.status, StatusCode::OK);
@@ -226,7 +216,7 @@ async fn the_gate_session_is_bound_to_the_console_session() {
 #[tokio::test]
 async fn the_consoles_logout_ends_the_gate_session() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let (_, secret) = full_login(&gate, &b, None).await;
     let before = b.cookies.lock().unwrap().clone();
@@ -263,7 +253,7 @@ async fn the_consoles_logout_ends_the_gate_session() {
 #[tokio::test]
 async fn replay_guard_and_enrollment_rules_are_the_same_as_in_basic_mode() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let (_, secret) = full_login(&gate, &b, None).await;
     gate.clock.advance(30);

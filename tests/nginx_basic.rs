@@ -257,7 +257,7 @@ fn open_permissions(dir: &Path) {
 
 async fn nginx_and_gate() -> (Nginx, TestGate) {
     let nginx = Nginx::start();
-    let gate = TestGate::start_upstream(nginx.addr, "", "").await;
+    let gate = GateBuilder::basic(nginx.addr).start().await;
     (nginx, gate)
 }
 

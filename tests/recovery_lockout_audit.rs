@@ -84,7 +84,7 @@ async fn verify_with(gate: &TestGate, user: &str, pw: &str, code: &str, ip: Opti
 async fn recovery_codes_work_once_and_can_be_replaced() {
     log();
     let console = Console::start(&[("rita", "pw-r")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("rita", "pw-r")));
     let (done, secret) = b.login(&gate, "/", None).await;
     let codes = done.recovery_codes();
@@ -177,7 +177,10 @@ async fn recovery_codes_work_once_and_can_be_replaced() {
 async fn a_hundred_and_one_wrong_codes_from_rotating_ips_lock_the_account_for_good() {
     log();
     let console = Console::start(&[("lars", "pw-l")]).await;
-    let mut gate = TestGate::start_with(&console, "trusted_proxies = [\"127.0.0.0/8\"]", "").await;
+    let mut gate = GateBuilder::basic(console.addr)
+        .trusted_proxies(&["127.0.0.0/8"])
+        .start()
+        .await;
     let b = Browser::new(&gate, Some(("lars", "pw-l")));
     let (_, secret) = b.login(&gate, "/", None).await;
     let key = b32_decode(&secret);
@@ -205,9 +208,8 @@ async fn a_hundred_and_one_wrong_codes_from_rotating_ips_lock_the_account_for_go
     assert!(got.body.contains("Account locked"), "{got:?}");
     // …and after a restart too.
     gate.stop().await;
-    let clock = gate.clock.clone();
-    clock.advance(1000);
-    let gate = TestGate::launch(&gate.dir.clone(), &gate.config_text.clone(), clock).await;
+    gate.clock.advance(1000);
+    gate.restart().await;
     let right = oathtool(&secret, gate.now());
     let got = verify_with(&gate, "lars", "pw-l", &right, None).await;
     assert!(got.body.contains("Account locked"), "{got:?}");
@@ -231,7 +233,7 @@ async fn a_hundred_and_one_wrong_codes_from_rotating_ips_lock_the_account_for_go
 async fn back_off_answers_429_with_retry_after() {
     log();
     let console = Console::start(&[("bea", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("bea", "pw-b")));
     let (_, secret) = b.login(&gate, "/", None).await;
     gate.clock.advance(30);
@@ -263,7 +265,7 @@ async fn back_off_answers_429_with_retry_after() {
 async fn every_outcome_is_audited_without_secrets() {
     log();
     let console = Console::start(&[("otto", "pw-o")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let wrong_pw = Browser::new(&gate, Some(("otto", "nope")));
     wrong_pw.get("/").await;
     let b = Browser::new(&gate, Some(("otto", "pw-o")));
@@ -339,7 +341,7 @@ async fn a_user_name_cannot_forge_an_audit_field_and_untrusted_forwarding_is_not
     log();
     let forged = r#"x event="login_ok" user=alice ip=10.0.0.66"#;
     let console = Console::start(&[(forged, "pw-x"), ("ida", "pw-i")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     // A wrong password for the odd name, from a peer that is not a trusted proxy but
     // claims another address.
     let b = Browser::new(&gate, Some((forged, "wrong")));

@@ -5,23 +5,17 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use common::form_console::{FormConsole, FIRST_FACTOR};
+use common::form_console::{form_login, FormConsole};
 use common::*;
 use http::StatusCode;
-use mfa_gate::clock::ManualClock;
 
-async fn form_gate(console: &FormConsole, extra: &str) -> (TestGate, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let ff = FIRST_FACTOR.replace(", follow_renewal = true", extra);
-    let text = config_text(tmp.path(), console.addr, "", "").replace(
-        r#"first_factor = { mode = "basic", probe_path = "/probe" }"#,
-        &ff,
-    );
-    let gate = TestGate::launch(tmp.path(), &text, Arc::new(ManualClock::new(T0))).await;
-    (gate, tmp)
+async fn form_gate(console: &FormConsole, follow_renewal: bool) -> TestGate {
+    let form = FormLogin {
+        follow_renewal,
+        ..form_login()
+    };
+    GateBuilder::form(console.addr, form).start().await
 }
 
 /// A form login as a browser sends it, with a raw body and content type.
@@ -49,7 +43,7 @@ async fn one_user_has_one_spelling() {
         ("\u{ff41}lice", "pw"),
     ])
     .await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw")));
     b.login(&gate, "/", None).await;
     gate.clock.advance(30);
@@ -70,7 +64,7 @@ async fn one_user_has_one_spelling() {
 #[tokio::test]
 async fn ambiguous_form_logins_never_reach_the_console() {
     let console = FormConsole::start(&[("alice", "pw-a"), ("mallory", "pw-m")]).await;
-    let (gate, _tmp) = form_gate(&console, ", follow_renewal = true").await;
+    let gate = form_gate(&console, true).await;
     let b = Browser::new(&gate, None);
     let form = "application/x-www-form-urlencoded";
     for (path, ctype, body) in [
@@ -110,7 +104,7 @@ async fn ambiguous_form_logins_never_reach_the_console() {
 #[tokio::test]
 async fn by_default_a_renewed_console_session_ends_the_gate_session() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = form_gate(&console, "").await;
+    let gate = form_gate(&console, false).await;
     let b = Browser::new(&gate, None);
     let page = b.get("/login").await;
     let token = between(&page.body, "name=csrf value=\"", "\"")
@@ -149,7 +143,7 @@ async fn by_default_a_renewed_console_session_ends_the_gate_session() {
 #[tokio::test]
 async fn form_mode_never_forwards_a_clients_authorization() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = form_gate(&console, ", follow_renewal = true").await;
+    let gate = form_gate(&console, true).await;
     let b = Browser::new(&gate, Some(("bob", "bobs-password")));
     b.get("/login").await;
     b.get("/static/app.css").await;
@@ -166,7 +160,7 @@ async fn form_mode_never_forwards_a_clients_authorization() {
 #[tokio::test]
 async fn only_websocket_upgrades_and_only_with_a_session() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = form_gate(&console, ", follow_renewal = true").await;
+    let gate = form_gate(&console, true).await;
     let b = Browser::new(&gate, None);
     for (proto, extra) in [
         ("h2c", Some(("http2-settings", "AAMAAABkAAQAAP__"))),
@@ -192,7 +186,7 @@ async fn only_websocket_upgrades_and_only_with_a_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_parallel_burst_of_guesses_cannot_outrun_the_lockout() {
     let console = Console::start(&[("alice", "pw")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw")));
     let (_, secret) = b.login(&gate, "/", None).await;
     gate.clock.advance(30);
@@ -263,9 +257,7 @@ async fn open_console() -> std::net::SocketAddr {
 #[tokio::test]
 async fn an_unprotected_probe_page_refuses_every_login() {
     let open = open_console().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(tmp.path(), open, "", "");
-    let gate = TestGate::launch(tmp.path(), &text, Arc::new(ManualClock::new(T0))).await;
+    let gate = GateBuilder::basic(open).start().await;
     for auth in [Some(("anyone", "any-password")), None] {
         let b = Browser::new(&gate, auth);
         let got = b.get("/").await;
