@@ -23,9 +23,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -41,10 +39,7 @@ use mfa_gate::store::seal::{self, Purpose};
 use mfa_gate::store::sled::SledStore;
 use mfa_gate::store::{Store, UserRecord};
 use mfa_gate::users::ActionResult;
-use tokio::net::UnixDatagram;
-use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
 const REALM: &str = "console";
 const USERS: [(&str, &str); 6] = [
     ("ada", "pw-ada"),
@@ -101,22 +96,6 @@ async fn code_for(secret_b32: &str, step: u64) -> String {
     tokio::task::spawn_blocking(move || oathtool(&secret, step * 30))
         .await
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn tail(text: &str, n: usize) -> &str {
-    let mut from = text.len().saturating_sub(n);
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    &text[from..]
 }
 
 /// The page title, to name a complete but unexpected answer briefly.
@@ -269,102 +248,28 @@ async fn password_step(addr: SocketAddr, user: &str, password: &str) -> Result<L
 // The gate process
 // ---------------------------------------------------------------------------------------
 
-struct GateProc {
-    child: Child,
-    addr: SocketAddr,
+/// The gate's log, its end.
+fn log_tail(gate: &Daemon) -> String {
+    common::daemon::tail(&gate.log_text(), 3000).to_string()
 }
 
-fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("gate.log")).unwrap_or_default();
-    tail(&text, 3000).to_string()
-}
-
-/// Starts `mfa-gate serve` on a fresh free port and waits for READY=1.
-async fn start_gate(
-    dir: &Path,
-    console: SocketAddr,
-    notify: &UnixDatagram,
-    when: &str,
-) -> GateProc {
-    let mut buf = [0u8; 1024];
-    for attempt in 0..5 {
-        let port = free_port();
-        let text = config_text(dir, console, "", "").replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
-        let config = dir.join("mfa-gate.toml");
-        std::fs::write(&config, text).unwrap();
-        // Forget what earlier processes said.
-        while notify.try_recv(&mut buf).is_ok() {}
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("gate.log"))
-            .unwrap();
-        let mut child = tokio::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", dir.join("notify.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                tokio::select! {
-                    n = notify.recv(&mut buf) => {
-                        if String::from_utf8_lossy(&buf[..n.unwrap()]).contains("READY=1") {
-                            return Ok(());
-                        }
-                    }
-                    status = child.wait() => return Err(status.unwrap()),
-                }
-            }
-        })
-        .await;
-        match ready {
-            Ok(Ok(())) => {
-                return GateProc {
-                    child,
-                    addr: format!("127.0.0.1:{port}").parse().unwrap(),
-                }
-            }
-            Ok(Err(status)) => {
-                let log = log_tail(dir);
-                // Another process may have taken the port between our probe and the bind.
-                if attempt < 4 && log.contains("cannot listen") {
-                    continue;
-                }
-                panic!(
-                    "{when}: the gate exited before READY=1 ({status}); its log ends with:\n{log}"
-                );
-            }
-            Err(_) => panic!(
-                "{when}: no READY=1 within 30 s; the gate's log ends with:\n{}",
-                log_tail(dir)
-            ),
-        }
-    }
-    unreachable!("the loop returns or panics")
+/// Starts `mfa-gate serve` in `dir` (same store, same key; a fresh free port each time)
+/// and waits for READY=1.
+async fn start_gate(dir: &Path, console: SocketAddr, when: &str) -> Daemon {
+    Daemon::spawn_with(&GateBuilder::basic(console).dir(dir), &Serve::new())
+        .await
+        .unwrap_or_else(|e| panic!("{when}: {e}"))
 }
 
 /// SIGKILL and reap. `Err` when the gate had already exited on its own (a crash).
-async fn kill9(gate: &mut GateProc) -> Result<(), String> {
-    if let Some(status) = gate.child.try_wait().unwrap() {
+async fn kill9(gate: &mut Daemon) -> Result<(), String> {
+    if let Some(status) = gate.try_wait() {
         return Err(format!(
             "the gate exited on its own before the kill: {status}"
         ));
     }
-    gate.child.start_kill().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), gate.child.wait())
-        .await
-        .expect("the gate dies within 10 s of SIGKILL")
-        .unwrap();
-    if status.signal() != Some(9) {
+    let status = gate.kill9().await;
+    if !Daemon::killed_by_sigkill(status) {
         return Err(format!(
             "the gate exited with {status} before SIGKILL reached it"
         ));
@@ -893,7 +798,6 @@ async fn kill_9_during_enrollment_verification_and_reset_leaves_whole_durable_re
     let console = Console::start(&USERS).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let notify = UnixDatagram::bind(dir.join("notify.sock")).unwrap();
     let sock = dir.join("admin.sock");
 
     let mut before: Snapshot = USERS.iter().map(|(u, _)| (u.to_string(), None)).collect();
@@ -902,7 +806,7 @@ async fn kill_9_during_enrollment_verification_and_reset_leaves_whole_durable_re
     let mut stats = Stats::default();
 
     for iter in 0..=ITERATIONS {
-        let mut gate = start_gate(dir, console.addr, &notify, &format!("iteration {iter}")).await;
+        let mut gate = start_gate(dir, console.addr, &format!("iteration {iter}")).await;
         let keys_ref = keys.get_or_insert_with(|| {
             Keys::load_or_create(&dir.join("master.key")).expect("the gate created the key")
         });
@@ -1025,7 +929,7 @@ async fn kill_9_during_enrollment_verification_and_reset_leaves_whole_durable_re
         );
         stats.cut += cut;
         stats.bursts_cut += usize::from(cut > 0);
-        killed.unwrap_or_else(|e| panic!("iteration {iter}: {e}\n{}", log_tail(dir)));
+        killed.unwrap_or_else(|e| panic!("iteration {iter}: {e}\n{}", log_tail(&gate)));
 
         // The records, read straight from the store.
         let after = snapshot(dir)

@@ -1,12 +1,14 @@
 //! Shared test harness: a recording Basic-auth console, the real gate on 127.0.0.1:0 with
-//! a clock the test moves (`gate.rs`: `GateBuilder::basic(console.addr).start()`), a small
-//! HTTP client with a cookie jar, and TOTP codes computed independently of the code under
-//! test (our own HMAC-SHA1 and `oathtool`).
+//! a clock the test moves (`gate.rs`: `GateBuilder::basic(console.addr).start()`), the
+//! real binary as a daemon (`daemon.rs`: `Daemon::spawn`), a small HTTP client with a
+//! cookie jar, and TOTP codes computed independently of the code under test (our own
+//! HMAC-SHA1 and `oathtool`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browse;
 pub mod captured_log;
 pub mod certs;
+pub mod daemon;
 pub mod django;
 pub mod form_console;
 pub mod gate;
@@ -14,6 +16,8 @@ pub mod php_console;
 pub mod servlet;
 
 // Not every test binary uses all of them.
+#[allow(unused_imports)]
+pub use daemon::{user_cli, Daemon, RunAs, Serve};
 #[allow(unused_imports)]
 pub use gate::{FormLogin, GateBuilder, TestGate};
 
@@ -589,17 +593,4 @@ pub fn wait_until_listening(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The configuration text the tests that run the binary still edit; they move to one
-/// `Daemon::spawn` next.
-pub fn config_text(dir: &Path, upstream: SocketAddr, top: &str, site: &str) -> String {
-    let mut gate = GateBuilder::basic(upstream);
-    if !top.is_empty() {
-        gate = gate.server(top);
-    }
-    if !site.is_empty() {
-        gate = gate.site(site);
-    }
-    gate.toml(dir)
 }
