@@ -1,7 +1,7 @@
 //! Bounded attempts and bounded logins in progress (SECURITY.md 5 and 16): the per-client
 //! quota on password steps survives a restart and counts an IPv6 /64 as one client; one
 //! valid password from hundreds of addresses cannot keep more than a few logins of a user
-//! in progress, nor fill the store.
+//! in progress, nor fill the store; an untrusted X-Forwarded-For does not dodge the quota.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -156,4 +156,30 @@ async fn one_valid_password_from_500_addresses_keeps_few_logins_in_progress() {
     assert_eq!(done.status, StatusCode::OK, "{done:?}");
     let (_, got) = password_step(&gate, "u59", "pw", "192.0.2.200").await;
     assert_eq!(got.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn untrusted_forwarded_for_does_not_dodge_the_per_ip_limit() {
+    let console = Console::start(&[("alice", "pw")]).await;
+    // A gate with a small per-IP quota and no trusted proxies.
+    let gate = GateBuilder::basic(console.addr)
+        .per_ip("3/min")
+        .start()
+        .await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let b = Browser::new(&gate, Some(("alice", "wrong")));
+        let req = b
+            .request("GET", "/")
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .body(full(Bytes::new()))
+            .unwrap();
+        statuses.push(b.send(req).await.status);
+    }
+    assert_eq!(&statuses[..3], &[StatusCode::UNAUTHORIZED; 3]);
+    assert_eq!(
+        statuses[3],
+        StatusCode::TOO_MANY_REQUESTS,
+        "the rotating X-Forwarded-For was not believed: {statuses:?}"
+    );
 }

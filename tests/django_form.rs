@@ -1,12 +1,13 @@
 //! The form mode in front of a real Django admin, over real sockets: the password step
 //! at Django, the code at the gate, Django's session bound to the gate's, logout at Django
-//! ending both. The Django harness (a real `manage.py runserver` with a request log) is in
+//! ending both; a login Django accepts but the gate judges failed leaves no signed-in
+//! Django session behind. The Django harness (a real `manage.py runserver` with a request log) is in
 //! `common/django.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::browse::{browser_with, jar, navigate, set_cookie, set_names, set_value};
+use common::browse::{brief, browser_with, jar, lines, navigate, set_cookie, set_names, set_value};
 use common::django::*;
 use common::*;
 use http::StatusCode;
@@ -406,4 +407,48 @@ async fn an_expired_gate_session_leads_to_the_login_form_not_a_redirect_loop() {
         .await
         .body
         .contains(ADMIN_INDEX));
+}
+
+// Found by the outside attack review (branch `attack-review`): a login the console
+// accepts but the gate judges failed (Django's `next` pointing at `failure_location`)
+// was audited `password_refused`, yet the console's new, signed-in session was kept in
+// the pre-login cookie and replayed to the console.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_judged_failed_leaves_no_signed_in_console_session_behind() {
+    let dj = Django::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
+    let gate = GateBuilder::form(dj.addr, form_login()).start().await;
+    let b = Browser::new(&gate, None);
+    let page = navigate(&b, "/admin/login/").await;
+    let token = django_csrf(&page);
+
+    // Bob's real password; Django's `next` points at failure_location, so Django's
+    // success (302 to /admin/login/) looks like a failure to the gate.
+    let got = b
+        .post_form(
+            "/admin/login/?next=/admin/login/",
+            &[
+                ("csrfmiddlewaretoken", token.as_str()),
+                ("username", BOB),
+                ("password", BOB_PW),
+                ("next", "/admin/login/"),
+            ],
+        )
+        .await;
+    let mark = dj.mark();
+    let later = navigate(&b, "/admin/login/").await;
+    let as_bob: Vec<String> = dj
+        .since(mark)
+        .into_iter()
+        .filter(|h| h.user == "bob")
+        .map(|h| format!("{} {} {} user={}", h.method, h.path, h.status, h.user))
+        .collect();
+    assert!(
+        as_bob.is_empty(),
+        "the gate answered bob's login {} (judged failed, no code asked), yet later requests \
+         reached Django signed in as bob:\n{}\n(the last answer: {})",
+        brief(&got),
+        lines(&as_bob),
+        brief(&later)
+    );
 }

@@ -1,6 +1,8 @@
 //! The form first-factor mode against an in-test console with a login form, a CSRF
 //! token and a session cookie: the login POST passes unchanged, a success is held until
-//! the code, and the gate session is bound to the console's session.
+//! the code, and the gate session is bound to the console's session (a renewed console
+//! session ends it unless `follow_renewal`). An ambiguous login never reaches the
+//! console, and a client's `Authorization` never does in form mode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -282,5 +284,123 @@ async fn replay_guard_and_enrollment_rules_are_the_same_as_in_basic_mode() {
     assert!(
         !again.set_cookies().iter().any(|c| c.starts_with("SID=")),
         "nothing released"
+    );
+}
+
+// Findings of a security review: ambiguous logins, console session renewal, a client's
+// Authorization header.
+
+/// A form login as a browser sends it, with a raw body and content type.
+async fn raw_login(b: &Browser, path: &str, content_type: &str, body: &str) -> Got {
+    let page = b.get("/login").await;
+    let token = between(&page.body, "name=csrf value=\"", "\"")
+        .unwrap()
+        .to_string();
+    let body = body.replace("TOKEN", &token);
+    let req = b
+        .request("POST", path)
+        .header("content-type", content_type)
+        .body(full(body))
+        .unwrap();
+    b.send(req).await
+}
+
+#[tokio::test]
+async fn ambiguous_form_logins_never_reach_the_console() {
+    let console = FormConsole::start(&[("alice", "pw-a"), ("mallory", "pw-m")]).await;
+    let gate = start(&console).await;
+    let b = Browser::new(&gate, None);
+    let form = "application/x-www-form-urlencoded";
+    for (path, ctype, body) in [
+        (
+            "/login",
+            form,
+            "csrf=TOKEN&user=alice&user=mallory&pass=pw-m",
+        ),
+        (
+            "/login?user=mallory",
+            form,
+            "csrf=TOKEN&user=alice&pass=pw-m",
+        ),
+        (
+            "/login",
+            "multipart/form-data; boundary=x",
+            "csrf=TOKEN&user=alice&pass=pw-m",
+        ),
+    ] {
+        let got = raw_login(&b, path, ctype, body).await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{path} {ctype} {body}");
+    }
+    assert!(
+        console.requests().iter().all(|s| s.method == "GET"),
+        "no login POST was forwarded"
+    );
+    // Another spelling of the login path is judged as a login too (not passed through
+    // inside a session).
+    let ok = raw_login(&b, "/%6cogin", form, "csrf=TOKEN&user=alice&pass=pw-a").await;
+    assert_ne!(ok.status, StatusCode::OK);
+    assert!(
+        !ok.set_cookies().iter().any(|c| c.starts_with("SID=")),
+        "never an unheld console session"
+    );
+}
+
+#[tokio::test]
+async fn by_default_a_renewed_console_session_ends_the_gate_session() {
+    let console = FormConsole::start(&[("alice", "pw-a")]).await;
+    let form = FormLogin {
+        follow_renewal: false,
+        ..form_login()
+    };
+    let gate = GateBuilder::form(console.addr, form).start().await;
+    let b = Browser::new(&gate, None);
+    let page = b.get("/login").await;
+    let token = between(&page.body, "name=csrf value=\"", "\"")
+        .unwrap()
+        .to_string();
+    b.post_form(
+        "/login",
+        &[("csrf", &token), ("user", "alice"), ("pass", "pw-a")],
+    )
+    .await;
+    let enroll = b.get("/.mfa/login").await;
+    b.post_form(
+        "/.mfa/enroll",
+        &[
+            ("code", &oathtool(&enroll.secret_b32(), gate.now())),
+            ("csrf", &enroll.csrf()),
+        ],
+    )
+    .await;
+    assert_eq!(b.get("/home").await.status, StatusCode::OK);
+    let rotated = b.get("/rotate").await;
+    assert!(
+        rotated
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("mfa_session=;")),
+        "{rotated:?}"
+    );
+    assert_ne!(
+        b.get("/home").await.status,
+        StatusCode::OK,
+        "a new console session is a new login"
+    );
+}
+
+#[tokio::test]
+async fn form_mode_never_forwards_a_clients_authorization() {
+    let console = FormConsole::start(&[("alice", "pw-a")]).await;
+    let gate = start(&console).await;
+    let b = Browser::new(&gate, Some(("bob", "bobs-password")));
+    b.get("/login").await;
+    b.get("/static/app.css").await;
+    assert!(
+        console
+            .requests()
+            .iter()
+            .all(|s| !s.headers.contains_key("authorization")),
+        "{:?}",
+        console.requests()
     );
 }

@@ -888,6 +888,70 @@ async fn identity_headers_from_clients_never_reach_php() {
     assert_eq!(whoami_user(&me).as_deref(), Some("bob"), "{me:?}");
 }
 
+// Identity headers spelled with dots (found by the outside attack review, branch
+// `attack-review`): PHP folds `.` into `_` and reads `X.Forwarded.User` as
+// `HTTP_X_FORWARDED_USER`, the site's own `user_header` as `HTTP_X_MFA_USER`, ….
+
+/// Headers a client sends, and the `$_SERVER` key PHP reads each one as.
+const DOTTED: [(&str, &str); 7] = [
+    ("X.Forwarded.User", "HTTP_X_FORWARDED_USER"),
+    ("Remote.User", "HTTP_REMOTE_USER"),
+    ("X.Remote.User", "HTTP_X_REMOTE_USER"),
+    ("X.Authenticated.User", "HTTP_X_AUTHENTICATED_USER"),
+    ("X.Auth.Request.User", "HTTP_X_AUTH_REQUEST_USER"),
+    ("X.Real.IP", "HTTP_X_REAL_IP"),
+    ("X.Mfa.User", "HTTP_X_MFA_USER"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_headers_spelled_with_dots_never_reach_php() {
+    let php = Php::start(&[ALICE]);
+    let gate = GateBuilder::form(php.addr, form_login())
+        .site(r#"user_header = "X-Mfa-User""#)
+        .start()
+        .await;
+    let mut failures = Vec::new();
+    let spoof: Vec<(&str, &str)> = DOTTED.iter().map(|(h, _)| (*h, "admin")).collect();
+
+    // Without a session: a public asset and the login page reach PHP.
+    let anon = Browser::new(&gate, None);
+    for path in ["/static/style.css", "/login.php"] {
+        let mark = php.mark();
+        let got = send_raw(&anon, "GET", path, &spoof, "").await;
+        for hit in php.since(mark) {
+            for (sent, key) in DOTTED {
+                if hit.headers.iter().any(|h| h == key) {
+                    failures.push(format!(
+                        "no session, GET {path} ({}): `{sent}: admin` reached PHP as {key}",
+                        got.status.as_u16()
+                    ));
+                }
+            }
+        }
+    }
+
+    // With alice's session (the gate adds its own X-Mfa-User: alice last, so that one
+    // is not counted here).
+    let b = Browser::new(&gate, None);
+    sign_in(&gate, &php, &b, ALICE).await;
+    let mark = php.mark();
+    let got = send_raw(&b, "GET", "/whoami.php", &spoof, "").await;
+    for hit in php.since(mark) {
+        for (sent, key) in DOTTED.iter().filter(|(_, k)| *k != "HTTP_X_MFA_USER") {
+            if hit.headers.iter().any(|h| h == key) {
+                failures.push(format!(
+                    "alice's session, GET /whoami.php ({}): `{sent}: admin` reached PHP as {key}",
+                    got.status.as_u16()
+                ));
+            }
+        }
+    }
+    assert_none_failed(
+        "client identity headers reached the console under a folded name",
+        &failures,
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // The identity check
 // ---------------------------------------------------------------------------------------

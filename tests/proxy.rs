@@ -1,10 +1,12 @@
 //! Pass-through once the session is valid: headers as the console sees them, WebSocket,
-//! streamed bodies in both directions, and the 502/504 pages.
+//! streamed bodies in both directions, and the 502/504 pages; no upgrade but WebSocket,
+//! and none without a session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use bytes::Bytes;
+use common::form_console;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
@@ -262,4 +264,32 @@ async fn console_down_gives_502_and_slow_console_gives_504() {
     let got = b.get("/").await;
     assert_eq!(got.status, StatusCode::BAD_GATEWAY);
     assert!(got.body.contains("unreachable"));
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_and_only_with_a_session() {
+    let console = form_console::FormConsole::start(&[("alice", "pw-a")]).await;
+    let gate = GateBuilder::form(console.addr, form_console::form_login())
+        .start()
+        .await;
+    let b = Browser::new(&gate, None);
+    for (proto, extra) in [
+        ("h2c", Some(("http2-settings", "AAMAAABkAAQAAP__"))),
+        ("websocket", None),
+    ] {
+        let mut req = b
+            .request("GET", "/login")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", proto);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        let got = b.send(req.body(full(Bytes::new())).unwrap()).await;
+        assert_ne!(got.status, StatusCode::SWITCHING_PROTOCOLS, "{proto}");
+    }
+    for seen in console.requests() {
+        for h in ["upgrade", "http2-settings"] {
+            assert!(!seen.headers.contains_key(h), "{h} reached the console");
+        }
+    }
 }

@@ -376,3 +376,52 @@ async fn a_user_name_cannot_forge_an_audit_field_and_untrusted_forwarding_is_not
         "an untrusted X-Forwarded-For is never logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parallel_burst_of_guesses_cannot_outrun_the_lockout() {
+    let console = Console::start(&[("alice", "pw")]).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let b = Browser::new(&gate, Some(("alice", "pw")));
+    let (_, secret) = b.login(&gate, "/", None).await;
+    gate.clock.advance(30);
+    let right = oathtool(&secret, gate.now());
+    let mut pages = Vec::new();
+    for _ in 0..40 {
+        let v = Browser::new(&gate, Some(("alice", "pw")));
+        v.get("/").await;
+        let page = v.get("/.mfa/login").await;
+        pages.push((v, page.csrf()));
+    }
+    let tasks: Vec<_> = pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (v, csrf))| {
+            let guess = format!(
+                "{:06}",
+                (right.parse::<u32>().unwrap() + 1 + i as u32) % 1_000_000
+            );
+            tokio::spawn(async move {
+                v.post_form("/.mfa/verify", &[("code", &guess), ("csrf", &csrf)])
+                    .await
+            })
+        })
+        .collect();
+    let (mut compared, mut refused) = (0, 0);
+    for t in tasks {
+        let got = t.await.unwrap();
+        match got.status {
+            StatusCode::FORBIDDEN if got.body.contains("not right") => compared += 1,
+            // Backing off, or the lock already ended this login in progress.
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            StatusCode::BAD_REQUEST if got.body.contains("Sign-in expired") => refused += 1,
+            other => panic!("unexpected {other}: {}", got.body),
+        }
+    }
+    // Each attempt is counted before its code is compared, in one atomic step: exactly
+    // the five before the back-off are compared, however many arrive at once.
+    assert_eq!(
+        (compared, refused),
+        (5, 35),
+        "guesses compared / refused; the back-off starts after 5"
+    );
+}

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::{free_port, wait_until_listening, FormLogin};
+use super::{free_port, wait_until_listening, Browser, FormLogin};
 
 /// The gate's form mode for the webapp (both containers).
 pub fn form_login() -> FormLogin {
@@ -355,6 +355,11 @@ impl Drop for Servlet {
         // (`catalina.sh run` execs java, so the child is the JVM itself.)
         let _ = self.child.wait();
     }
+}
+
+/// The user the container names on `whoami.jsp`, asked through the gate.
+pub async fn console_user(b: &Browser) -> Option<String> {
+    whoami_user(&b.get("/app/whoami.jsp").await.body)
 }
 
 /// The user `whoami.jsp` names in a response body, if any.

@@ -1,40 +1,29 @@
-//! Findings of the outside attack review (branch `attack-review`), each as a test that
-//! fails while the weakness is there. Real consoles on loopback — Jetty 9.4 and Tomcat
-//! 10.1 with their own FORM login (`common/servlet.rs`), the Django admin
-//! (`common/django.rs`), the PHP panel (`common/php_console.rs`) — behind the real gate,
-//! codes from `oathtool`. Every assertion is about what the console itself reports: the
-//! user its `whoami` page names, the user its access log records, the headers PHP read.
+//! A console's login under another name is judged as a login (or refused), never passed
+//! through: real consoles on loopback — Jetty 9.4 with its own FORM login
+//! (`common/servlet.rs`) and a plain PHP panel served from a document root — behind the
+//! real gate, codes from `oathtool`. Every assertion is about what the console itself
+//! reports: the user its `whoami` page names, the user its access log records.
 //!
-//! 1. Servlet FORM login is not only at `login_path`: Jetty runs `j_security_check` at
-//!    any URI containing `/j_security_check` (Tomcat: ending in it), by any method,
-//!    reading the query too. Through a gate session of alice, a request to another such
-//!    path signs the same console session in as bob with bob's password alone; Jetty
-//!    renews a session id only once, so no new cookie shows the gate anything.
-//!    (1b) The same class on PHP: `/login.php/x` runs `login.php` (PATH_INFO); with
-//!    `follow_renewal = true` the gate even rebinds alice's gate session to bob's console
-//!    session.
-//! 2. The same login on a public path (no gate session at all): never judged, never
-//!    throttled, and the authenticated session is kept in the gate's pre-login cookie and
-//!    replayed to the console on the public pages.
-//! 3. A login the console accepts but the gate judges failed (Django's `next` pointing at
-//!    `failure_location`): the gate audits `password_refused`, yet keeps the console's new,
-//!    signed-in session in its pre-login cookie and replays it to the console.
-//! 4. Identity headers spelled with `.` (`X.Forwarded.User`, `Remote.User`, the site's
-//!    own `user_header`…) are not stripped; PHP folds `.` into `_` and reads them as
-//!    `HTTP_X_FORWARDED_USER`, `HTTP_X_MFA_USER`, ….
-//! 5. Tomcat's FORM login cannot be used through the gate at all (408): Tomcat accepts a
-//!    login only in a session it sent to the login page for a protected request, which
-//!    the gate never forwards without a session.
+//! - Servlet FORM login is not only at `login_path`: Jetty runs `j_security_check` at
+//!   any URI containing `/j_security_check` (Tomcat: ending in it), by any method,
+//!   reading the query too. Through a gate session of alice, a request to another such
+//!   path must not sign the same console session in as bob with bob's password alone
+//!   (Jetty renews a session id only once, so no new cookie would show the gate
+//!   anything).
+//! - The same login on a public path (no gate session at all) must not reach the console
+//!   unjudged, nor leave an authenticated session in the gate's pre-login cookie.
+//! - The same class on PHP: `/login.php/x` runs `login.php` (PATH_INFO); with
+//!   `follow_renewal = true` the gate must not rebind alice's gate session to bob's
+//!   console session.
 //!
-//! Run: `cargo test --test attack_review` (needs `jetty9`, `tomcat10`, Django, `php`).
+//! Found by the outside attack review (branch `attack-review`). Run: `cargo test --test
+//! console_login_aliases` (needs `jetty9` and `php`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::browse::*;
-use common::django::{self, Django};
-use common::php_console::{self, Php};
-use common::servlet::{self, whoami_user, Servlet};
+use common::servlet::{self, console_user, Servlet};
 use common::*;
 use http::StatusCode;
 
@@ -76,13 +65,8 @@ async fn servlet_sign_in(
     secret
 }
 
-/// The user the container names on `whoami.jsp`, asked through the gate.
-async fn console_user(b: &Browser) -> Option<String> {
-    whoami_user(&b.get("/app/whoami.jsp").await.body)
-}
-
 // ---------------------------------------------------------------------------------------
-// 1. Jetty: a login at another path switches the console user behind a gate session
+// Jetty: a login at another path switches the console user behind a gate session
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,7 +135,7 @@ async fn jetty_a_login_at_another_path_cannot_switch_the_console_user_behind_a_g
 }
 
 // ---------------------------------------------------------------------------------------
-// 2. Jetty: a login on a public path, without any gate session
+// Jetty: a login on a public path, without any gate session
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,169 +176,7 @@ async fn jetty_a_login_on_a_public_path_never_reaches_the_console_unjudged() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 3. Django: a login judged failed that the console accepted
-// ---------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread")]
-async fn django_a_login_judged_failed_leaves_no_signed_in_console_session_behind() {
-    let dj = Django::start(&USERS);
-    let gate = GateBuilder::form(dj.addr, django::form_login())
-        .start()
-        .await;
-    let b = Browser::new(&gate, None);
-    let page = navigate(&b, "/admin/login/").await;
-    let token = django::django_csrf(&page);
-
-    // Bob's real password; Django's `next` points at failure_location, so Django's
-    // success (302 to /admin/login/) looks like a failure to the gate.
-    let got = b
-        .post_form(
-            "/admin/login/?next=/admin/login/",
-            &[
-                ("csrfmiddlewaretoken", token.as_str()),
-                ("username", BOB.0),
-                ("password", BOB.1),
-                ("next", "/admin/login/"),
-            ],
-        )
-        .await;
-    let mark = dj.mark();
-    let later = navigate(&b, "/admin/login/").await;
-    let as_bob: Vec<String> = dj
-        .since(mark)
-        .into_iter()
-        .filter(|h| h.user == "bob")
-        .map(|h| format!("{} {} {} user={}", h.method, h.path, h.status, h.user))
-        .collect();
-    assert!(
-        as_bob.is_empty(),
-        "the gate answered bob's login {} (judged failed, no code asked), yet later requests \
-         reached Django signed in as bob:\n{}\n(the last answer: {})",
-        brief(&got),
-        lines(&as_bob),
-        brief(&later)
-    );
-}
-
-// ---------------------------------------------------------------------------------------
-// 4. PHP: identity headers spelled with dots
-// ---------------------------------------------------------------------------------------
-
-/// Headers a client sends, and the `$_SERVER` key PHP reads each one as.
-const DOTTED: [(&str, &str); 7] = [
-    ("X.Forwarded.User", "HTTP_X_FORWARDED_USER"),
-    ("Remote.User", "HTTP_REMOTE_USER"),
-    ("X.Remote.User", "HTTP_X_REMOTE_USER"),
-    ("X.Authenticated.User", "HTTP_X_AUTHENTICATED_USER"),
-    ("X.Auth.Request.User", "HTTP_X_AUTH_REQUEST_USER"),
-    ("X.Real.IP", "HTTP_X_REAL_IP"),
-    ("X.Mfa.User", "HTTP_X_MFA_USER"),
-];
-
-#[tokio::test(flavor = "multi_thread")]
-async fn identity_headers_spelled_with_dots_never_reach_php() {
-    let php = Php::start(&[("alice", "alice-php-pw-1")]);
-    let gate = GateBuilder::form(php.addr, php_console::form_login())
-        .site(r#"user_header = "X-Mfa-User""#)
-        .start()
-        .await;
-    let mut failures = Vec::new();
-    let spoof: Vec<(&str, &str)> = DOTTED.iter().map(|(h, _)| (*h, "admin")).collect();
-
-    // Without a session: a public asset and the login page reach PHP.
-    let anon = Browser::new(&gate, None);
-    for path in ["/static/style.css", "/login.php"] {
-        let mark = php.mark();
-        let got = send_raw(&anon, "GET", path, &spoof, "").await;
-        for hit in php.since(mark) {
-            for (sent, key) in DOTTED {
-                if hit.headers.iter().any(|h| h == key) {
-                    failures.push(format!(
-                        "no session, GET {path} ({}): `{sent}: admin` reached PHP as {key}",
-                        got.status.as_u16()
-                    ));
-                }
-            }
-        }
-    }
-
-    // With alice's session (the gate adds its own X-Mfa-User: alice last, so that one
-    // is not counted here).
-    let b = Browser::new(&gate, None);
-    php_console::sign_in(&gate, &php, &b, ("alice", "alice-php-pw-1")).await;
-    let mark = php.mark();
-    let got = send_raw(&b, "GET", "/whoami.php", &spoof, "").await;
-    for hit in php.since(mark) {
-        for (sent, key) in DOTTED.iter().filter(|(_, k)| *k != "HTTP_X_MFA_USER") {
-            if hit.headers.iter().any(|h| h == key) {
-                failures.push(format!(
-                    "alice's session, GET /whoami.php ({}): `{sent}: admin` reached PHP as {key}",
-                    got.status.as_u16()
-                ));
-            }
-        }
-    }
-    assert_none_failed(
-        "client identity headers reached the console under a folded name",
-        &failures,
-    );
-}
-
-// ---------------------------------------------------------------------------------------
-// 5. Tomcat: FORM login through the gate
-// ---------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread")]
-async fn tomcat_form_login_works_through_the_gate() {
-    let tomcat = Servlet::tomcat(&USERS);
-    // Tomcat takes a FORM login only in a session it sent to the login page from a
-    // protected page (its saved request). So the entry of the console is a protected page,
-    // listed as public and as the login page: without a session the gate forwards only a
-    // GET of it, which Tomcat answers with its login form.
-    let entry = FormLogin {
-        login_page: Some("/app/whoami.jsp"),
-        public: vec!["/app/whoami.jsp", "/app/login.jsp", "/app/static/*"],
-        ..servlet::form_login()
-    };
-    let gate = GateBuilder::form(tomcat.addr, entry).start().await;
-    let b = Browser::new(&gate, None);
-    // A person opens the console and gets Tomcat's login form.
-    let page = navigate(&b, "/app/whoami.jsp").await;
-    assert_eq!(page.status, StatusCode::OK, "{}", brief(&page));
-    assert!(
-        page.body.contains("login page; user=null"),
-        "{}",
-        brief(&page)
-    );
-    // Only a GET: another method on the entry is not forwarded without a session.
-    let put = send_raw(&b, "PUT", "/app/whoami.jsp", &[], "x").await;
-    assert_eq!(put.status, StatusCode::UNAUTHORIZED, "{}", brief(&put));
-    let held = post_raw(
-        &b,
-        "/app/j_security_check",
-        &[("content-type", FORM_TYPE)],
-        format!("j_username={}&j_password={}", ALICE.0, ALICE.1),
-    )
-    .await;
-    let log: Vec<String> = tomcat
-        .access_log()
-        .iter()
-        .map(|a| format!("{} \"{}\" {}", a.user, a.request, a.status))
-        .collect();
-    assert!(
-        sent_to_code(&held),
-        "alice's right password through the gate did not lead to the code page: {}\n\
-         Tomcat's access log:\n{}",
-        brief(&held),
-        lines(&log)
-    );
-    let (done, _) = code_step(&gate, &b, None).await;
-    assert!(done.status.is_success() || done.status.is_redirection());
-    assert_eq!(console_user(&b).await.as_deref(), Some("alice"));
-}
-
-// ---------------------------------------------------------------------------------------
-// 1b. PHP with follow_renewal: a login at /login.php/x (PATH_INFO) switches the user
+// PHP with follow_renewal: a login at /login.php/x (PATH_INFO) switches the user
 // ---------------------------------------------------------------------------------------
 
 /// A plain PHP panel served from a document root (no router, as Apache or php-fpm serve
@@ -441,7 +263,7 @@ async fn php_a_login_at_login_php_slash_x_cannot_switch_the_user_of_a_following_
         public: vec!["/login.php"],
         logout_path: None,
         follow_renewal: true,
-        ..php_console::form_login()
+        ..common::php_console::form_login()
     };
     let gate = GateBuilder::form(php.addr, form).start().await;
     let b = Browser::new(&gate, None);
