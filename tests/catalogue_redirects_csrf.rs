@@ -181,33 +181,7 @@ async fn cross_site_posts_to_every_gate_endpoint_are_refused() {
     let console = Console::start(&[("alice", "pw"), ("bob", "pw")]).await;
     let gate = GateBuilder::basic(console.addr).start().await;
 
-    // Enrollment: a forged POST with the right code does not enroll.
-    let b = Browser::new(&gate, Some(("bob", "pw")));
-    b.get("/").await;
-    let page = b.get("/.mfa/login").await;
-    let code = oathtool(&page.secret_b32(), gate.now());
-    let good = format!("code={code}&csrf={}", page.csrf());
-    let variants = [
-        (Some("http://evil.example"), None, good.clone()),
-        (Some("null"), None, good.clone()),
-        (None, Some("cross-site"), good.clone()),
-        (None, Some("same-site"), good.clone()),
-        (None, None, format!("code={code}&csrf=forged")),
-    ];
-    for (origin, site, form) in &variants {
-        let got = forged(&b, "/.mfa/enroll", form, *origin, *site).await;
-        assert_eq!(
-            got.status,
-            StatusCode::FORBIDDEN,
-            "{origin:?} {site:?} {form}"
-        );
-    }
-    let got = forged(&b, "/.mfa/enroll", &format!("code={code}"), None, None).await;
-    assert_eq!(got.status, StatusCode::BAD_REQUEST, "missing token");
-    assert!(
-        b.get("/.mfa/login").await.body.contains("id=\"secret\""),
-        "still not enrolled"
-    );
+    a_forged_enrollment_does_not_enroll(&gate).await;
 
     // Verification, logout and recovery-code regeneration: same rules.
     let a = Browser::new(&gate, Some(("alice", "pw")));
@@ -278,5 +252,35 @@ async fn cross_site_posts_to_every_gate_endpoint_are_refused() {
             .await
             .status,
         StatusCode::SEE_OTHER
+    );
+}
+
+/// Enrollment: a forged POST with the right code does not enroll.
+async fn a_forged_enrollment_does_not_enroll(gate: &TestGate) {
+    let b = Browser::new(gate, Some(("bob", "pw")));
+    b.get("/").await;
+    let page = b.get("/.mfa/login").await;
+    let code = oathtool(&page.secret_b32(), gate.now());
+    let good = format!("code={code}&csrf={}", page.csrf());
+    let variants = [
+        (Some("http://evil.example"), None, good.clone()),
+        (Some("null"), None, good.clone()),
+        (None, Some("cross-site"), good.clone()),
+        (None, Some("same-site"), good.clone()),
+        (None, None, format!("code={code}&csrf=forged")),
+    ];
+    for (origin, site, form) in &variants {
+        let got = forged(&b, "/.mfa/enroll", form, *origin, *site).await;
+        assert_eq!(
+            got.status,
+            StatusCode::FORBIDDEN,
+            "{origin:?} {site:?} {form}"
+        );
+    }
+    let got = forged(&b, "/.mfa/enroll", &format!("code={code}"), None, None).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST, "missing token");
+    assert!(
+        b.get("/.mfa/login").await.body.contains("id=\"secret\""),
+        "still not enrolled"
     );
 }
