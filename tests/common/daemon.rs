@@ -133,8 +133,8 @@ impl Daemon {
     /// The daemon listens on a port that was free a moment before; when another process
     /// took it meanwhile ("cannot listen"), it tries again on another.
     pub async fn spawn_with(gate: &GateBuilder, serve: &Serve) -> Result<Daemon, NotReady> {
-        let (tmp, dir) = match gate.dir_set() {
-            Some(dir) => (None, dir.to_path_buf()),
+        let (tmp, dir) = match &gate.dir {
+            Some(dir) => (None, dir.clone()),
             None => {
                 let tmp = tempfile::tempdir().unwrap();
                 let dir = tmp.path().to_path_buf();

@@ -12,9 +12,10 @@
 //!     .await;
 //! ```
 //!
-//! [`GateBuilder::toml`] gives the text alone (for a [`super::daemon::Daemon`], or a test
-//! that builds its own `Gate`); [`TestGate::restart`] starts the same gate again on the
-//! same directory, configuration and clock.
+//! The same builder configures the real binary (`Daemon::spawn(&builder)`, in
+//! `daemon.rs`); [`GateBuilder::toml`] and [`GateBuilder::config`] give the configuration
+//! alone (for the CLI, or a test that builds its own `Gate`); [`TestGate::restart`]
+//! starts the same gate again on the same directory, configuration and clock.
 #![allow(dead_code)]
 
 use std::fmt;
@@ -100,7 +101,8 @@ pub struct GateBuilder {
     per_ip: String,
     throttle: Vec<String>,
     clock: Option<Arc<ManualClock>>,
-    dir: Option<PathBuf>,
+    /// Read by [`super::daemon::Daemon`] too.
+    pub(super) dir: Option<PathBuf>,
 }
 
 impl GateBuilder {
@@ -225,11 +227,6 @@ impl GateBuilder {
     pub fn dir(mut self, dir: &Path) -> GateBuilder {
         self.dir = Some(dir.to_path_buf());
         self
-    }
-
-    /// The directory set with [`GateBuilder::dir`].
-    pub fn dir_set(&self) -> Option<&Path> {
-        self.dir.as_deref()
     }
 
     /// The configuration file's text, with the store, key and admin socket in `dir`.
