@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
 use http::StatusCode;
-use mfa_gate::clock::ManualClock;
 use serde_json::Value;
 
 const USERS: &[(&str, &str)] = &[
@@ -31,7 +29,6 @@ struct World {
     gate: TestGate,
     /// The secrets of the users enrolled so far (for the admin's step-up codes).
     secrets: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
-    _tmp: tempfile::TempDir,
 }
 
 impl World {
@@ -44,40 +41,22 @@ impl World {
     }
 }
 
-/// The test configuration: the harness's one site narrowed to 127.0.0.1 with alice as
-/// admin, a second site "other" on localhost in its own realm, and a hard lock at the
-/// 20th wrong code with a single 30 s back-off before it (so a test reaches it quickly).
-fn two_sites(dir: &Path, console: &Console) -> String {
-    let text = config_text(dir, console.addr, "", r#"admins = ["alice"]"#);
-    let both = r#"hosts = ["127.0.0.1", "localhost"]"#;
-    assert!(text.contains(both), "config_text changed: {text}");
-    let text = text.replace(both, r#"hosts = ["127.0.0.1"]"#);
-    let per_ip = r#"per_ip = "100000/min""#;
-    assert!(text.contains(per_ip), "config_text changed: {text}");
-    let text = text.replace(per_ip, &format!("{per_ip}\nlock_after = 19"));
-    format!(
-        r#"{text}
-[[site]]
-name = "other"
-hosts = ["localhost"]
-upstream = "http://{upstream}"
-first_factor = {{ mode = "basic", probe_path = "/probe" }}
-"#,
-        upstream = console.addr
-    )
-}
-
+/// The test gate: site "console" narrowed to 127.0.0.1 with alice as admin, a second
+/// site "other" on localhost in its own realm, and a hard lock at the 20th wrong code
+/// with a single 30 s back-off before it (so a test reaches it quickly).
 async fn world() -> World {
     let console = Console::start(USERS).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let text = two_sites(tmp.path(), &console);
-    let clock = Arc::new(ManualClock::new(T0));
-    let gate = TestGate::launch(tmp.path(), &text, clock).await;
+    let gate = GateBuilder::basic(console.addr)
+        .hosts(&["127.0.0.1"])
+        .site(r#"admins = ["alice"]"#)
+        .throttle("lock_after = 19")
+        .second_site("other", &["localhost"], console.addr)
+        .start()
+        .await;
     World {
         console,
         gate,
         secrets: Default::default(),
-        _tmp: tmp,
     }
 }
 
@@ -618,7 +597,6 @@ async fn cross_site_posts_and_bad_tokens_change_nothing() {
     let page = alice.get("/.mfa/admin/confirm?action=reset&user=bob").await;
     let csrf = page.csrf();
     let origin = origin_of(&alice);
-    let good = [("user", "bob"), ("csrf", csrf.as_str()), ("confirm", "yes")];
 
     // The token of another session of alice's is not this session's.
     let alice2 = site1(&w, "alice");
@@ -627,7 +605,35 @@ async fn cross_site_posts_and_bad_tokens_change_nothing() {
     let other_token = alice2.get("/.mfa/logout").await.csrf();
     assert_ne!(other_token, csrf);
 
-    for (what, fields, headers, status) in [
+    for (what, fields, headers, status) in form_cases(&csrf, &other_token, &origin) {
+        for action in ["reset", "unlock"] {
+            let got = post_raw(&alice, &format!("/.mfa/admin/{action}"), &fields, &headers).await;
+            assert_eq!(got.status, status, "{action}, {what}: {got:?}");
+        }
+    }
+    api_posts_need_same_origin_and_the_token(&alice, &csrf).await;
+
+    // Bob is unchanged: still enrolled, his session still works.
+    let view = show(&alice, "bob").await;
+    assert_eq!(view["enrolled"], true);
+    assert_eq!(view["recovery_codes_left"], 10);
+    assert_eq!(bob.get("/x").await.status, StatusCode::OK);
+}
+
+/// A cross-site or malformed form post to the admin page: what it is, its fields, its
+/// headers, and the status it gets.
+type Case<'a> = (
+    &'static str,
+    Vec<(&'static str, &'a str)>,
+    Vec<(&'static str, &'a str)>,
+    StatusCode,
+);
+
+/// The form posts of `cross_site_posts_and_bad_tokens_change_nothing`, with the page's
+/// token `csrf`, another session's `other_token` and the gate's `origin`.
+fn form_cases<'a>(csrf: &'a str, other_token: &'a str, origin: &'a str) -> Vec<Case<'a>> {
+    let good = [("user", "bob"), ("csrf", csrf), ("confirm", "yes")];
+    vec![
         (
             "Origin of another site",
             good.to_vec(),
@@ -637,10 +643,7 @@ async fn cross_site_posts_and_bad_tokens_change_nothing() {
         (
             "Sec-Fetch-Site: cross-site",
             good.to_vec(),
-            vec![
-                ("origin", origin.as_str()),
-                ("sec-fetch-site", "cross-site"),
-            ],
+            vec![("origin", origin), ("sec-fetch-site", "cross-site")],
             StatusCode::FORBIDDEN,
         ),
         (
@@ -652,7 +655,7 @@ async fn cross_site_posts_and_bad_tokens_change_nothing() {
         (
             "no token",
             vec![("user", "bob"), ("confirm", "yes")],
-            vec![("origin", origin.as_str())],
+            vec![("origin", origin)],
             StatusCode::FORBIDDEN,
         ),
         (
@@ -662,57 +665,50 @@ async fn cross_site_posts_and_bad_tokens_change_nothing() {
                 ("csrf", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
                 ("confirm", "yes"),
             ],
-            vec![("origin", origin.as_str())],
+            vec![("origin", origin)],
             StatusCode::FORBIDDEN,
         ),
         (
             "another session's token",
-            vec![
-                ("user", "bob"),
-                ("csrf", other_token.as_str()),
-                ("confirm", "yes"),
-            ],
-            vec![("origin", origin.as_str())],
+            vec![("user", "bob"), ("csrf", other_token), ("confirm", "yes")],
+            vec![("origin", origin)],
             StatusCode::FORBIDDEN,
         ),
         (
             "token twice",
             vec![
                 ("user", "bob"),
-                ("csrf", csrf.as_str()),
-                ("csrf", csrf.as_str()),
+                ("csrf", csrf),
+                ("csrf", csrf),
                 ("confirm", "yes"),
             ],
-            vec![("origin", origin.as_str())],
+            vec![("origin", origin)],
             StatusCode::BAD_REQUEST,
         ),
         (
             "no confirm",
-            vec![("user", "bob"), ("csrf", csrf.as_str())],
-            vec![("origin", origin.as_str())],
+            vec![("user", "bob"), ("csrf", csrf)],
+            vec![("origin", origin)],
             StatusCode::BAD_REQUEST,
         ),
         (
             "confirm=no",
-            vec![("user", "bob"), ("csrf", csrf.as_str()), ("confirm", "no")],
-            vec![("origin", origin.as_str())],
+            vec![("user", "bob"), ("csrf", csrf), ("confirm", "no")],
+            vec![("origin", origin)],
             StatusCode::BAD_REQUEST,
         ),
         (
             "no user",
-            vec![("csrf", csrf.as_str()), ("confirm", "yes")],
-            vec![("origin", origin.as_str())],
+            vec![("csrf", csrf), ("confirm", "yes")],
+            vec![("origin", origin)],
             StatusCode::BAD_REQUEST,
         ),
-    ] {
-        for action in ["reset", "unlock"] {
-            let got = post_raw(&alice, &format!("/.mfa/admin/{action}"), &fields, &headers).await;
-            assert_eq!(got.status, status, "{action}, {what}: {got:?}");
-        }
-    }
+    ]
+}
 
-    // The API: same-origin checks and the X-CSRF-Token header.
-    let token = api_token(&alice).await;
+/// The API: same-origin checks and the X-CSRF-Token header.
+async fn api_posts_need_same_origin_and_the_token(alice: &Browser, csrf: &str) {
+    let token = api_token(alice).await;
     assert_eq!(token, csrf, "one token per session, page and API alike");
     for (what, headers) in [
         ("no token", vec![]),
@@ -733,7 +729,7 @@ async fn cross_site_posts_and_bad_tokens_change_nothing() {
         ),
     ] {
         for action in ["reset", "unlock"] {
-            let got = api_post(&alice, &format!("/.mfa/api/users/bob/{action}"), &headers).await;
+            let got = api_post(alice, &format!("/.mfa/api/users/bob/{action}"), &headers).await;
             assert_eq!(
                 got.status,
                 StatusCode::FORBIDDEN,
@@ -742,12 +738,6 @@ async fn cross_site_posts_and_bad_tokens_change_nothing() {
             assert!(json(&got)["error"].is_string());
         }
     }
-
-    // Bob is unchanged: still enrolled, his session still works.
-    let view = show(&alice, "bob").await;
-    assert_eq!(view["enrolled"], true);
-    assert_eq!(view["recovery_codes_left"], 10);
-    assert_eq!(bob.get("/x").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -768,29 +758,54 @@ async fn an_admin_acts_only_on_the_realm_of_the_site_she_came_through() {
     let (carol_secret, _) = enroll(&w, &carol).await;
     assert_eq!(carol.get("/x").await.status, StatusCode::OK);
 
-    // On site "other" alice is no admin.
+    on_site_other_she_is_no_admin(&w, &alice, &alice_other).await;
+    from_site_1_carol_is_unknown(&w, &alice).await;
+
+    // carol's record in realm "other" is unchanged: her session works, and a new login
+    // verifies (no enrollment).
+    assert_eq!(carol.get("/x").await.status, StatusCode::OK);
+    let again = site2(&w, "carol");
+    again.get("/").await;
+    let page = again.get("/.mfa/login").await;
+    assert!(
+        page.body.contains("action=\"/.mfa/verify\""),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<svg"));
+    let code = oathtool(&carol_secret, w.gate.now());
+    let ok = again
+        .post_form("/.mfa/verify", &[("code", &code), ("csrf", &page.csrf())])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{ok:?}");
+}
+
+/// On site "other" alice is no admin, and her site-1 session is no session there.
+async fn on_site_other_she_is_no_admin(w: &World, alice: &Browser, alice_other: &Browser) {
     let page = alice_other.get("/.mfa/admin").await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{page:?}");
     let api = alice_other.get("/.mfa/api/users").await;
     assert_eq!(api.status, StatusCode::FORBIDDEN);
     let token = alice_other.get("/.mfa/logout").await.csrf();
     let post = api_post(
-        &alice_other,
+        alice_other,
         "/.mfa/api/users/carol/reset",
         &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
     .await;
     assert_eq!(post.status, StatusCode::FORBIDDEN);
     // Her site-1 session cookie is not a session on site "other".
-    let carried = site2(&w, "alice");
+    let carried = site2(w, "alice");
     *carried.cookies.lock().unwrap() = alice.cookies.lock().unwrap().clone();
     assert_eq!(
         carried.get("/.mfa/admin").await.status,
         StatusCode::SEE_OTHER
     );
+}
 
-    // From site 1, carol (realm "other" only) is unknown, however she is named.
-    let token = api_token(&alice).await;
+/// From site 1, carol (realm "other" only) is unknown, however she is named.
+async fn from_site_1_carol_is_unknown(w: &World, alice: &Browser) {
+    let token = api_token(alice).await;
     let list = json(&alice.get("/.mfa/api/users").await);
     assert_eq!(list["realm"], "console");
     let names: Vec<&str> = list["users"]
@@ -809,7 +824,7 @@ async fn an_admin_acts_only_on_the_realm_of_the_site_she_came_through() {
         "/.mfa/api/users/carol/unlock",
     ] {
         let got = api_post(
-            &alice,
+            alice,
             path,
             &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
         )
@@ -818,7 +833,7 @@ async fn an_admin_acts_only_on_the_realm_of_the_site_she_came_through() {
         assert_eq!(json(&got)["result"], "no_such_user");
     }
     let got = api_post(
-        &alice,
+        alice,
         "/.mfa/api/users/other%2Fcarol/reset",
         &[("x-csrf-token", &token), ("x-mfa-code", &w.code("alice"))],
     )
@@ -846,24 +861,6 @@ async fn an_admin_acts_only_on_the_realm_of_the_site_she_came_through() {
         .await;
     assert_eq!(got.status, StatusCode::NOT_FOUND, "{got:?}");
     assert!(got.body.contains("No such user"));
-
-    // carol's record in realm "other" is unchanged: her session works, and a new login
-    // verifies (no enrollment).
-    assert_eq!(carol.get("/x").await.status, StatusCode::OK);
-    let again = site2(&w, "carol");
-    again.get("/").await;
-    let page = again.get("/.mfa/login").await;
-    assert!(
-        page.body.contains("action=\"/.mfa/verify\""),
-        "{}",
-        page.body
-    );
-    assert!(!page.body.contains("<svg"));
-    let code = oathtool(&carol_secret, w.gate.now());
-    let ok = again
-        .post_form("/.mfa/verify", &[("code", &code), ("csrf", &page.csrf())])
-        .await;
-    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{ok:?}");
 }
 
 #[tokio::test]

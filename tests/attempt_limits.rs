@@ -1,32 +1,21 @@
 //! Bounded attempts and bounded logins in progress (SECURITY.md 5 and 16): the per-client
 //! quota on password steps survives a restart and counts an IPv6 /64 as one client; one
 //! valid password from hundreds of addresses cannot keep more than a few logins of a user
-//! in progress, nor fill the store.
+//! in progress, nor fill the store; an untrusted X-Forwarded-For does not dodge the quota.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
-use mfa_gate::clock::ManualClock;
 
 /// A gate trusting 127.0.0.0/8 as its proxy (so `X-Forwarded-For` names the client), with
-/// `per_ip` as the per-client quota and `session` lines in `[session]`.
-async fn gate_with(console: &Console, per_ip: &str, session: &str) -> TestGate {
-    let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(
-        tmp.path(),
-        console.addr,
-        &format!("trusted_proxies = [\"127.0.0.0/8\"]\n\n[session]\n{session}"),
-        "",
-    )
-    .replace("per_ip = \"100000/min\"", &format!("per_ip = \"{per_ip}\""));
-    let mut gate = TestGate::launch(tmp.path(), &text, Arc::new(ManualClock::new(T0))).await;
-    gate.keep(tmp);
-    gate
+/// `per_ip` as the per-client quota.
+fn behind_a_proxy(console: &Console, per_ip: &str) -> GateBuilder {
+    GateBuilder::basic(console.addr)
+        .trusted_proxies(&["127.0.0.0/8"])
+        .per_ip(per_ip)
 }
 
 /// A password step from client `ip` (told by the trusted proxy).
@@ -44,7 +33,7 @@ async fn password_step(gate: &TestGate, user: &str, pw: &str, ip: &str) -> (Brow
 #[tokio::test]
 async fn the_quota_of_a_client_survives_a_restart() {
     let console = Console::start(&[("alice", "pw")]).await;
-    let mut gate = gate_with(&console, "3/min", "").await;
+    let mut gate = behind_a_proxy(&console, "3/min").start().await;
     for _ in 0..3 {
         let (_, got) = password_step(&gate, "alice", "wrong", "203.0.113.5").await;
         assert_eq!(got.status, StatusCode::UNAUTHORIZED);
@@ -54,30 +43,29 @@ async fn the_quota_of_a_client_survives_a_restart() {
     let wait: u64 = got.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=20).contains(&wait), "{wait}");
 
-    gate.stop().await;
-    let restarted = TestGate::launch(&gate.dir, &gate.config_text, gate.clock.clone()).await;
-    let (_, got) = password_step(&restarted, "alice", "wrong", "203.0.113.5").await;
+    gate.restart().await;
+    let (_, got) = password_step(&gate, "alice", "wrong", "203.0.113.5").await;
     assert_eq!(
         got.status,
         StatusCode::TOO_MANY_REQUESTS,
         "the spent quota is still spent after a restart"
     );
-    let (_, other) = password_step(&restarted, "alice", "wrong", "203.0.113.6").await;
+    let (_, other) = password_step(&gate, "alice", "wrong", "203.0.113.6").await;
     assert_eq!(
         other.status,
         StatusCode::UNAUTHORIZED,
         "another client is not"
     );
     // Time gives the quota back.
-    restarted.clock.advance(wait);
-    let (_, got) = password_step(&restarted, "alice", "wrong", "203.0.113.5").await;
+    gate.clock.advance(wait);
+    let (_, got) = password_step(&gate, "alice", "wrong", "203.0.113.5").await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn an_ipv6_64_is_one_client() {
     let console = Console::start(&[("alice", "pw")]).await;
-    let gate = gate_with(&console, "3/min", "").await;
+    let gate = behind_a_proxy(&console, "3/min").start().await;
     let mut statuses = Vec::new();
     for i in 1..=30 {
         let ip = format!("2001:db8:1:2:{i:x}::{i:x}");
@@ -111,12 +99,11 @@ async fn one_valid_password_from_500_addresses_keeps_few_logins_in_progress() {
     let mut users: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "pw")).collect();
     users.push(("alice", "pw"));
     let console = Console::start(&users).await;
-    let gate = gate_with(
-        &console,
-        "100000/min",
-        "max_pending_per_user = 5\nmax_pending = 50",
-    )
-    .await;
+    let gate = behind_a_proxy(&console, "100000/min")
+        .session("max_pending_per_user = 5")
+        .session("max_pending = 50")
+        .start()
+        .await;
     let mut browsers = Vec::new();
     for i in 0..500 {
         let ip = format!("198.51.{}.{}", i / 250, i % 250 + 1);
@@ -169,4 +156,30 @@ async fn one_valid_password_from_500_addresses_keeps_few_logins_in_progress() {
     assert_eq!(done.status, StatusCode::OK, "{done:?}");
     let (_, got) = password_step(&gate, "u59", "pw", "192.0.2.200").await;
     assert_eq!(got.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn untrusted_forwarded_for_does_not_dodge_the_per_ip_limit() {
+    let console = Console::start(&[("alice", "pw")]).await;
+    // A gate with a small per-IP quota and no trusted proxies.
+    let gate = GateBuilder::basic(console.addr)
+        .per_ip("3/min")
+        .start()
+        .await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let b = Browser::new(&gate, Some(("alice", "wrong")));
+        let req = b
+            .request("GET", "/")
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .body(full(Bytes::new()))
+            .unwrap();
+        statuses.push(b.send(req).await.status);
+    }
+    assert_eq!(&statuses[..3], &[StatusCode::UNAUTHORIZED; 3]);
+    assert_eq!(
+        statuses[3],
+        StatusCode::TOO_MANY_REQUESTS,
+        "the rotating X-Forwarded-For was not believed: {statuses:?}"
+    );
 }

@@ -100,10 +100,13 @@ fn answer(kind: Kind, req: &Request<Incoming>) -> Response<Body> {
 
 /// A gate whose Basic first factor is `first_factor` (an inline table).
 async fn gate(addr: SocketAddr, first_factor: &str) -> TestGate {
-    TestGate::start_upstream_first_factor(addr, "", "", first_factor).await
+    GateBuilder::basic(addr)
+        .first_factor(first_factor)
+        .start()
+        .await
 }
 
-const DEFAULT_RULES: &str = r#"{ mode = "basic", probe_path = "/probe" }"#;
+const DEFAULT_RULES: &str = common::gate::BASIC;
 
 fn calibrated(seen: &[Seen]) -> bool {
     seen.iter().any(|s| {
@@ -265,6 +268,44 @@ async fn rules_for_the_redirecting_probe_tell_right_passwords_from_wrong_ones() 
             forwarded,
             ["/x"],
             "{rules}: only alice's page after her code"
+        );
+    }
+}
+
+/// A "console" whose pages answer 200 to anybody, e.g. a probe_path set to a public page.
+async fn open_console() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full("welcome")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_unprotected_probe_page_refuses_every_login() {
+    let open = open_console().await;
+    let gate = GateBuilder::basic(open).start().await;
+    for auth in [Some(("anyone", "any-password")), None] {
+        let b = Browser::new(&gate, auth);
+        let got = b.get("/").await;
+        assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{auth:?}");
+        assert!(got.body.contains("misconfigured"));
+        assert!(
+            got.set_cookies().is_empty(),
+            "no pending login for an unchecked password"
         );
     }
 }

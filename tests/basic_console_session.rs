@@ -139,7 +139,10 @@ async fn get_with(b: &Browser, path: &str, fields: &[String]) -> Got {
 /// Alice and bob, each signed in and holding the console session it gave them.
 async fn world() -> (Tomcat, TestGate, Browser, Browser) {
     let (console, addr) = Tomcat::start().await;
-    let gate = TestGate::start_upstream_first_factor(addr, "", "", FIRST_FACTOR).await;
+    let gate = GateBuilder::basic(addr)
+        .first_factor(FIRST_FACTOR)
+        .start()
+        .await;
     let mut signed_in = Vec::new();
     for (user, pw) in USERS {
         let b = Browser::new(&gate, Some((user, pw)));

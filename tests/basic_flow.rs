@@ -9,7 +9,7 @@ use http::StatusCode;
 #[tokio::test]
 async fn request_without_credentials_gets_the_consoles_challenge_and_never_reaches_it() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, None);
     let got = b.get("/admin").await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
@@ -27,7 +27,7 @@ async fn request_without_credentials_gets_the_consoles_challenge_and_never_reach
 #[tokio::test]
 async fn wrong_password_gets_the_consoles_own_401() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "nope")));
     let got = b.get("/admin").await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
@@ -60,7 +60,7 @@ async fn wrong_password_gets_the_consoles_own_401() {
 #[tokio::test]
 async fn enrollment_then_pass_through_then_verification() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
 
     // Password accepted → pending login, nothing forwarded yet.
@@ -154,7 +154,7 @@ async fn enrollment_then_pass_through_then_verification() {
 #[tokio::test]
 async fn enrolled_user_cannot_reopen_the_qr_page() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = b.login(&gate, "/", None).await;
     gate.clock.advance(30);
@@ -178,7 +178,7 @@ async fn enrolled_user_cannot_reopen_the_qr_page() {
 #[tokio::test]
 async fn code_syntax_is_checked_before_anything_else() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     b.get("/").await;
     let page = b.get("/.mfa/login").await;
@@ -211,7 +211,7 @@ async fn code_syntax_is_checked_before_anything_else() {
 #[tokio::test]
 async fn other_credentials_with_the_same_cookie_are_a_new_login() {
     let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let alice = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = alice.login(&gate, "/", None).await;
     assert_eq!(alice.get("/x").await.status, StatusCode::OK);
@@ -261,7 +261,7 @@ async fn other_credentials_with_the_same_cookie_are_a_new_login() {
 #[tokio::test]
 async fn idle_and_absolute_limits_and_logout() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = b.login(&gate, "/", None).await;
     let stale = b.cookie_header().unwrap();
@@ -339,7 +339,7 @@ async fn idle_and_absolute_limits_and_logout() {
 #[tokio::test]
 async fn the_pending_cookie_dies_at_mfa_success() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     b.get("/").await;
     let pending = b.cookie_header().unwrap();
@@ -355,4 +355,93 @@ async fn the_pending_cookie_dies_at_mfa_success() {
     let got = again.get("/.mfa/login").await;
     assert_eq!(got.status, StatusCode::BAD_REQUEST);
     assert!(got.body.contains("Sign-in expired"));
+}
+
+#[tokio::test]
+async fn a_megabyte_of_digits_gets_413_and_changes_nothing() {
+    let console = Console::start(&[("alice", "pw")]).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let b = Browser::new(&gate, Some(("alice", "pw")));
+    b.get("/").await;
+    let page = b.get("/.mfa/login").await;
+    let huge = "7".repeat(1 << 20);
+    let got = b
+        .post_form("/.mfa/enroll", &[("code", &huge), ("csrf", &page.csrf())])
+        .await;
+    assert_eq!(got.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(got.body.contains("larger than this page accepts"));
+    let code = oathtool(&page.secret_b32(), gate.now());
+    assert_eq!(
+        b.post_form("/.mfa/enroll", &[("code", &code), ("csrf", &page.csrf())])
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_pending_login_is_only_good_for_its_own_user() {
+    let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let bob = Browser::new(&gate, Some(("bob", "pw-b")));
+    let (_, bob_secret) = bob.login(&gate, "/", None).await;
+    gate.clock.advance(30);
+    // Alice passes her password step; then her browser presents Bob's credentials.
+    let b = Browser::new(&gate, Some(("alice", "pw-a")));
+    b.get("/").await;
+    let page = b.get("/.mfa/login").await;
+    let mut as_bob = b.clone();
+    as_bob.auth = Some(("bob".into(), "pw-b".into()));
+    let got = as_bob
+        .post_form(
+            "/.mfa/verify",
+            &[
+                ("code", &oathtool(&bob_secret, gate.now())),
+                ("csrf", &page.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST);
+    assert!(got.body.contains("Sign-in expired"));
+    // And with no password step at all there is nothing to verify.
+    let none = Browser::new(&gate, Some(("bob", "pw-b")));
+    let got = none
+        .post_form(
+            "/.mfa/verify",
+            &[("code", &oathtool(&bob_secret, gate.now())), ("csrf", "x")],
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST);
+    assert!(console.forwarded().is_empty());
+}
+
+// A user is one user whatever spelling a console takes for the name (found by a security
+// review).
+
+#[tokio::test]
+async fn one_user_has_one_spelling() {
+    // A console that, like Jenkins or LDAP, takes "ALICE" for alice.
+    let console = Console::start(&[
+        ("alice", "pw"),
+        ("ALICE", "pw"),
+        ("alice ", "pw"),
+        ("\u{ff41}lice", "pw"),
+    ])
+    .await;
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let b = Browser::new(&gate, Some(("alice", "pw")));
+    b.login(&gate, "/", None).await;
+    gate.clock.advance(30);
+    let upper = Browser::new(&gate, Some(("ALICE", "pw")));
+    upper.get("/").await;
+    let page = upper.get("/.mfa/login").await;
+    assert!(
+        page.body.contains("/.mfa/verify"),
+        "ALICE is alice, already enrolled: no new QR code"
+    );
+    for variant in ["alice ", "\u{ff41}lice"] {
+        let v = Browser::new(&gate, Some((variant, "pw")));
+        let got = v.get("/").await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{variant:?}");
+    }
 }

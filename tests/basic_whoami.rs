@@ -99,7 +99,7 @@ async fn enrolled(gate: &TestGate, user: &str) -> bool {
 async fn a_console_that_names_another_user_gets_the_login_refused() {
     captured_log();
     let (addr, seen) = console().await;
-    let gate = TestGate::start_upstream(addr, "", SITE).await;
+    let gate = GateBuilder::basic(addr).site(SITE).start().await;
 
     // Named as themselves (bob in another case, as the console spells him): logged in.
     for (user, pw) in [("alice", "pw-a"), ("bob", "pw-b")] {

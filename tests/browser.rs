@@ -110,7 +110,7 @@ fn url_with_credentials(gate: &TestGate) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_page_renders_in_chromium() {
     let console = Console::start(&[(USER, PASSWORD)]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
 
     let dom = dump_dom(&url_with_credentials(&gate)).await;
     assert!(
@@ -149,7 +149,7 @@ async fn enrollment_page_renders_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_page_renders_in_chromium() {
     let console = Console::start(&[(USER, PASSWORD)]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
 
     // Enroll the user through the harness client first.
     let b = Browser::new(&gate, Some((USER, PASSWORD)));

@@ -7,7 +7,7 @@ mod common;
 
 use base64::Engine;
 use common::browse::{brief, code_step, sent_to_code};
-use common::form_console::{console_login, first_factor_table, FormConsole};
+use common::form_console::{console_login, form_login, FormConsole};
 use common::*;
 use http::StatusCode;
 
@@ -72,7 +72,7 @@ async fn open_redirect_forms_fall_back_to_root() {
     let users: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
     let pairs: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), "pw")).collect();
     let console = Console::start(&pairs).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let cases = [
         ("/\\evil.com", Outcome::Refused),
         ("//evil.com", Outcome::Refused),
@@ -125,8 +125,7 @@ async fn a_consoles_open_redirect_after_login_falls_back_to_root() {
     let users: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
     let pairs: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), "pw")).collect();
     let console = FormConsole::start(&pairs).await;
-    let gate =
-        TestGate::start_upstream_first_factor(console.addr, "", "", first_factor_table()).await;
+    let gate = GateBuilder::form(console.addr, form_login()).start().await;
     let host = gate.addr.to_string();
     let cases = [
         ("https://gate.example.com.evil.com/x".to_string(), "/"),
@@ -180,35 +179,9 @@ async fn forged(
 #[tokio::test]
 async fn cross_site_posts_to_every_gate_endpoint_are_refused() {
     let console = Console::start(&[("alice", "pw"), ("bob", "pw")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
 
-    // Enrollment: a forged POST with the right code does not enroll.
-    let b = Browser::new(&gate, Some(("bob", "pw")));
-    b.get("/").await;
-    let page = b.get("/.mfa/login").await;
-    let code = oathtool(&page.secret_b32(), gate.now());
-    let good = format!("code={code}&csrf={}", page.csrf());
-    let variants = [
-        (Some("http://evil.example"), None, good.clone()),
-        (Some("null"), None, good.clone()),
-        (None, Some("cross-site"), good.clone()),
-        (None, Some("same-site"), good.clone()),
-        (None, None, format!("code={code}&csrf=forged")),
-    ];
-    for (origin, site, form) in &variants {
-        let got = forged(&b, "/.mfa/enroll", form, *origin, *site).await;
-        assert_eq!(
-            got.status,
-            StatusCode::FORBIDDEN,
-            "{origin:?} {site:?} {form}"
-        );
-    }
-    let got = forged(&b, "/.mfa/enroll", &format!("code={code}"), None, None).await;
-    assert_eq!(got.status, StatusCode::BAD_REQUEST, "missing token");
-    assert!(
-        b.get("/.mfa/login").await.body.contains("id=\"secret\""),
-        "still not enrolled"
-    );
+    a_forged_enrollment_does_not_enroll(&gate).await;
 
     // Verification, logout and recovery-code regeneration: same rules.
     let a = Browser::new(&gate, Some(("alice", "pw")));
@@ -279,5 +252,35 @@ async fn cross_site_posts_to_every_gate_endpoint_are_refused() {
             .await
             .status,
         StatusCode::SEE_OTHER
+    );
+}
+
+/// Enrollment: a forged POST with the right code does not enroll.
+async fn a_forged_enrollment_does_not_enroll(gate: &TestGate) {
+    let b = Browser::new(gate, Some(("bob", "pw")));
+    b.get("/").await;
+    let page = b.get("/.mfa/login").await;
+    let code = oathtool(&page.secret_b32(), gate.now());
+    let good = format!("code={code}&csrf={}", page.csrf());
+    let variants = [
+        (Some("http://evil.example"), None, good.clone()),
+        (Some("null"), None, good.clone()),
+        (None, Some("cross-site"), good.clone()),
+        (None, Some("same-site"), good.clone()),
+        (None, None, format!("code={code}&csrf=forged")),
+    ];
+    for (origin, site, form) in &variants {
+        let got = forged(&b, "/.mfa/enroll", form, *origin, *site).await;
+        assert_eq!(
+            got.status,
+            StatusCode::FORBIDDEN,
+            "{origin:?} {site:?} {form}"
+        );
+    }
+    let got = forged(&b, "/.mfa/enroll", &format!("code={code}"), None, None).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST, "missing token");
+    assert!(
+        b.get("/.mfa/login").await.body.contains("id=\"secret\""),
+        "still not enrolled"
     );
 }

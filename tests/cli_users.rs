@@ -6,7 +6,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -15,43 +14,11 @@ use http::StatusCode;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
-
-/// Runs the CLI (optionally as another user); returns (exit code, stdout, stderr).
-async fn cli(config: &Path, args: &[&str], as_nobody: bool) -> (i32, String, String) {
-    let mut cmd = if as_nobody {
-        let mut c = tokio::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
-    } else {
-        tokio::process::Command::new(BIN)
-    };
-    let out = cmd
-        .arg("user")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn write_config(gate: &TestGate) -> std::path::PathBuf {
-    let path = gate.dir.join("mfa-gate.toml");
-    std::fs::write(&path, &gate.config_text).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_through_the_running_daemon_ends_http_and_websocket_sessions_at_once() {
     let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
-    let config = write_config(&gate);
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let config = gate.config_file();
     let alice = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = alice.login(&gate, "/", None).await;
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
@@ -79,7 +46,7 @@ async fn reset_through_the_running_daemon_ends_http_and_websocket_sessions_at_on
         "before"
     );
 
-    let (code, out, err) = cli(&config, &["list", "--json"], false).await;
+    let (code, out, err) = user_cli(&config, &["list", "--json"], RunAs::Me).await;
     assert_eq!(code, 0, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     let names: Vec<&str> = list["users"]
@@ -93,7 +60,7 @@ async fn reset_through_the_running_daemon_ends_http_and_websocket_sessions_at_on
     assert_eq!(list["users"][0]["recovery_codes_left"], 10);
     assert!(!out.contains(&secret), "no secret in admin output");
 
-    let (code, out, _) = cli(&config, &["reset", "console/alice"], false).await;
+    let (code, out, _) = user_cli(&config, &["reset", "console/alice"], RunAs::Me).await;
     assert_eq!(code, 0);
     assert!(out.contains("reset console/alice"), "{out}");
 
@@ -112,20 +79,20 @@ async fn reset_through_the_running_daemon_ends_http_and_websocket_sessions_at_on
     assert!(page.body.contains("id=\"secret\""));
     assert_ne!(page.secret_b32(), secret);
 
-    let (code, out, _) = cli(&config, &["show", "console/alice"], false).await;
+    let (code, out, _) = user_cli(&config, &["show", "console/alice"], RunAs::Me).await;
     assert_eq!(code, 0);
     assert!(out.contains("not enrolled"), "{out}");
-    let (code, _, err) = cli(&config, &["reset", "console/nobody"], false).await;
+    let (code, _, err) = user_cli(&config, &["reset", "console/nobody"], RunAs::Me).await;
     assert_eq!(code, 3, "no such user: {err}");
-    let (code, _, err) = cli(&config, &["reset", "alice"], false).await;
+    let (code, _, err) = user_cli(&config, &["reset", "alice"], RunAs::Me).await;
     assert_eq!(code, 2, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_daemon_stopped_the_cli_works_on_the_store() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let mut gate = TestGate::start(&console).await;
-    let config = write_config(&gate);
+    let mut gate = GateBuilder::basic(console.addr).start().await;
+    let config = gate.config_file();
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (_, secret) = b.login(&gate, "/", None).await;
     // Lock alice hard with wrong codes.
@@ -150,26 +117,25 @@ async fn with_the_daemon_stopped_the_cli_works_on_the_store() {
         "the socket is removed on shutdown"
     );
 
-    let (code, out, err) = cli(&config, &["show", "console/alice", "--json"], false).await;
+    let (code, out, err) = user_cli(&config, &["show", "console/alice", "--json"], RunAs::Me).await;
     assert_eq!(code, 0, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["users"][0]["hard_locked"], true, "{out}");
-    let (code, out, _) = cli(&config, &["unlock", "console/alice"], false).await;
+    let (code, out, _) = user_cli(&config, &["unlock", "console/alice"], RunAs::Me).await;
     assert_eq!((code, out.trim()), (0, "unlocked console/alice"));
-    let (code, out, _) = cli(&config, &["list"], false).await;
+    let (code, out, _) = user_cli(&config, &["list"], RunAs::Me).await;
     assert_eq!(code, 0);
     assert!(out.starts_with("console/alice\tenrolled\t"), "{out}");
 
     // The lockout (and its lifting) survived: after a restart alice logs in again.
-    let clock = gate.clock.clone();
-    clock.advance(30);
-    let gate = TestGate::launch(&gate.dir.clone(), &gate.config_text.clone(), clock).await;
+    gate.clock.advance(30);
+    gate.restart().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (done, _) = b.login(&gate, "/", Some(&secret)).await;
     assert!(done.next().is_some(), "{done:?}");
 
     // While the daemon runs, the CLI never opens the store itself: it asks the daemon.
-    let (code, out, _) = cli(&config, &["reset", "console/alice"], false).await;
+    let (code, out, _) = user_cli(&config, &["reset", "console/alice"], RunAs::Me).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         b.get("/").await.status,
@@ -181,8 +147,8 @@ async fn with_the_daemon_stopped_the_cli_works_on_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_socket_refuses_other_users() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
-    let config = write_config(&gate);
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let config = gate.config_file();
     // Let an unprivileged user read the config and reach the socket's directory.
     std::fs::set_permissions(&gate.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -193,15 +159,15 @@ async fn the_admin_socket_refuses_other_users() {
     );
 
     // The file mode alone keeps nobody out…
-    let (code, _, err) = cli(&config, &["reset", "console/alice"], true).await;
+    let (code, _, err) = user_cli(&config, &["reset", "console/alice"], RunAs::Nobody).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("ermission denied"), "{err}");
     // …and with the mode opened up, the peer-credential check still refuses.
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let (code, _, err) = cli(&config, &["list"], true).await;
+    let (code, _, err) = user_cli(&config, &["list"], RunAs::Nobody).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("only root or the gate's own user"), "{err}");
     // Root still can.
-    let (code, _, _) = cli(&config, &["list"], false).await;
+    let (code, _, _) = user_cli(&config, &["list"], RunAs::Me).await;
     assert_eq!(code, 0);
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use mfa_gate::config::Config;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
+use common::daemon::BIN;
 
 fn example() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mfa-gate.toml"))
@@ -145,6 +145,14 @@ fn mistakes_name_file_line_column_and_the_fix() {
     );
 }
 
+/// A small configuration with its store in `dir` and the key file `dir/key`.
+fn with_key_file(dir: &Path, key: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{0}/store\"\nkey_file = \"{0}/{key}\"\n[[site]]\nname = \"s\"\nhosts = [\"localhost\"]\nupstream = \"http://127.0.0.1:9\"\nfirst_factor = {{ mode = \"basic\" }}\n",
+        dir.display()
+    )
+}
+
 #[test]
 fn serve_refuses_a_bad_config_and_a_foreign_key_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,10 +171,7 @@ fn serve_refuses_a_bad_config_and_a_foreign_key_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(":2:10: cannot read this listen address"));
 
     // A store created with one key, then started with another key file.
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{0}/store\"\nkey_file = \"{0}/k1\"\n[[site]]\nname = \"s\"\nhosts = [\"localhost\"]\nupstream = \"http://127.0.0.1:9\"\nfirst_factor = {{ mode = \"basic\" }}\n",
-        dir.path().display()
-    );
+    let text = with_key_file(dir.path(), "k1");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let c = Config::from_toml(Path::new("t.toml"), &text).unwrap();
     rt.block_on(async {
@@ -182,7 +187,7 @@ fn serve_refuses_a_bad_config_and_a_foreign_key_file() {
     // sled releases its lock when the last handle is dropped.
     mfa_gate::keys::Keys::create(&dir.path().join("k2")).unwrap();
     let file = dir.path().join("other-key.toml");
-    std::fs::write(&file, text.replace("/k1", "/k2")).unwrap();
+    std::fs::write(&file, with_key_file(dir.path(), "k2")).unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&file)

@@ -23,9 +23,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -41,10 +39,7 @@ use mfa_gate::store::seal::{self, Purpose};
 use mfa_gate::store::sled::SledStore;
 use mfa_gate::store::{Store, UserRecord};
 use mfa_gate::users::ActionResult;
-use tokio::net::UnixDatagram;
-use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
 const REALM: &str = "console";
 const USERS: [(&str, &str); 6] = [
     ("ada", "pw-ada"),
@@ -101,22 +96,6 @@ async fn code_for(secret_b32: &str, step: u64) -> String {
     tokio::task::spawn_blocking(move || oathtool(&secret, step * 30))
         .await
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn tail(text: &str, n: usize) -> &str {
-    let mut from = text.len().saturating_sub(n);
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    &text[from..]
 }
 
 /// The page title, to name a complete but unexpected answer briefly.
@@ -269,102 +248,28 @@ async fn password_step(addr: SocketAddr, user: &str, password: &str) -> Result<L
 // The gate process
 // ---------------------------------------------------------------------------------------
 
-struct GateProc {
-    child: Child,
-    addr: SocketAddr,
+/// The gate's log, its end.
+fn log_tail(gate: &Daemon) -> String {
+    common::daemon::tail(&gate.log_text(), 3000).to_string()
 }
 
-fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("gate.log")).unwrap_or_default();
-    tail(&text, 3000).to_string()
-}
-
-/// Starts `mfa-gate serve` on a fresh free port and waits for READY=1.
-async fn start_gate(
-    dir: &Path,
-    console: SocketAddr,
-    notify: &UnixDatagram,
-    when: &str,
-) -> GateProc {
-    let mut buf = [0u8; 1024];
-    for attempt in 0..5 {
-        let port = free_port();
-        let text = config_text(dir, console, "", "").replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
-        let config = dir.join("mfa-gate.toml");
-        std::fs::write(&config, text).unwrap();
-        // Forget what earlier processes said.
-        while notify.try_recv(&mut buf).is_ok() {}
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("gate.log"))
-            .unwrap();
-        let mut child = tokio::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", dir.join("notify.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                tokio::select! {
-                    n = notify.recv(&mut buf) => {
-                        if String::from_utf8_lossy(&buf[..n.unwrap()]).contains("READY=1") {
-                            return Ok(());
-                        }
-                    }
-                    status = child.wait() => return Err(status.unwrap()),
-                }
-            }
-        })
-        .await;
-        match ready {
-            Ok(Ok(())) => {
-                return GateProc {
-                    child,
-                    addr: format!("127.0.0.1:{port}").parse().unwrap(),
-                }
-            }
-            Ok(Err(status)) => {
-                let log = log_tail(dir);
-                // Another process may have taken the port between our probe and the bind.
-                if attempt < 4 && log.contains("cannot listen") {
-                    continue;
-                }
-                panic!(
-                    "{when}: the gate exited before READY=1 ({status}); its log ends with:\n{log}"
-                );
-            }
-            Err(_) => panic!(
-                "{when}: no READY=1 within 30 s; the gate's log ends with:\n{}",
-                log_tail(dir)
-            ),
-        }
-    }
-    unreachable!("the loop returns or panics")
+/// Starts `mfa-gate serve` in `dir` (same store, same key; a fresh free port each time)
+/// and waits for READY=1.
+async fn start_gate(dir: &Path, console: SocketAddr, when: &str) -> Daemon {
+    Daemon::spawn_with(&GateBuilder::basic(console).dir(dir), &Serve::new())
+        .await
+        .unwrap_or_else(|e| panic!("{when}: {e}"))
 }
 
 /// SIGKILL and reap. `Err` when the gate had already exited on its own (a crash).
-async fn kill9(gate: &mut GateProc) -> Result<(), String> {
-    if let Some(status) = gate.child.try_wait().unwrap() {
+async fn kill9(gate: &mut Daemon) -> Result<(), String> {
+    if let Some(status) = gate.try_wait() {
         return Err(format!(
             "the gate exited on its own before the kill: {status}"
         ));
     }
-    gate.child.start_kill().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), gate.child.wait())
-        .await
-        .expect("the gate dies within 10 s of SIGKILL")
-        .unwrap();
-    if status.signal() != Some(9) {
+    let status = gate.kill9().await;
+    if !Daemon::killed_by_sigkill(status) {
         return Err(format!(
             "the gate exited with {status} before SIGKILL reached it"
         ));
@@ -665,6 +570,35 @@ async fn run(mut w: Work) -> Done {
     done
 }
 
+/// One user's record before and after a burst, and what the burst answered.
+struct Change<'a> {
+    user: &'a str,
+    done: &'a Done,
+    before: &'a Option<UserRecord>,
+    after: &'a Option<UserRecord>,
+    /// The active secret after the burst (the record is whole).
+    after_secret: Option<Vec<u8>>,
+    /// When the burst started (unix seconds).
+    since: u64,
+    keys: &'a Keys,
+}
+
+impl Change<'_> {
+    /// Whether enrollments, verifications and resets left the record as it was.
+    fn unchanged(&self) -> bool {
+        core(self.before) == core(self.after)
+    }
+
+    /// Both records, for a message.
+    fn now(&self) -> String {
+        format!(
+            "\n      before: {}\n      after:  {}",
+            describe(self.before, self.keys, self.user),
+            describe(self.after, self.keys, self.user)
+        )
+    }
+}
+
 /// Checks one user's record after the kill against its record before and what the burst
 /// answered. Returns the violations.
 fn check_user(
@@ -684,130 +618,165 @@ fn check_user(
             return v;
         }
     };
-    let unchanged = core(before) == core(after);
-    let now = || {
-        format!(
-            "\n      before: {}\n      after:  {}",
-            describe(before, keys, user),
-            describe(after, keys, user)
-        )
+    let c = Change {
+        user,
+        done,
+        before,
+        after,
+        after_secret,
+        since,
+        keys,
     };
     match plan {
-        Plan::Browse => {
-            if !unchanged {
-                v.push(format!(
-                    "only a password step ran, yet the record changed{}",
-                    now()
-                ));
-            }
-        }
-        Plan::Reset => {
-            if before.is_none() {
-                if after.is_some() {
-                    v.push(format!(
-                        "a reset of a user without a record created one{}",
-                        now()
-                    ));
-                }
-                // "No such user", or "done" when it ended a login in progress of hers.
-                if let Some(a) = &done.reset_answer {
-                    if !a.ok || a.result.is_none() {
-                        v.push(format!("a reset of a user without a record answered {a:?}"));
-                    }
-                }
-            } else if done.reset_done() {
-                if !is_reset(since, after) {
-                    v.push(format!("LOST RESET: the reset answered done, yet{}", now()));
-                }
-            } else if let Some(a) = &done.reset_answer {
-                v.push(format!("a reset of an existing user answered {a:?}"));
-            } else if !unchanged && !is_reset(since, after) {
-                v.push(format!(
-                    "an unanswered reset left neither the old record nor a reset one{}",
-                    now()
-                ));
-            }
-        }
-        Plan::Enroll { then_reset } => {
-            let Some((secret_b32, step, _)) = &done.enroll else {
-                if !unchanged {
-                    v.push(format!("no code was sent, yet the record changed{}", now()));
-                }
-                return v;
-            };
-            let secret = b32_decode(secret_b32);
-            let enrolled_with_it = after_secret.as_deref() == Some(&secret[..]);
-            let reset_possible = then_reset && done.reset_sent;
-            if let Some(codes) = &done.enroll_ok {
-                if done.reset_done() {
-                    if !is_reset(since, after) {
-                        v.push(format!(
-                            "LOST RESET: enrolled, then a reset answered done, yet{}",
-                            now()
-                        ));
-                    }
-                } else if !(enrolled_with_it || (reset_possible && is_reset(since, after))) {
-                    v.push(format!(
-                        "LOST ENROLLMENT: enrollment with {secret_b32} (step {step}) answered success, yet{}",
-                        now()
-                    ));
-                } else if enrolled_with_it {
-                    let a = after.as_ref().expect("enrolled");
-                    let hashes = mfa_gate::recovery::hashes(&keys.recovery, REALM, user, codes);
-                    if a.recovery != hashes {
-                        v.push(format!(
-                            "the stored recovery hashes are not those of the ten codes shown{}",
-                            now()
-                        ));
-                    }
-                    if a.last_step.abs_diff(*step) > 1 {
-                        v.push(format!(
-                            "enrolled with the code of step {step}, but last_step is {}",
-                            a.last_step
-                        ));
-                    }
-                }
-            } else if !(unchanged || enrolled_with_it || (reset_possible && is_reset(since, after)))
-            {
-                v.push(format!(
-                    "an enrollment with {secret_b32} that got no success answer left neither the old record nor that secret{}",
-                    now()
-                ));
-            }
-        }
-        Plan::Verify { .. } => {
-            if done.verify_accepted > 1 {
-                v.push(format!(
-                    "REPLAY: one code was accepted {} times by concurrent verifications: {:?}",
-                    done.verify_accepted, done.verify_answers
-                ));
-            }
-            let (Some(b), Some(a)) = (before, after) else {
-                v.push(format!("a verification made the record disappear{}", now()));
-                return v;
-            };
-            let same_enrollment = a.secret == b.secret
-                && a.enrolled_at == b.enrolled_at
-                && a.recovery == b.recovery
-                && a.not_before == b.not_before;
-            let step = done.verify.as_ref().map(|(s, _)| *s);
-            if !same_enrollment {
-                v.push(format!("a verification changed the enrollment{}", now()));
-            } else if done.verify_accepted > 0 && Some(a.last_step) != step {
-                v.push(format!(
-                    "LOST STEP: a code for step {step:?} was accepted (303), yet last_step is {}{}",
-                    a.last_step,
-                    now()
-                ));
-            } else if a.last_step != b.last_step && Some(a.last_step) != step {
-                v.push(format!(
-                    "last_step moved to neither the old value nor the step tried ({step:?}){}",
-                    now()
-                ));
-            }
-        }
+        Plan::Browse => check_browse(&c, &mut v),
+        Plan::Reset => check_reset(&c, &mut v),
+        Plan::Enroll { then_reset } => check_enroll(&c, then_reset, &mut v),
+        Plan::Verify { .. } => check_verify(&c, &mut v),
     }
     v
+}
+
+fn check_browse(c: &Change, v: &mut Vec<String>) {
+    let now = || c.now();
+    if !c.unchanged() {
+        v.push(format!(
+            "only a password step ran, yet the record changed{}",
+            now()
+        ));
+    }
+}
+
+fn check_reset(c: &Change, v: &mut Vec<String>) {
+    let Change {
+        done,
+        before,
+        after,
+        since,
+        ..
+    } = *c;
+    let unchanged = c.unchanged();
+    let now = || c.now();
+    if before.is_none() {
+        if after.is_some() {
+            v.push(format!(
+                "a reset of a user without a record created one{}",
+                now()
+            ));
+        }
+        // "No such user", or "done" when it ended a login in progress of hers.
+        if let Some(a) = &done.reset_answer {
+            if !a.ok || a.result.is_none() {
+                v.push(format!("a reset of a user without a record answered {a:?}"));
+            }
+        }
+    } else if done.reset_done() {
+        if !is_reset(since, after) {
+            v.push(format!("LOST RESET: the reset answered done, yet{}", now()));
+        }
+    } else if let Some(a) = &done.reset_answer {
+        v.push(format!("a reset of an existing user answered {a:?}"));
+    } else if !unchanged && !is_reset(since, after) {
+        v.push(format!(
+            "an unanswered reset left neither the old record nor a reset one{}",
+            now()
+        ));
+    }
+}
+
+fn check_enroll(c: &Change, then_reset: bool, v: &mut Vec<String>) {
+    let Change {
+        user,
+        done,
+        after,
+        since,
+        keys,
+        ..
+    } = *c;
+    let (after_secret, unchanged) = (&c.after_secret, c.unchanged());
+    let now = || c.now();
+    let Some((secret_b32, step, _)) = &done.enroll else {
+        if !unchanged {
+            v.push(format!("no code was sent, yet the record changed{}", now()));
+        }
+        return;
+    };
+    let secret = b32_decode(secret_b32);
+    let enrolled_with_it = after_secret.as_deref() == Some(&secret[..]);
+    let reset_possible = then_reset && done.reset_sent;
+    if let Some(codes) = &done.enroll_ok {
+        if done.reset_done() {
+            if !is_reset(since, after) {
+                v.push(format!(
+                    "LOST RESET: enrolled, then a reset answered done, yet{}",
+                    now()
+                ));
+            }
+        } else if !(enrolled_with_it || (reset_possible && is_reset(since, after))) {
+            v.push(format!(
+                    "LOST ENROLLMENT: enrollment with {secret_b32} (step {step}) answered success, yet{}",
+                    now()
+                ));
+        } else if enrolled_with_it {
+            let a = after.as_ref().expect("enrolled");
+            let hashes = mfa_gate::recovery::hashes(&keys.recovery, REALM, user, codes);
+            if a.recovery != hashes {
+                v.push(format!(
+                    "the stored recovery hashes are not those of the ten codes shown{}",
+                    now()
+                ));
+            }
+            if a.last_step.abs_diff(*step) > 1 {
+                v.push(format!(
+                    "enrolled with the code of step {step}, but last_step is {}",
+                    a.last_step
+                ));
+            }
+        }
+    } else if !(unchanged || enrolled_with_it || (reset_possible && is_reset(since, after))) {
+        v.push(format!(
+                "an enrollment with {secret_b32} that got no success answer left neither the old record nor that secret{}",
+                now()
+            ));
+    }
+}
+
+fn check_verify(c: &Change, v: &mut Vec<String>) {
+    let Change {
+        done,
+        before,
+        after,
+        ..
+    } = *c;
+    let now = || c.now();
+    if done.verify_accepted > 1 {
+        v.push(format!(
+            "REPLAY: one code was accepted {} times by concurrent verifications: {:?}",
+            done.verify_accepted, done.verify_answers
+        ));
+    }
+    let (Some(b), Some(a)) = (before, after) else {
+        v.push(format!("a verification made the record disappear{}", now()));
+        return;
+    };
+    let same_enrollment = a.secret == b.secret
+        && a.enrolled_at == b.enrolled_at
+        && a.recovery == b.recovery
+        && a.not_before == b.not_before;
+    let step = done.verify.as_ref().map(|(s, _)| *s);
+    if !same_enrollment {
+        v.push(format!("a verification changed the enrollment{}", now()));
+    } else if done.verify_accepted > 0 && Some(a.last_step) != step {
+        v.push(format!(
+            "LOST STEP: a code for step {step:?} was accepted (303), yet last_step is {}{}",
+            a.last_step,
+            now()
+        ));
+    } else if a.last_step != b.last_step && Some(a.last_step) != step {
+        v.push(format!(
+            "last_step moved to neither the old value nor the step tried ({step:?}){}",
+            now()
+        ));
+    }
 }
 
 /// A code accepted before a kill, to be resubmitted after the restart.
@@ -893,8 +862,6 @@ async fn kill_9_during_enrollment_verification_and_reset_leaves_whole_durable_re
     let console = Console::start(&USERS).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let notify = UnixDatagram::bind(dir.join("notify.sock")).unwrap();
-    let sock = dir.join("admin.sock");
 
     let mut before: Snapshot = USERS.iter().map(|(u, _)| (u.to_string(), None)).collect();
     let mut accepted: Vec<Accepted> = Vec::new();
@@ -902,7 +869,7 @@ async fn kill_9_during_enrollment_verification_and_reset_leaves_whole_durable_re
     let mut stats = Stats::default();
 
     for iter in 0..=ITERATIONS {
-        let mut gate = start_gate(dir, console.addr, &notify, &format!("iteration {iter}")).await;
+        let mut gate = start_gate(dir, console.addr, &format!("iteration {iter}")).await;
         let keys_ref = keys.get_or_insert_with(|| {
             Keys::load_or_create(&dir.join("master.key")).expect("the gate created the key")
         });
@@ -911,176 +878,32 @@ async fn kill_9_during_enrollment_verification_and_reset_leaves_whole_durable_re
         // window). Only those whose user is still enrolled with that secret.
         let violations = replay(iter, gate.addr, &accepted, &mut stats).await;
         assert!(violations.is_empty(), "{}", violations.join("\n"));
-        accepted.clear();
         if iter == ITERATIONS {
             kill9(&mut gate).await.unwrap();
             break;
         }
         // The resubmissions counted as failures; start the burst without lockouts.
-        for (user, _) in USERS {
-            let req = AdminRequest::Unlock {
-                realm: REALM.into(),
-                user: user.into(),
-            };
-            let a = admin_socket::ask(&sock, &req).await.unwrap();
-            assert!(a.ok, "iteration {iter}: unlock {user}: {a:?}");
-        }
+        unlock_everyone(iter, &dir.join("admin.sock")).await;
 
         // The kill delay first (fixed per iteration), then the plans.
         let mut rng = XorShift::new(iter);
         let delay = Duration::from_millis(rng.below(MAX_DELAY_MS + 1));
-        let mut works = Vec::new();
-        let mut plans = BTreeMap::new();
-        for (user, password) in USERS {
-            let rec = before[user].as_ref();
-            let secret = rec
-                .and_then(|r| r.secret.as_ref())
-                .map(|s| seal::open(&keys_ref.seal, Purpose::Active, REALM, user, s).unwrap());
-            let last_step = rec.map_or(0, |r| r.last_step);
-            let can_verify = (last_step + 1).max(now_step() - 1) <= now_step() + 1;
-            let r = rng.below(100);
-            let plan = match (&secret, can_verify) {
-                (None, _) if r < 55 => Plan::Enroll { then_reset: false },
-                (None, _) if r < 70 => Plan::Enroll { then_reset: true },
-                (None, _) if r < 85 => Plan::Reset,
-                (None, _) => Plan::Browse,
-                (Some(_), true) if r < 45 => Plan::Verify { tabs: 1 },
-                (Some(_), true) if r < 60 => Plan::Verify { tabs: 2 },
-                (Some(_), true) if r < 85 => Plan::Reset,
-                (Some(_), false) if r < 50 => Plan::Reset,
-                (Some(_), _) => Plan::Browse,
-            };
-            // Half of the logins pass the password step before the burst, so that most
-            // kills land in the code submissions; the others do it inside the burst.
-            let mut prepared = Vec::new();
-            if matches!(plan, Plan::Enroll { .. } | Plan::Verify { .. }) && rng.below(2) == 0 {
-                let tabs = if plan == (Plan::Verify { tabs: 2 }) {
-                    2
-                } else {
-                    1
-                };
-                for _ in 0..tabs {
-                    let l = password_step(gate.addr, user, password)
-                        .await
-                        .unwrap_or_else(|f| panic!("iteration {iter}, {user}: preparing: {f}"));
-                    assert_eq!(
-                        l.enroll_secret.is_none(),
-                        secret.is_some(),
-                        "iteration {iter}, {user}: the login page disagrees with the store ({})",
-                        describe(&before[user], keys_ref, user)
-                    );
-                    prepared.push(l);
-                }
-            }
-            plans.insert(user, plan);
-            works.push(Work {
-                addr: gate.addr,
-                sock: sock.clone(),
-                user,
-                password,
-                plan,
-                prepared,
-                secret_b32: secret.map(|s| data_encoding::BASE32_NOPAD.encode(&s)),
-                last_step,
-            });
-        }
-
-        // The burst, and the kill.
-        let burst = Instant::now();
-        let burst_unix = now_unix();
-        let tasks: Vec<_> = works
-            .into_iter()
-            .map(|w| (w.user, tokio::spawn(run(w))))
-            .collect();
-        // Every fifth burst runs to its end first: all answers are in, so everything they
-        // announced must be in the store (and a slow machine still gets successes to check).
-        let quiet = iter % 5 == 4;
-        let when = if quiet {
-            while !tasks.iter().all(|(_, t)| t.is_finished()) {
-                assert!(
-                    burst.elapsed() < Duration::from_secs(30),
-                    "iteration {iter}: the burst does not finish"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            stats.slowest_burst = stats.slowest_burst.max(burst.elapsed());
-            "kill after the burst finished".to_string()
-        } else {
-            tokio::time::sleep(delay).await;
-            format!("kill {delay:?} into the burst")
-        };
-        let killed = kill9(&mut gate).await;
-        let mut dones = BTreeMap::new();
-        for (user, t) in tasks {
-            let d = tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .unwrap_or_else(|_| panic!("iteration {iter}, {user}: work hangs after the kill"))
-                .unwrap();
-            dones.insert(user, d);
-        }
-        let cut: usize = dones.values().map(|d| d.cut).sum();
-        assert!(
-            !quiet || cut == 0,
-            "iteration {iter}: {cut} requests got no complete answer from a live gate: {dones:?}"
-        );
-        stats.cut += cut;
-        stats.bursts_cut += usize::from(cut > 0);
-        killed.unwrap_or_else(|e| panic!("iteration {iter}: {e}\n{}", log_tail(dir)));
+        let works = plan_burst(iter, &mut rng, &gate, &before, keys_ref).await;
+        let since = now_unix();
+        let (burst, when) = burst_then_kill(iter, works, delay, &mut gate, &mut stats).await;
 
         // The records, read straight from the store.
+        let label = format!("iteration {iter} ({when})");
         let after = snapshot(dir)
             .await
-            .unwrap_or_else(|e| panic!("iteration {iter} ({when}): {e}"));
-        let mut violations = Vec::new();
-        for (user, _) in USERS {
-            let d = &dones[user];
-            let plan = plans[user];
-            for e in check_user(
-                user,
-                plan,
-                d,
-                &before[user],
-                &after[user],
-                burst_unix,
-                keys_ref,
-            ) {
-                violations.push(format!(
-                    "iteration {iter} ({when}), {user} ({plan:?}, {} cut, answers {:?}/{:?}): {e}",
-                    d.cut,
-                    d.enroll_ok.as_ref().map(|_| "enrolled"),
-                    d.verify_answers
-                ));
-            }
-            let current = whole(user, &after[user], keys_ref).ok().flatten();
-            stats.enrolled += usize::from(d.enroll_ok.is_some());
-            stats.verified += d.verify_accepted;
-            stats.concurrent_pairs += usize::from(d.verify_answers.len() == 2);
-            stats.resets += usize::from(d.reset_done());
-            // Codes to resubmit after the restart: only while the user still has that secret.
-            if let (Some((secret_b32, step, code)), Some(_)) = (&d.enroll, &d.enroll_ok) {
-                let secret = b32_decode(secret_b32);
-                if current.as_deref() == Some(&secret[..]) {
-                    accepted.push(Accepted {
-                        user,
-                        step: *step,
-                        code: code.clone(),
-                        what: "enrollment",
-                    });
-                }
-            }
-            if let (Some((step, code)), true) = (&d.verify, d.verify_accepted > 0) {
-                let secret = whole(user, &before[user], keys_ref).ok().flatten();
-                if secret.is_some() && current == secret {
-                    accepted.push(Accepted {
-                        user,
-                        step: *step,
-                        code: code.clone(),
-                        what: "verification",
-                    });
-                }
-            }
-        }
-        assert!(violations.is_empty(), "{}", violations.join("\n"));
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let seen = Burst {
+            label: &label,
+            burst: &burst,
+            since,
+            keys: keys_ref,
+        };
+        accepted = check_burst(&seen, &before, &after, &mut stats);
         before = after;
     }
 
@@ -1088,7 +911,198 @@ async fn kill_9_during_enrollment_verification_and_reset_leaves_whole_durable_re
         "crash safety: {ITERATIONS} kills in {:?}; {stats:?}",
         started.elapsed()
     );
-    // The test did what it claims (weak bounds: timing decides the exact numbers).
+    it_did_what_it_claims(&stats);
+}
+
+/// Unlocks every user over the admin socket.
+async fn unlock_everyone(iter: u64, sock: &Path) {
+    for (user, _) in USERS {
+        let req = AdminRequest::Unlock {
+            realm: REALM.into(),
+            user: user.into(),
+        };
+        let a = admin_socket::ask(sock, &req).await.unwrap();
+        assert!(a.ok, "iteration {iter}: unlock {user}: {a:?}");
+    }
+}
+
+/// One plan per user (from `rng`), half of the logins already past the password step.
+async fn plan_burst(
+    iter: u64,
+    rng: &mut XorShift,
+    gate: &Daemon,
+    before: &Snapshot,
+    keys_ref: &Keys,
+) -> Vec<Work> {
+    let sock = gate.dir.join("admin.sock");
+    let mut works = Vec::new();
+    for (user, password) in USERS {
+        let rec = before[user].as_ref();
+        let secret = rec
+            .and_then(|r| r.secret.as_ref())
+            .map(|s| seal::open(&keys_ref.seal, Purpose::Active, REALM, user, s).unwrap());
+        let last_step = rec.map_or(0, |r| r.last_step);
+        let can_verify = (last_step + 1).max(now_step() - 1) <= now_step() + 1;
+        let r = rng.below(100);
+        let plan = match (&secret, can_verify) {
+            (None, _) if r < 55 => Plan::Enroll { then_reset: false },
+            (None, _) if r < 70 => Plan::Enroll { then_reset: true },
+            (None, _) if r < 85 => Plan::Reset,
+            (None, _) => Plan::Browse,
+            (Some(_), true) if r < 45 => Plan::Verify { tabs: 1 },
+            (Some(_), true) if r < 60 => Plan::Verify { tabs: 2 },
+            (Some(_), true) if r < 85 => Plan::Reset,
+            (Some(_), false) if r < 50 => Plan::Reset,
+            (Some(_), _) => Plan::Browse,
+        };
+        // Half of the logins pass the password step before the burst, so that most
+        // kills land in the code submissions; the others do it inside the burst.
+        let mut prepared = Vec::new();
+        if matches!(plan, Plan::Enroll { .. } | Plan::Verify { .. }) && rng.below(2) == 0 {
+            let tabs = if plan == (Plan::Verify { tabs: 2 }) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..tabs {
+                let l = password_step(gate.addr, user, password)
+                    .await
+                    .unwrap_or_else(|f| panic!("iteration {iter}, {user}: preparing: {f}"));
+                assert_eq!(
+                    l.enroll_secret.is_none(),
+                    secret.is_some(),
+                    "iteration {iter}, {user}: the login page disagrees with the store ({})",
+                    describe(&before[user], keys_ref, user)
+                );
+                prepared.push(l);
+            }
+        }
+        works.push(Work {
+            addr: gate.addr,
+            sock: sock.clone(),
+            user,
+            password,
+            plan,
+            prepared,
+            secret_b32: secret.map(|s| data_encoding::BASE32_NOPAD.encode(&s)),
+            last_step,
+        });
+    }
+    works
+}
+
+/// Every user's work at once, and SIGKILL `delay` into it (every fifth burst: after it).
+/// Returns each user's plan and what became of it, and when the kill came.
+async fn burst_then_kill(
+    iter: u64,
+    works: Vec<Work>,
+    delay: Duration,
+    gate: &mut Daemon,
+    stats: &mut Stats,
+) -> (BTreeMap<&'static str, (Plan, Done)>, String) {
+    let burst = Instant::now();
+    let tasks: Vec<_> = works
+        .into_iter()
+        .map(|w| (w.user, w.plan, tokio::spawn(run(w))))
+        .collect();
+    // Every fifth burst runs to its end first: all answers are in, so everything they
+    // announced must be in the store (and a slow machine still gets successes to check).
+    let quiet = iter % 5 == 4;
+    let when = if quiet {
+        while !tasks.iter().all(|(_, _, t)| t.is_finished()) {
+            assert!(
+                burst.elapsed() < Duration::from_secs(30),
+                "iteration {iter}: the burst does not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        stats.slowest_burst = stats.slowest_burst.max(burst.elapsed());
+        "kill after the burst finished".to_string()
+    } else {
+        tokio::time::sleep(delay).await;
+        format!("kill {delay:?} into the burst")
+    };
+    let killed = kill9(gate).await;
+    let mut dones = BTreeMap::new();
+    for (user, plan, t) in tasks {
+        let d = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap_or_else(|_| panic!("iteration {iter}, {user}: work hangs after the kill"))
+            .unwrap();
+        dones.insert(user, (plan, d));
+    }
+    let cut: usize = dones.values().map(|(_, d)| d.cut).sum();
+    assert!(
+        !quiet || cut == 0,
+        "iteration {iter}: {cut} requests got no complete answer from a live gate: {dones:?}"
+    );
+    stats.cut += cut;
+    stats.bursts_cut += usize::from(cut > 0);
+    killed.unwrap_or_else(|e| panic!("iteration {iter}: {e}\n{}", log_tail(gate)));
+    (dones, when)
+}
+
+/// One burst, as the test saw it: the plans and their answers, when it started, the key.
+struct Burst<'a> {
+    /// "iteration N (when the kill came)".
+    label: &'a str,
+    burst: &'a BTreeMap<&'static str, (Plan, Done)>,
+    since: u64,
+    keys: &'a Keys,
+}
+
+/// Checks every user's record after the burst (panics with the violations) and returns
+/// the codes to resubmit after the restart.
+fn check_burst(b: &Burst, before: &Snapshot, after: &Snapshot, stats: &mut Stats) -> Vec<Accepted> {
+    let mut accepted = Vec::new();
+    let mut violations = Vec::new();
+    for (user, _) in USERS {
+        let (plan, d) = &b.burst[user];
+        let plan = *plan;
+        for e in check_user(user, plan, d, &before[user], &after[user], b.since, b.keys) {
+            violations.push(format!(
+                "{}, {user} ({plan:?}, {} cut, answers {:?}/{:?}): {e}",
+                b.label,
+                d.cut,
+                d.enroll_ok.as_ref().map(|_| "enrolled"),
+                d.verify_answers
+            ));
+        }
+        let current = whole(user, &after[user], b.keys).ok().flatten();
+        stats.enrolled += usize::from(d.enroll_ok.is_some());
+        stats.verified += d.verify_accepted;
+        stats.concurrent_pairs += usize::from(d.verify_answers.len() == 2);
+        stats.resets += usize::from(d.reset_done());
+        // Codes to resubmit after the restart: only while the user still has that secret.
+        if let (Some((secret_b32, step, code)), Some(_)) = (&d.enroll, &d.enroll_ok) {
+            let secret = b32_decode(secret_b32);
+            if current.as_deref() == Some(&secret[..]) {
+                accepted.push(Accepted {
+                    user,
+                    step: *step,
+                    code: code.clone(),
+                    what: "enrollment",
+                });
+            }
+        }
+        if let (Some((step, code)), true) = (&d.verify, d.verify_accepted > 0) {
+            let secret = whole(user, &before[user], b.keys).ok().flatten();
+            if secret.is_some() && current == secret {
+                accepted.push(Accepted {
+                    user,
+                    step: *step,
+                    code: code.clone(),
+                    what: "verification",
+                });
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    accepted
+}
+
+/// The test did what it claims (weak bounds: timing decides the exact numbers).
+fn it_did_what_it_claims(stats: &Stats) {
     assert!(
         stats.enrolled > 0,
         "no enrollment ever succeeded: {stats:?}"

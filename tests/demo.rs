@@ -26,7 +26,7 @@ async fn the_demo_prints_what_to_do_and_the_flow_works() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
+    let mut child = tokio::process::Command::new(common::daemon::BIN)
         .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
         .arg(dir.path())
         .stdout(std::process::Stdio::piped())

@@ -1,12 +1,13 @@
 //! The form mode in front of a real Django admin, over real sockets: the password step
 //! at Django, the code at the gate, Django's session bound to the gate's, logout at Django
-//! ending both. The Django harness (a real `manage.py runserver` with a request log) is in
+//! ending both; a login Django accepts but the gate judges failed leaves no signed-in
+//! Django session behind. The Django harness (a real `manage.py runserver` with a request log) is in
 //! `common/django.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::browse::{browser_with, jar, navigate, set_cookie, set_names, set_value};
+use common::browse::{brief, browser_with, jar, lines, navigate, set_cookie, set_names, set_value};
 use common::django::*;
 use common::*;
 use http::StatusCode;
@@ -20,16 +21,50 @@ const BOB_PW: &str = "bob-django-pw-2";
 // The tests
 // ---------------------------------------------------------------------------------------
 
+/// The Django admin behind the gate, alice and bob its users, and one browser.
+struct Scene {
+    django: Django,
+    gate: TestGate,
+    browser: Browser,
+}
+
+/// What alice's first full login left: her TOTP secret, Django's session id and the
+/// gate's session cookie.
+struct Issued {
+    secret: String,
+    sessionid: String,
+    mfa: String,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn django_admin_behind_the_gate_needs_password_then_code() {
     let django = Django::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
-    let gate = TestGate::start_upstream_first_factor(django.addr, "", "", FORM).await;
+    let gate = GateBuilder::form(django.addr, form_login()).start().await;
     let browser = Browser::new(&gate, None);
+    let s = Scene {
+        django,
+        gate,
+        browser,
+    };
+    nothing_reaches_django_without_a_session(&s).await;
+    let page = the_login_page_is_public(&s).await;
+    let wrong = a_wrong_password_comes_back_as_django_sent_it(&s, &page).await;
+    the_right_password_is_held_until_the_code(&s, &wrong).await;
+    let issued = enrollment_releases_djangos_session(&s).await;
+    let index = the_console_session_works(&s, &issued).await;
+    the_gate_session_is_bound_to_this_django_session(&s, &issued).await;
+    logout_at_django_ends_both_sessions(&s, &issued, &index).await;
+    the_full_login_again_needs_a_fresh_code(&s, &issued).await;
+}
 
-    // 1. No session: the gate sends a navigating browser to Django's login page and an
-    //    API-ish request gets 401; neither reaches Django, nor does a POST elsewhere.
+/// No session: the gate sends a navigating browser to Django's login page and an
+/// API-ish request gets 401; neither reaches Django, nor does a POST elsewhere.
+async fn nothing_reaches_django_without_a_session(s: &Scene) {
+    let Scene {
+        django, browser, ..
+    } = s;
     let mark = django.mark();
-    let r = navigate(&browser, "/admin/").await;
+    let r = navigate(browser, "/admin/").await;
     assert_sent_to_login(&r, "no session");
     assert!(r.set_cookies().is_empty(), "{r:?}");
     let r = browser.get("/admin/").await;
@@ -43,10 +78,15 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         "nothing reaches Django without a session: {:?}",
         django.since(mark)
     );
+}
 
-    // 2. The login page is public: Django's own form, with its CSRF cookie.
+/// The login page is public: Django's own form, with its CSRF cookie.
+async fn the_login_page_is_public(s: &Scene) -> Got {
+    let Scene {
+        django, browser, ..
+    } = s;
     let mark = django.mark();
-    let page = navigate(&browser, "/admin/login/?next=/admin/").await;
+    let page = navigate(browser, "/admin/login/?next=/admin/").await;
     assert_eq!(page.status, StatusCode::OK, "{page:?}");
     assert!(page.body.contains("Log in | Django site admin"), "{page:?}");
     assert!(
@@ -55,7 +95,7 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
     );
     let csrf_cookie = set_cookie(&page, "csrftoken").expect("Django sets csrftoken");
     assert!(!set_value(&csrf_cookie).is_empty(), "{csrf_cookie}");
-    assert!(jar(&browser, "csrftoken").is_some());
+    assert!(jar(browser, "csrftoken").is_some());
     let hits = django.since(mark);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(
@@ -67,14 +107,20 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         ("GET", "/admin/login/?next=/admin/", 200)
     );
     assert_eq!(hits[0].user, "-");
+    page
+}
 
-    // 3. A wrong password: Django's own refusal comes back as Django sent it.
+/// A wrong password: Django's own refusal comes back as Django sent it.
+async fn a_wrong_password_comes_back_as_django_sent_it(s: &Scene, page: &Got) -> Got {
+    let Scene {
+        django, browser, ..
+    } = s;
     let mark = django.mark();
     let wrong = browser
         .post_form(
             "/admin/login/?next=/admin/",
             &[
-                ("csrfmiddlewaretoken", &django_csrf(&page)),
+                ("csrfmiddlewaretoken", &django_csrf(page)),
                 ("username", ALICE),
                 ("password", "not-the-password"),
                 ("next", "/admin/"),
@@ -85,7 +131,7 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
     assert!(wrong.body.contains(DJANGO_REFUSED), "{wrong:?}");
     assert!(set_cookie(&wrong, "sessionid").is_none(), "{wrong:?}");
     assert!(set_cookie(&wrong, "mfa_pending").is_none(), "{wrong:?}");
-    assert!(jar(&browser, "sessionid").is_none());
+    assert!(jar(browser, "sessionid").is_none());
     let hits = django.since(mark);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(
@@ -97,15 +143,21 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         ("POST", 200, "-"),
         "Django judged the password itself"
     );
+    wrong
+}
 
-    // 4. The right password: Django accepts it, the gate holds Django's answer (its
-    //    session cookie and rotated CSRF cookie) and asks for the code.
+/// The right password: Django accepts it, the gate holds Django's answer (its
+/// session cookie and rotated CSRF cookie) and asks for the code.
+async fn the_right_password_is_held_until_the_code(s: &Scene, wrong: &Got) {
+    let Scene {
+        django, browser, ..
+    } = s;
     let mark = django.mark();
     let accepted = browser
         .post_form(
             "/admin/login/?next=/admin/",
             &[
-                ("csrfmiddlewaretoken", &django_csrf(&wrong)),
+                ("csrfmiddlewaretoken", &django_csrf(wrong)),
                 ("username", ALICE),
                 ("password", ALICE_PW),
                 ("next", "/admin/"),
@@ -123,7 +175,7 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         vec!["mfa_pending".to_string()],
         "only the gate's pending cookie; Django's cookies are held: {accepted:?}"
     );
-    assert!(jar(&browser, "sessionid").is_none());
+    assert!(jar(browser, "sessionid").is_none());
     let hits = django.since(mark);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(
@@ -138,11 +190,14 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
 
     // While the code is pending, the console stays closed.
     let mark = django.mark();
-    let r = navigate(&browser, "/admin/").await;
+    let r = navigate(browser, "/admin/").await;
     assert_sent_to_login(&r, "pending");
     assert!(django.since(mark).is_empty(), "{:?}", django.since(mark));
+}
 
-    // Enrollment, with the code from oathtool.
+/// Enrollment, with the code from oathtool.
+async fn enrollment_releases_djangos_session(s: &Scene) -> Issued {
+    let Scene { gate, browser, .. } = s;
     let login = browser.get("/.mfa/login").await;
     assert_eq!(login.status, StatusCode::OK, "{login:?}");
     assert!(
@@ -169,14 +224,24 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         "pending cookie cleared: {done:?}"
     );
     assert_eq!(
-        jar(&browser, "sessionid").as_deref(),
+        jar(browser, "sessionid").as_deref(),
         Some(sessionid.as_str())
     );
+    Issued {
+        secret,
+        sessionid,
+        mfa,
+    }
+}
 
-    // 5. The console session works: Django's admin index, for alice, with Django's
-    //    cookies and none of the gate's.
+/// The console session works: Django's admin index, for alice, with Django's
+/// cookies and none of the gate's.
+async fn the_console_session_works(s: &Scene, issued: &Issued) -> Got {
+    let Scene {
+        django, browser, ..
+    } = s;
     let mark = django.mark();
-    let index = navigate(&browser, "/admin/").await;
+    let index = navigate(browser, "/admin/").await;
     assert_eq!(index.status, StatusCode::OK, "{index:?}");
     assert!(index.body.contains(ADMIN_INDEX), "{index:?}");
     let hits = django.since(mark);
@@ -185,29 +250,33 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         (hits[0].path.as_str(), hits[0].status, hits[0].user.as_str()),
         ("/admin/", 200, ALICE)
     );
-    assert_eq!(hits[0].sessionid, sessionid);
+    assert_eq!(hits[0].sessionid, issued.sessionid);
     assert!(
         !hits[0].cookies.iter().any(|c| c.starts_with("mfa_")),
         "the gate's cookies are not forwarded: {hits:?}"
     );
+    index
+}
 
-    // 6. The gate session is bound to this Django session.
-    //    Without any Django session:
+/// The gate session is bound to this Django session.
+async fn the_gate_session_is_bound_to_this_django_session(s: &Scene, issued: &Issued) {
+    let Scene { django, gate, .. } = s;
+    // Without any Django session:
     let mark = django.mark();
-    let alone = browser_with(&gate, &[("mfa_session", &mfa)]);
+    let alone = browser_with(gate, &[("mfa_session", &issued.mfa)]);
     assert_sent_to_login(&navigate(&alone, "/admin/").await, "mfa_session alone");
-    //    With a made-up one:
+    // With a made-up one:
     let forged = browser_with(
-        &gate,
+        gate,
         &[
-            ("mfa_session", &mfa),
+            ("mfa_session", &issued.mfa),
             ("sessionid", "x".repeat(32).as_str()),
         ],
     );
     assert_sent_to_login(&navigate(&forged, "/admin/").await, "made-up sessionid");
     assert!(django.since(mark).is_empty(), "{:?}", django.since(mark));
-    //    With another session that Django itself accepts (bob's, opened directly at
-    //    Django, bypassing the gate):
+    // With another session that Django itself accepts (bob's, opened directly at
+    // Django, bypassing the gate):
     let direct = Browser::at(django.addr, None);
     let page = navigate(&direct, "/admin/login/").await;
     let r = direct
@@ -225,23 +294,39 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
     let r = navigate(&direct, "/admin/").await;
     assert!(r.body.contains(ADMIN_INDEX), "Django accepts it: {r:?}");
     let mark = django.mark();
-    let mixed = browser_with(&gate, &[("mfa_session", &mfa), ("sessionid", &bob_session)]);
+    let mixed = browser_with(
+        gate,
+        &[("mfa_session", &issued.mfa), ("sessionid", &bob_session)],
+    );
     assert_sent_to_login(
         &navigate(&mixed, "/admin/").await,
         "another console session",
     );
     assert!(django.since(mark).is_empty(), "{:?}", django.since(mark));
-    //    And the pair as issued still works.
-    let again = browser_with(&gate, &[("mfa_session", &mfa), ("sessionid", &sessionid)]);
+    // And the pair as issued still works.
+    let again = browser_with(
+        gate,
+        &[
+            ("mfa_session", &issued.mfa),
+            ("sessionid", &issued.sessionid),
+        ],
+    );
     let r = navigate(&again, "/admin/").await;
     assert!(r.body.contains(ADMIN_INDEX), "{r:?}");
+}
 
-    // 7. Logout at Django (a POST with Django's CSRF token) ends both sessions.
+/// Logout at Django (a POST with Django's CSRF token) ends both sessions.
+async fn logout_at_django_ends_both_sessions(s: &Scene, issued: &Issued, index: &Got) {
+    let Scene {
+        django,
+        gate,
+        browser,
+    } = s;
     let mark = django.mark();
     let out = browser
         .post_form(
             "/admin/logout/",
-            &[("csrfmiddlewaretoken", &django_csrf(&index))],
+            &[("csrfmiddlewaretoken", &django_csrf(index))],
         )
         .await;
     assert_eq!(out.status, StatusCode::OK, "{out:?}");
@@ -266,12 +351,18 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         ),
         ("POST", "/admin/logout/", 200)
     );
-    assert!(jar(&browser, "sessionid").is_none());
-    assert!(jar(&browser, "mfa_session").is_none());
+    assert!(jar(browser, "sessionid").is_none());
+    assert!(jar(browser, "mfa_session").is_none());
 
     let mark = django.mark();
-    assert_sent_to_login(&navigate(&browser, "/admin/").await, "after logout");
-    let replay = browser_with(&gate, &[("mfa_session", &mfa), ("sessionid", &sessionid)]);
+    assert_sent_to_login(&navigate(browser, "/admin/").await, "after logout");
+    let replay = browser_with(
+        gate,
+        &[
+            ("mfa_session", &issued.mfa),
+            ("sessionid", &issued.sessionid),
+        ],
+    );
     assert_sent_to_login(
         &navigate(&replay, "/admin/").await,
         "the old cookies replayed",
@@ -281,10 +372,13 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         "the gate itself refused the revoked session: {:?}",
         django.since(mark)
     );
+}
 
-    // The full login again: password, then a fresh code (the next step).
+/// The full login again: password, then a fresh code (the next step).
+async fn the_full_login_again_needs_a_fresh_code(s: &Scene, issued: &Issued) {
+    let Scene { gate, browser, .. } = s;
     gate.clock.advance(30);
-    let r = submit_password(&browser, ALICE, ALICE_PW).await;
+    let r = submit_password(browser, ALICE, ALICE_PW).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
     assert_eq!(r.header("location").as_deref(), Some("/.mfa/login"));
     assert_eq!(set_names(&r), vec!["mfa_pending".to_string()], "{r:?}");
@@ -294,15 +388,15 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
         .post_form(
             "/.mfa/verify",
             &[
-                ("code", &oathtool(&secret, gate.now())),
+                ("code", &oathtool(&issued.secret, gate.now())),
                 ("csrf", &login.csrf()),
             ],
         )
         .await;
     assert_eq!(done.next().as_deref(), Some("/admin/"), "{done:?}");
-    let new_sessionid = jar(&browser, "sessionid").expect("a new Django session");
-    assert_ne!(new_sessionid, sessionid);
-    let r = navigate(&browser, "/admin/").await;
+    let new_sessionid = jar(browser, "sessionid").expect("a new Django session");
+    assert_ne!(new_sessionid, issued.sessionid);
+    let r = navigate(browser, "/admin/").await;
     assert!(r.body.contains(ADMIN_INDEX), "{r:?}");
 }
 
@@ -314,7 +408,7 @@ async fn django_admin_behind_the_gate_needs_password_then_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_login_inside_a_session_cannot_become_another_user_without_their_code() {
     let django = Django::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
-    let gate = TestGate::start_upstream_first_factor(django.addr, "", "", FORM).await;
+    let gate = GateBuilder::form(django.addr, form_login()).start().await;
     let browser = Browser::new(&gate, None);
     sign_in(&gate, &browser, ALICE, ALICE_PW).await;
     let index = navigate(&browser, "/admin/").await;
@@ -350,9 +444,10 @@ async fn a_login_inside_a_session_cannot_become_another_user_without_their_code(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_gate_session_leads_to_the_login_form_not_a_redirect_loop() {
     let django = Django::start(&[(ALICE, ALICE_PW)]);
-    let gate =
-        TestGate::start_upstream_first_factor(django.addr, "[session]\nidle = \"10m\"", "", FORM)
-            .await;
+    let gate = GateBuilder::form(django.addr, form_login())
+        .session(r#"idle = "10m""#)
+        .start()
+        .await;
     let browser = Browser::new(&gate, None);
     let secret = sign_in(&gate, &browser, ALICE, ALICE_PW).await;
     assert!(navigate(&browser, "/admin/")
@@ -405,4 +500,48 @@ async fn an_expired_gate_session_leads_to_the_login_form_not_a_redirect_loop() {
         .await
         .body
         .contains(ADMIN_INDEX));
+}
+
+// Found by the outside attack review (branch `attack-review`): a login the console
+// accepts but the gate judges failed (Django's `next` pointing at `failure_location`)
+// was audited `password_refused`, yet the console's new, signed-in session was kept in
+// the pre-login cookie and replayed to the console.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_judged_failed_leaves_no_signed_in_console_session_behind() {
+    let dj = Django::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
+    let gate = GateBuilder::form(dj.addr, form_login()).start().await;
+    let b = Browser::new(&gate, None);
+    let page = navigate(&b, "/admin/login/").await;
+    let token = django_csrf(&page);
+
+    // Bob's real password; Django's `next` points at failure_location, so Django's
+    // success (302 to /admin/login/) looks like a failure to the gate.
+    let got = b
+        .post_form(
+            "/admin/login/?next=/admin/login/",
+            &[
+                ("csrfmiddlewaretoken", token.as_str()),
+                ("username", BOB),
+                ("password", BOB_PW),
+                ("next", "/admin/login/"),
+            ],
+        )
+        .await;
+    let mark = dj.mark();
+    let later = navigate(&b, "/admin/login/").await;
+    let as_bob: Vec<String> = dj
+        .since(mark)
+        .into_iter()
+        .filter(|h| h.user == "bob")
+        .map(|h| format!("{} {} {} user={}", h.method, h.path, h.status, h.user))
+        .collect();
+    assert!(
+        as_bob.is_empty(),
+        "the gate answered bob's login {} (judged failed, no code asked), yet later requests \
+         reached Django signed in as bob:\n{}\n(the last answer: {})",
+        brief(&got),
+        lines(&as_bob),
+        brief(&later)
+    );
 }

@@ -1,11 +1,13 @@
 //! The enrollment QR code decodes (with zbarimg, an independent decoder) to exactly the
-//! otpauth URI, and user names that could break the label are encoded or refused.
+//! otpauth URI, and user names that could break the label are encoded or refused (in
+//! Basic and in form mode).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::process::Command;
 
+use common::form_console;
 use common::*;
 use http::StatusCode;
 
@@ -50,7 +52,7 @@ fn decode_qr(page: &str) -> String {
 
 async fn enrollment_page(user: &str, pw: &str) -> (TestGate, Got, Console) {
     let console = Console::start(&[(user, pw)]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some((user, pw)));
     assert_eq!(b.get("/").await.status, StatusCode::SEE_OTHER);
     let page = b.get("/.mfa/login").await;
@@ -89,7 +91,7 @@ async fn label_characters_are_percent_encoded() {
 #[tokio::test]
 async fn a_user_name_with_a_newline_is_refused() {
     let console = Console::start(&[("a\nb", "pw")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("a\nb", "pw")));
     let got = b.get("/").await;
     assert_eq!(got.status, StatusCode::BAD_REQUEST);
@@ -118,4 +120,25 @@ async fn each_new_login_of_an_unenrolled_user_gets_its_own_fresh_secret() {
     // A second password step in the same browser reuses its pending login.
     b.get("/favicon.ico").await;
     assert_eq!(b.get("/.mfa/login").await.secret_b32(), other.secret_b32());
+}
+
+#[tokio::test]
+async fn form_user_names_that_break_a_label_are_refused() {
+    let console = form_console::FormConsole::start(&[("a:b", "pw"), ("a\nb", "pw")]).await;
+    let gate = GateBuilder::form(console.addr, form_console::form_login())
+        .start()
+        .await;
+    for user in ["a:b", "a\nb"] {
+        let b = Browser::new(&gate, None);
+        b.get("/login").await;
+        let got = b
+            .post_form("/login", &[("csrf", "t"), ("user", user), ("pass", "pw")])
+            .await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{user:?}");
+        assert!(got.body.contains("cannot be used"));
+    }
+    assert!(
+        console.requests().iter().all(|s| s.method == "GET"),
+        "the login POST never reached the console"
+    );
 }

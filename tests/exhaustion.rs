@@ -3,7 +3,7 @@
 //! the real binary (a plain and a TLS gate, each a process with its own open-file limit):
 //! each is closed by the gate at its deadline (not at once, not never) while a real user
 //! still logs in through each gate within a second. Then the per-address cap (refused at
-//! once, logged once) against the binary, and against the real `run_bound` in this
+//! once, logged once) against the binary, and against the real `server::run` in this
 //! process: the 408 for a stalled form, eviction at the total cap, and the keep-alive
 //! deadlines of HTTP/1.1 and HTTP/2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,15 +11,14 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream, UnixDatagram};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// `header_timeout` of the flood test's gates.
 const HEAD: Duration = Duration::from_secs(6);
@@ -40,77 +39,6 @@ fn raise_fd_limit() {
         limit >= 15_000,
         "needs an open-file hard limit of 15000 (ulimit -Hn), has {limit}"
     );
-}
-
-/// `mfa-gate serve` as a separate process (its own open-file limit), ready once it
-/// said READY=1; its log (stderr) goes to a file.
-struct Daemon {
-    addr: SocketAddr,
-    log: PathBuf,
-    _child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    async fn start(console: SocketAddr, top: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let (config, log) = (dir.path().join("gate.toml"), dir.path().join("gate.log"));
-        let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let text = config_text(dir.path(), console, top, "").replace(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"127.0.0.1:{port}\""),
-            );
-            std::fs::write(&config, text).unwrap();
-            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env("NOTIFY_SOCKET", dir.path().join("notify.sock"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
-            let mut buf = [0u8; 256];
-            let ready = tokio::time::timeout(Duration::from_secs(30), async {
-                loop {
-                    tokio::select! {
-                        n = notify.recv(&mut buf) => {
-                            if String::from_utf8_lossy(&buf[..n.unwrap()]).contains("READY=1") {
-                                return true;
-                            }
-                        }
-                        _ = child.wait() => return false,
-                    }
-                }
-            })
-            .await;
-            if ready == Ok(true) {
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                return Daemon {
-                    addr,
-                    log,
-                    _child: child,
-                    _dir: dir,
-                };
-            }
-            // Most likely the port was taken between the probe and the bind: again.
-        }
-        panic!(
-            "the gate did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
 }
 
 /// A TCP connection to `gate` from the source address `from`.
@@ -437,17 +365,14 @@ async fn thousands_of_idle_sockets_close_at_their_deadlines_while_a_user_logs_in
     let console = Console::start(&[("alice", "pw-a")]).await;
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = common::certs::make_cert(certs.path());
-    let limits = format!(
-        "header_timeout = \"{}s\"\nmin_body_rate = \"1KB/s\"\nmax_connections = 15000\nmax_connections_per_ip = 10",
-        HEAD.as_secs()
-    );
-    let tls_top = format!(
-        "{limits}\ntls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert.display(),
-        key.display()
-    );
-    let plain = Daemon::start(console.addr, &limits).await;
-    let tls_gate = Daemon::start(console.addr, &tls_top).await;
+    // Each gate a process of its own (its own open-file limit).
+    let limits = GateBuilder::basic(console.addr)
+        .header_timeout(&format!("{}s", HEAD.as_secs()))
+        .server(r#"min_body_rate = "1KB/s""#)
+        .server("max_connections = 15000")
+        .server("max_connections_per_ip = 10");
+    let plain = Daemon::spawn(&limits).await;
+    let tls_gate = Daemon::spawn(&limits.tls(&cert, &key)).await;
     let tls = Arc::new(tls_client());
     let plan = [
         (Kind::Silent, 10_000, plain.addr),
@@ -487,7 +412,8 @@ async fn thousands_of_idle_sockets_close_at_their_deadlines_while_a_user_logs_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_address_cap_refuses_the_next_connection_at_once_and_logs_it_once() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = Daemon::start(console.addr, "max_connections_per_ip = 3").await;
+    let gate =
+        Daemon::spawn(&GateBuilder::basic(console.addr).server("max_connections_per_ip = 3")).await;
     let from: IpAddr = "127.0.3.3".parse().unwrap();
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -517,7 +443,7 @@ async fn the_per_address_cap_refuses_the_next_connection_at_once_and_logs_it_onc
     let mut again = connect_from(from, gate.addr).await;
     assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
 
-    let log = gate.log();
+    let log = gate.log_text();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("already holds max_connections_per_ip"))
@@ -542,8 +468,11 @@ async fn post_logout(gate: SocketAddr, sent: &[u8]) -> TcpStream {
 #[tokio::test]
 async fn a_stalled_form_gets_408_and_a_slow_but_steady_one_passes() {
     let console = Console::start(&[]).await;
-    let top = "header_timeout = \"1s\"\nmin_body_rate = \"100B/s\"";
-    let gate = TestGate::start_with(&console, top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .header_timeout("1s")
+        .server(r#"min_body_rate = "100B/s""#)
+        .start()
+        .await;
     let body = format!("csrf={}", "x".repeat(95));
     // 100 bytes at 100 B/s after a grace of the header timeout: due 2 s after the head.
     let t = Instant::now();
@@ -584,7 +513,10 @@ async fn a_stalled_form_gets_408_and_a_slow_but_steady_one_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_total_cap_the_oldest_idle_sockets_make_room_for_a_real_user() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start_with(&console, "max_connections = 20", "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .server("max_connections = 20")
+        .start()
+        .await;
     let mut idle = Vec::new();
     for i in 0..20 {
         idle.push(connect_from(source(i), gate.addr).await);
@@ -631,8 +563,11 @@ async fn health(s: &mut TcpStream) {
 #[tokio::test]
 async fn http1_idle_connections_get_keepalive_idle_and_a_late_head_the_header_timeout() {
     let console = Console::start(&[]).await;
-    let top = "header_timeout = \"1s\"\nkeepalive_idle = \"3s\"";
-    let gate = TestGate::start_with(&console, top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .header_timeout("1s")
+        .server(r#"keepalive_idle = "3s""#)
+        .start()
+        .await;
 
     // Served, then silent: closed at keepalive_idle, not at the header timeout.
     let mut s = TcpStream::connect(gate.addr).await.unwrap();
@@ -665,8 +600,11 @@ async fn http1_idle_connections_get_keepalive_idle_and_a_late_head_the_header_ti
 #[tokio::test]
 async fn http2_idle_connections_get_goaway_at_keepalive_idle() {
     let console = Console::start(&[]).await;
-    let top = "header_timeout = \"1s\"\nkeepalive_idle = \"2s\"";
-    let gate = TestGate::start_with(&console, top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .header_timeout("1s")
+        .server(r#"keepalive_idle = "2s""#)
+        .start()
+        .await;
     let tcp = TcpStream::connect(gate.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),

@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
 use http::StatusCode;
 use mfa_gate::clock::ManualClock;
-use mfa_gate::config::Config;
 use mfa_gate::keys::Keys;
 use mfa_gate::store::sled::SledStore;
 use mfa_gate::store::{
@@ -127,8 +125,7 @@ fn unavailable(got: &Got) {
 async fn store_failures_fail_closed_and_lose_nothing() {
     let console = Console::start(&[("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")]).await;
     let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(tmp.path(), console.addr, "", "");
-    let config = Config::from_toml(Path::new("t.toml"), &text).unwrap();
+    let config = GateBuilder::basic(console.addr).config(tmp.path());
     let keys = Keys::load_or_create(&config.store.key_file).unwrap();
     let broken = Arc::new(AtomicBool::new(false));
     let store = Faulty {

@@ -1,27 +1,19 @@
 //! The form first-factor mode against an in-test console with a login form, a CSRF
 //! token and a session cookie: the login POST passes unchanged, a success is held until
-//! the code, and the gate session is bound to the console's session.
+//! the code, and the gate session is bound to the console's session (a renewed console
+//! session ends it unless `follow_renewal`). An ambiguous login never reaches the
+//! console, and a client's `Authorization` never does in form mode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use common::form_console::{FormConsole, FIRST_FACTOR};
+use common::form_console::{form_login, FormConsole};
 use common::*;
 use http::StatusCode;
-use mfa_gate::clock::ManualClock;
 
-async fn start(console: &FormConsole) -> (TestGate, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(tmp.path(), console.addr, "", "").replace(
-        r#"first_factor = { mode = "basic", probe_path = "/probe" }"#,
-        FIRST_FACTOR,
-    );
-    assert!(text.contains("mode = \"form\""));
-    let gate = TestGate::launch(tmp.path(), &text, Arc::new(ManualClock::new(T0))).await;
-    (gate, tmp)
+async fn start(console: &FormConsole) -> TestGate {
+    GateBuilder::form(console.addr, form_login()).start().await
 }
 
 async fn navigate(b: &Browser, path: &str) -> Got {
@@ -72,7 +64,7 @@ async fn full_login(gate: &TestGate, b: &Browser, secret: Option<&str>) -> (Got,
 #[tokio::test]
 async fn without_a_session_only_public_paths_reach_the_console() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let nav = navigate(&b, "/admin").await;
     assert_eq!(nav.status, StatusCode::SEE_OTHER);
@@ -107,7 +99,7 @@ async fn without_a_session_only_public_paths_reach_the_console() {
 #[tokio::test]
 async fn a_failed_login_comes_back_exactly_as_the_console_sent_it() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let got = console_login(&b, "alice", "wrong").await;
     assert_eq!(got.status, StatusCode::OK);
@@ -127,7 +119,7 @@ async fn a_failed_login_comes_back_exactly_as_the_console_sent_it() {
 #[tokio::test]
 async fn a_successful_login_is_held_until_the_code() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let held = console_login(&b, "alice", "pw-a").await;
     assert_eq!(held.status, StatusCode::SEE_OTHER);
@@ -172,7 +164,7 @@ async fn a_successful_login_is_held_until_the_code() {
 #[tokio::test]
 async fn the_gate_session_is_bound_to_the_console_session() {
     let console = FormConsole::start(&[("alice", "pw-a"), ("bob", "pw-b")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let alice = Browser::new(&gate, None);
     full_login(&gate, &alice, None).await;
     assert_eq!(navigate(&alice, "/home").await.status, StatusCode::OK);
@@ -226,7 +218,7 @@ async fn the_gate_session_is_bound_to_the_console_session() {
 #[tokio::test]
 async fn the_consoles_logout_ends_the_gate_session() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let (_, secret) = full_login(&gate, &b, None).await;
     let before = b.cookies.lock().unwrap().clone();
@@ -263,7 +255,7 @@ async fn the_consoles_logout_ends_the_gate_session() {
 #[tokio::test]
 async fn replay_guard_and_enrollment_rules_are_the_same_as_in_basic_mode() {
     let console = FormConsole::start(&[("alice", "pw-a")]).await;
-    let (gate, _tmp) = start(&console).await;
+    let gate = start(&console).await;
     let b = Browser::new(&gate, None);
     let (_, secret) = full_login(&gate, &b, None).await;
     gate.clock.advance(30);
@@ -292,5 +284,123 @@ async fn replay_guard_and_enrollment_rules_are_the_same_as_in_basic_mode() {
     assert!(
         !again.set_cookies().iter().any(|c| c.starts_with("SID=")),
         "nothing released"
+    );
+}
+
+// Findings of a security review: ambiguous logins, console session renewal, a client's
+// Authorization header.
+
+/// A form login as a browser sends it, with a raw body and content type.
+async fn raw_login(b: &Browser, path: &str, content_type: &str, body: &str) -> Got {
+    let page = b.get("/login").await;
+    let token = between(&page.body, "name=csrf value=\"", "\"")
+        .unwrap()
+        .to_string();
+    let body = body.replace("TOKEN", &token);
+    let req = b
+        .request("POST", path)
+        .header("content-type", content_type)
+        .body(full(body))
+        .unwrap();
+    b.send(req).await
+}
+
+#[tokio::test]
+async fn ambiguous_form_logins_never_reach_the_console() {
+    let console = FormConsole::start(&[("alice", "pw-a"), ("mallory", "pw-m")]).await;
+    let gate = start(&console).await;
+    let b = Browser::new(&gate, None);
+    let form = "application/x-www-form-urlencoded";
+    for (path, ctype, body) in [
+        (
+            "/login",
+            form,
+            "csrf=TOKEN&user=alice&user=mallory&pass=pw-m",
+        ),
+        (
+            "/login?user=mallory",
+            form,
+            "csrf=TOKEN&user=alice&pass=pw-m",
+        ),
+        (
+            "/login",
+            "multipart/form-data; boundary=x",
+            "csrf=TOKEN&user=alice&pass=pw-m",
+        ),
+    ] {
+        let got = raw_login(&b, path, ctype, body).await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{path} {ctype} {body}");
+    }
+    assert!(
+        console.requests().iter().all(|s| s.method == "GET"),
+        "no login POST was forwarded"
+    );
+    // Another spelling of the login path is judged as a login too (not passed through
+    // inside a session).
+    let ok = raw_login(&b, "/%6cogin", form, "csrf=TOKEN&user=alice&pass=pw-a").await;
+    assert_ne!(ok.status, StatusCode::OK);
+    assert!(
+        !ok.set_cookies().iter().any(|c| c.starts_with("SID=")),
+        "never an unheld console session"
+    );
+}
+
+#[tokio::test]
+async fn by_default_a_renewed_console_session_ends_the_gate_session() {
+    let console = FormConsole::start(&[("alice", "pw-a")]).await;
+    let form = FormLogin {
+        follow_renewal: false,
+        ..form_login()
+    };
+    let gate = GateBuilder::form(console.addr, form).start().await;
+    let b = Browser::new(&gate, None);
+    let page = b.get("/login").await;
+    let token = between(&page.body, "name=csrf value=\"", "\"")
+        .unwrap()
+        .to_string();
+    b.post_form(
+        "/login",
+        &[("csrf", &token), ("user", "alice"), ("pass", "pw-a")],
+    )
+    .await;
+    let enroll = b.get("/.mfa/login").await;
+    b.post_form(
+        "/.mfa/enroll",
+        &[
+            ("code", &oathtool(&enroll.secret_b32(), gate.now())),
+            ("csrf", &enroll.csrf()),
+        ],
+    )
+    .await;
+    assert_eq!(b.get("/home").await.status, StatusCode::OK);
+    let rotated = b.get("/rotate").await;
+    assert!(
+        rotated
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("mfa_session=;")),
+        "{rotated:?}"
+    );
+    assert_ne!(
+        b.get("/home").await.status,
+        StatusCode::OK,
+        "a new console session is a new login"
+    );
+}
+
+#[tokio::test]
+async fn form_mode_never_forwards_a_clients_authorization() {
+    let console = FormConsole::start(&[("alice", "pw-a")]).await;
+    let gate = start(&console).await;
+    let b = Browser::new(&gate, Some(("bob", "bobs-password")));
+    b.get("/login").await;
+    b.get("/static/app.css").await;
+    assert!(
+        console
+            .requests()
+            .iter()
+            .all(|s| !s.headers.contains_key("authorization")),
+        "{:?}",
+        console.requests()
     );
 }

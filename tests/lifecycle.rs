@@ -9,46 +9,20 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use tokio::net::UnixDatagram;
-
-async fn next_message(sock: &UnixDatagram) -> String {
-    let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(30), sock.recv(&mut buf))
-        .await
-        .expect("a notification")
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_then_graceful_drain_on_sigterm() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // The credential probe goes to the console's slow page: a request that is in flight
     // for five seconds.
-    let text = config_text(dir.path(), console.addr, "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-        .replace("probe_path = \"/probe\"", "probe_path = \"/slow\"");
-    let config = dir.path().join("mfa-gate.toml");
-    std::fs::write(&config, text).unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut gate = Daemon::spawn(
+        &GateBuilder::basic(console.addr)
+            .first_factor(r#"{ mode = "basic", probe_path = "/slow" }"#),
+    )
+    .await;
+    assert!(gate.said("READY=1"));
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    assert!(next_message(&notify).await.contains("READY=1"));
-
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = gate.addr;
     let b = Browser::at(addr, Some(("alice", "pw-a")));
     let in_flight = tokio::spawn(async move { b.get("/").await });
     // Wait until the probe has reached the console, then ask the gate to stop.
@@ -59,13 +33,13 @@ async fn ready_then_graceful_drain_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(console.requests().iter().any(|s| s.path == "/slow"));
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(next_message(&notify).await.contains("STOPPING=1"));
+    gate.terminate();
+    assert!(
+        gate.notifications_until(|d| d.said("STOPPING=1"), Duration::from_secs(30))
+            .await,
+        "STOPPING=1 after SIGTERM: {:?}",
+        gate.notifications
+    );
 
     // New connections are refused while the old request finishes.
     let mut refused = false;
@@ -87,52 +61,25 @@ async fn ready_then_graceful_drain_on_sigterm() {
         StatusCode::SEE_OTHER,
         "the request in flight completed: {got:?}"
     );
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = gate.wait(Duration::from_secs(40)).await;
     assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_on_request_with_audit_events_on_their_target() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = config_text(dir.path(), console.addr, "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let config = dir.path().join("mfa-gate.toml");
-    std::fs::write(&config, text).unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    assert!(next_message(&notify).await.contains("READY=1"));
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let got = Browser::at(addr, Some(("alice\"x", "pw-Zq81-wrong")))
+    let mut gate = Daemon::spawn_with(
+        &GateBuilder::basic(console.addr),
+        &Serve::new().arg("--log-format").arg("json"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let got = Browser::at(gate.addr, Some(("alice\"x", "pw-Zq81-wrong")))
         .get("/")
         .await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(out.stderr).unwrap();
+    gate.stop().await;
+    let text = gate.log_text();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -9,7 +9,7 @@
 mod common;
 
 use common::browse::{brief, code_step, jar, sent_to_code, set_names};
-use common::form_console::{console_login, first_factor_table, FormConsole};
+use common::form_console::{console_login, form_login, FormConsole};
 use common::*;
 use http::StatusCode;
 use mfa_gate::admin_socket::{self, Request as Admin};
@@ -29,9 +29,7 @@ impl World {
     async fn start(form: bool) -> World {
         if form {
             let console = FormConsole::start(&[ALICE, BOB]).await;
-            let gate =
-                TestGate::start_upstream_first_factor(console.addr, "", "", first_factor_table())
-                    .await;
+            let gate = GateBuilder::form(console.addr, form_login()).start().await;
             World {
                 gate,
                 form: Some(console),
@@ -39,7 +37,7 @@ impl World {
             }
         } else {
             let console = Console::start(&[ALICE, BOB]).await;
-            let gate = TestGate::start(&console).await;
+            let gate = GateBuilder::basic(console.addr).start().await;
             World {
                 gate,
                 form: None,

@@ -34,6 +34,71 @@ struct Logged {
     cookie: String,
 }
 
+/// nginx's document root (`www/index.html` with [`MARKER`], `www/probe`) and its
+/// password file for [`USER`], in `d`.
+fn write_site(d: &Path) {
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(
+        www.join("index.html"),
+        format!(
+            "<!doctype html><html><head><title>Router</title></head>\
+             <body><h1>Legacy router console</h1><p>{MARKER}</p></body></html>\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(www.join("probe"), "probe ok\n").unwrap();
+    let htpasswd = d.join("htpasswd");
+    std::fs::write(&htpasswd, format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
+    open_permissions(d);
+}
+
+/// nginx's configuration: everything in `d`, listening on `addr`, the whole site behind
+/// `auth_basic`, every request logged.
+fn nginx_conf(d: &Path, addr: SocketAddr) -> String {
+    let (www, htpasswd) = (d.join("www"), d.join("htpasswd"));
+    let p = |name: &str| d.join(name).display().to_string();
+    format!(
+        r#"daemon off;
+master_process off;
+user root;
+worker_processes 1;
+pid "{pid}";
+error_log "{error_log}" info;
+events {{ worker_connections 64; }}
+http {{
+    log_format gate '$request_method|$request_uri|$status|$remote_user|$http_cookie';
+    access_log "{access_log}" gate;
+    client_body_temp_path "{body}";
+    proxy_temp_path "{proxy}";
+    fastcgi_temp_path "{fastcgi}";
+    uwsgi_temp_path "{uwsgi}";
+    scgi_temp_path "{scgi}";
+    types {{ text/html html; }}
+    default_type text/plain;
+    server {{
+        listen {addr};
+        server_name _;
+        root "{www}";
+        index index.html;
+        auth_basic "{REALM}";
+        auth_basic_user_file "{htpasswd}";
+    }}
+}}
+"#,
+        pid = p("nginx.pid"),
+        error_log = p("error.log"),
+        access_log = p("access.log"),
+        body = p("client_body"),
+        proxy = p("proxy"),
+        fastcgi = p("fastcgi"),
+        uwsgi = p("uwsgi"),
+        scgi = p("scgi"),
+        www = www.display(),
+        htpasswd = htpasswd.display(),
+    )
+}
+
 /// A real nginx with `auth_basic`, killed on drop.
 struct Nginx {
     addr: SocketAddr,
@@ -64,68 +129,10 @@ impl Nginx {
     fn try_start() -> Result<Nginx, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let www = d.join("www");
-        std::fs::create_dir(&www).unwrap();
-        std::fs::write(
-            www.join("index.html"),
-            format!(
-                "<!doctype html><html><head><title>Router</title></head>\
-                 <body><h1>Legacy router console</h1><p>{MARKER}</p></body></html>\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(www.join("probe"), "probe ok\n").unwrap();
-        let htpasswd = d.join("htpasswd");
-        std::fs::write(&htpasswd, format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
-        open_permissions(d);
-
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let p = |name: &str| d.join(name).display().to_string();
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-user root;
-worker_processes 1;
-pid "{pid}";
-error_log "{error_log}" info;
-events {{ worker_connections 64; }}
-http {{
-    log_format gate '$request_method|$request_uri|$status|$remote_user|$http_cookie';
-    access_log "{access_log}" gate;
-    client_body_temp_path "{body}";
-    proxy_temp_path "{proxy}";
-    fastcgi_temp_path "{fastcgi}";
-    uwsgi_temp_path "{uwsgi}";
-    scgi_temp_path "{scgi}";
-    types {{ text/html html; }}
-    default_type text/plain;
-    server {{
-        listen {addr};
-        server_name _;
-        root "{www}";
-        index index.html;
-        auth_basic "{REALM}";
-        auth_basic_user_file "{htpasswd}";
-    }}
-}}
-"#,
-            pid = p("nginx.pid"),
-            error_log = p("error.log"),
-            access_log = p("access.log"),
-            body = p("client_body"),
-            proxy = p("proxy"),
-            fastcgi = p("fastcgi"),
-            uwsgi = p("uwsgi"),
-            scgi = p("scgi"),
-            www = www.display(),
-            htpasswd = htpasswd.display(),
-        );
+        write_site(d);
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let conf_path = d.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
+        std::fs::write(&conf_path, nginx_conf(d, addr)).unwrap();
 
         let child = Command::new(NGINX)
             .arg("-p")
@@ -257,7 +264,7 @@ fn open_permissions(dir: &Path) {
 
 async fn nginx_and_gate() -> (Nginx, TestGate) {
     let nginx = Nginx::start();
-    let gate = TestGate::start_upstream(nginx.addr, "", "").await;
+    let gate = GateBuilder::basic(nginx.addr).start().await;
     (nginx, gate)
 }
 

@@ -35,7 +35,7 @@ const USERS: [(&str, &str); 3] = [ALICE, BOB, ADMIN];
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 
 async fn php_gate(php: &Php) -> TestGate {
-    TestGate::start_upstream_first_factor(php.addr, "", "", PHP_FORM).await
+    GateBuilder::form(php.addr, form_login()).start().await
 }
 
 /// The user the gate judged, as its code page names it.
@@ -273,11 +273,11 @@ async fn php_never_reads_another_user_name_than_the_gate_judged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn php_never_folds_another_field_into_the_user_name_field() {
     let php = Php::start_with_field(&USERS, "user_name");
-    let form = PHP_FORM.replace(
-        r#"username_field = "username""#,
-        r#"username_field = "user_name""#,
-    );
-    let gate = TestGate::start_upstream_first_factor(php.addr, "", "", &form).await;
+    let form = FormLogin {
+        username_field: "user_name",
+        ..form_login()
+    };
+    let gate = GateBuilder::form(php.addr, form).start().await;
     let (mut failures, mut secrets) = (Vec::new(), BTreeMap::new());
     for case in USER_NAME_SPELLINGS {
         if let Err(e) = crafted_login(&php, &gate, "user_name", case, &mut secrets).await {
@@ -512,7 +512,9 @@ async fn php_never_acts_as_alice_for_bob_whatever_the_cookie_spelling() {
 #[tokio::test(flavor = "multi_thread")]
 async fn django_never_acts_as_alice_for_bob_whatever_the_cookie_spelling() {
     let django = Django::start(&[("alice", "alice-dj-pw-1"), ("bob", "bob-dj-pw-2")]);
-    let gate = TestGate::start_upstream_first_factor(django.addr, "", "", django::FORM).await;
+    let gate = GateBuilder::form(django.addr, django::form_login())
+        .start()
+        .await;
     let (bob, alice) = (Browser::new(&gate, None), Browser::new(&gate, None));
     django::sign_in(&gate, &bob, "bob", "bob-dj-pw-2").await;
     django::sign_in(&gate, &alice, "alice", "alice-dj-pw-1").await;
@@ -627,7 +629,9 @@ async fn the_gate_cookie_reaches_php_in_no_spelling_and_no_other_spelling_is_a_s
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gate_cookie_reaches_django_in_no_spelling_and_no_other_spelling_is_a_session() {
     let django = Django::start(&[("bob", "bob-dj-pw-2")]);
-    let gate = TestGate::start_upstream_first_factor(django.addr, "", "", django::FORM).await;
+    let gate = GateBuilder::form(django.addr, django::form_login())
+        .start()
+        .await;
     let bob = Browser::new(&gate, None);
     django::sign_in(&gate, &bob, "bob", "bob-dj-pw-2").await;
     let (m, sid) = (
@@ -884,6 +888,70 @@ async fn identity_headers_from_clients_never_reach_php() {
     assert_eq!(whoami_user(&me).as_deref(), Some("bob"), "{me:?}");
 }
 
+// Identity headers spelled with dots (found by the outside attack review, branch
+// `attack-review`): PHP folds `.` into `_` and reads `X.Forwarded.User` as
+// `HTTP_X_FORWARDED_USER`, the site's own `user_header` as `HTTP_X_MFA_USER`, ….
+
+/// Headers a client sends, and the `$_SERVER` key PHP reads each one as.
+const DOTTED: [(&str, &str); 7] = [
+    ("X.Forwarded.User", "HTTP_X_FORWARDED_USER"),
+    ("Remote.User", "HTTP_REMOTE_USER"),
+    ("X.Remote.User", "HTTP_X_REMOTE_USER"),
+    ("X.Authenticated.User", "HTTP_X_AUTHENTICATED_USER"),
+    ("X.Auth.Request.User", "HTTP_X_AUTH_REQUEST_USER"),
+    ("X.Real.IP", "HTTP_X_REAL_IP"),
+    ("X.Mfa.User", "HTTP_X_MFA_USER"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_headers_spelled_with_dots_never_reach_php() {
+    let php = Php::start(&[ALICE]);
+    let gate = GateBuilder::form(php.addr, form_login())
+        .site(r#"user_header = "X-Mfa-User""#)
+        .start()
+        .await;
+    let mut failures = Vec::new();
+    let spoof: Vec<(&str, &str)> = DOTTED.iter().map(|(h, _)| (*h, "admin")).collect();
+
+    // Without a session: a public asset and the login page reach PHP.
+    let anon = Browser::new(&gate, None);
+    for path in ["/static/style.css", "/login.php"] {
+        let mark = php.mark();
+        let got = send_raw(&anon, "GET", path, &spoof, "").await;
+        for hit in php.since(mark) {
+            for (sent, key) in DOTTED {
+                if hit.headers.iter().any(|h| h == key) {
+                    failures.push(format!(
+                        "no session, GET {path} ({}): `{sent}: admin` reached PHP as {key}",
+                        got.status.as_u16()
+                    ));
+                }
+            }
+        }
+    }
+
+    // With alice's session (the gate adds its own X-Mfa-User: alice last, so that one
+    // is not counted here).
+    let b = Browser::new(&gate, None);
+    sign_in(&gate, &php, &b, ALICE).await;
+    let mark = php.mark();
+    let got = send_raw(&b, "GET", "/whoami.php", &spoof, "").await;
+    for hit in php.since(mark) {
+        for (sent, key) in DOTTED.iter().filter(|(_, k)| *k != "HTTP_X_MFA_USER") {
+            if hit.headers.iter().any(|h| h == key) {
+                failures.push(format!(
+                    "alice's session, GET /whoami.php ({}): `{sent}: admin` reached PHP as {key}",
+                    got.status.as_u16()
+                ));
+            }
+        }
+    }
+    assert_none_failed(
+        "client identity headers reached the console under a folded name",
+        &failures,
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // The identity check
 // ---------------------------------------------------------------------------------------
@@ -891,17 +959,15 @@ async fn identity_headers_from_clients_never_reach_php() {
 /// The gate in front of `/login2.php` (which signs `nobody` in as `admin`), checking the
 /// user the console signed in with its `whoami` page.
 async fn php_gate_with_whoami(php: &Php) -> TestGate {
-    let form = PHP_FORM
-        .replace(
-            r#"login_path = "/login.php""#,
-            r#"login_path = "/login2.php""#,
-        )
-        .replace(
-            r#"public = ["/login.php""#,
-            r#"public = ["/login.php", "/login2.php""#,
-        );
-    let site = r#"whoami = { path = "/whoami.php", pattern = '"user":"([^"]*)"' }"#;
-    TestGate::start_upstream_first_factor(php.addr, "", site, &form).await
+    let form = FormLogin {
+        login_path: "/login2.php",
+        public: vec!["/login.php", "/login2.php", "/static/*"],
+        ..form_login()
+    };
+    GateBuilder::form(php.addr, form)
+        .site(r#"whoami = { path = "/whoami.php", pattern = '"user":"([^"]*)"' }"#)
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

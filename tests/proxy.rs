@@ -1,10 +1,12 @@
 //! Pass-through once the session is valid: headers as the console sees them, WebSocket,
-//! streamed bodies in both directions, and the 502/504 pages.
+//! streamed bodies in both directions, and the 502/504 pages; no upgrade but WebSocket,
+//! and none without a session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use bytes::Bytes;
+use common::form_console;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
@@ -12,8 +14,9 @@ use http_body_util::BodyExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn logged_in(console: &Console, top: &str, site: &str) -> (TestGate, Browser) {
-    let gate = TestGate::start_with(console, top, site).await;
+/// `gate` started, and alice logged in through it.
+async fn logged_in(gate: GateBuilder) -> (TestGate, Browser) {
+    let gate = gate.start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (done, _) = b.login(&gate, "/", None).await;
     assert!(done.next().is_some());
@@ -23,7 +26,8 @@ async fn logged_in(console: &Console, top: &str, site: &str) -> (TestGate, Brows
 #[tokio::test]
 async fn identity_and_hop_by_hop_headers_never_reach_the_console() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let (_gate, b) = logged_in(&console, "", "user_header = \"X-Mfa-User\"").await;
+    let (_gate, b) =
+        logged_in(GateBuilder::basic(console.addr).site(r#"user_header = "X-Mfa-User""#)).await;
     console.clear();
     let req = b
         .request("GET", "/headers")
@@ -98,7 +102,7 @@ async fn identity_and_hop_by_hop_headers_never_reach_the_console() {
 #[tokio::test]
 async fn forwarded_for_is_believed_from_trusted_proxies_only() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let (_gate, b) = logged_in(&console, "", "").await;
+    let (_gate, b) = logged_in(GateBuilder::basic(console.addr)).await;
     console.clear();
     let req = b
         .request("GET", "/")
@@ -116,7 +120,8 @@ async fn forwarded_for_is_believed_from_trusted_proxies_only() {
 
     // Behind a trusted proxy (loopback here), the client's chain is kept and extended.
     let console2 = Console::start(&[("alice", "pw-a")]).await;
-    let (_gate2, b2) = logged_in(&console2, "trusted_proxies = [\"127.0.0.0/8\"]", "").await;
+    let (_gate2, b2) =
+        logged_in(GateBuilder::basic(console2.addr).trusted_proxies(&["127.0.0.0/8"])).await;
     console2.clear();
     let req = b2
         .request("GET", "/")
@@ -136,7 +141,7 @@ async fn forwarded_for_is_believed_from_trusted_proxies_only() {
 #[tokio::test]
 async fn websocket_echo_through_the_gate() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let (gate, b) = logged_in(&console, "", "").await;
+    let (gate, b) = logged_in(GateBuilder::basic(console.addr)).await;
     let mut req = format!("ws://{}/ws", gate.addr)
         .into_client_request()
         .unwrap();
@@ -166,7 +171,7 @@ async fn websocket_echo_through_the_gate() {
 #[tokio::test]
 async fn websocket_without_a_session_is_refused_before_the_upgrade() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let mut req = format!("ws://{}/ws", gate.addr)
         .into_client_request()
         .unwrap();
@@ -199,7 +204,7 @@ fn rss_kib() -> u64 {
 async fn hundred_mib_up_and_down_are_streamed_with_flat_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let (_gate, b) = logged_in(&console, "", "").await;
+    let (_gate, b) = logged_in(GateBuilder::basic(console.addr)).await;
     // Warm up the connection pools and allocator with a small transfer first.
     let warm = b
         .send(
@@ -243,7 +248,8 @@ async fn hundred_mib_up_and_down_are_streamed_with_flat_memory() {
 #[tokio::test]
 async fn console_down_gives_502_and_slow_console_gives_504() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let (gate, b) = logged_in(&console, "", "upstream_timeout = \"1s\"").await;
+    let (gate, b) =
+        logged_in(GateBuilder::basic(console.addr).site(r#"upstream_timeout = "1s""#)).await;
     let slow = b.get("/slow").await;
     assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(slow.body.contains("not answering"));
@@ -253,16 +259,37 @@ async fn console_down_gives_502_and_slow_console_gives_504() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let tmp = tempfile::tempdir().unwrap();
-    let text = config_text(tmp.path(), dead_addr, "", "");
-    let gate = TestGate::launch(
-        tmp.path(),
-        &text,
-        std::sync::Arc::new(mfa_gate::clock::ManualClock::new(T0)),
-    )
-    .await;
+    let gate = GateBuilder::basic(dead_addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let got = b.get("/").await;
     assert_eq!(got.status, StatusCode::BAD_GATEWAY);
     assert!(got.body.contains("unreachable"));
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_and_only_with_a_session() {
+    let console = form_console::FormConsole::start(&[("alice", "pw-a")]).await;
+    let gate = GateBuilder::form(console.addr, form_console::form_login())
+        .start()
+        .await;
+    let b = Browser::new(&gate, None);
+    for (proto, extra) in [
+        ("h2c", Some(("http2-settings", "AAMAAABkAAQAAP__"))),
+        ("websocket", None),
+    ] {
+        let mut req = b
+            .request("GET", "/login")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", proto);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        let got = b.send(req.body(full(Bytes::new())).unwrap()).await;
+        assert_ne!(got.status, StatusCode::SWITCHING_PROTOCOLS, "{proto}");
+    }
+    for seen in console.requests() {
+        for h in ["upgrade", "http2-settings"] {
+            assert!(!seen.headers.contains_key(h), "{h} reached the console");
+        }
+    }
 }

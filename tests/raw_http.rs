@@ -46,15 +46,20 @@ fn status(resp: &str) -> u16 {
 
 const AUTH: &str = "Authorization: Basic YWxpY2U6cHctYQ==\r\n";
 
-async fn setup(top: &str) -> (Console, TestGate) {
+/// A console with alice, and a gate in front of it with the header timeout `timeout`
+/// (the default when `None`).
+async fn setup(header_timeout: Option<&str>) -> (Console, TestGate) {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start_with(&console, top, "").await;
-    (console, gate)
+    let mut gate = GateBuilder::basic(console.addr);
+    if let Some(timeout) = header_timeout {
+        gate = gate.header_timeout(timeout);
+    }
+    (console, gate.start().await)
 }
 
 #[tokio::test]
 async fn framing_attacks_get_400() {
-    let (console, gate) = setup("").await;
+    let (console, gate) = setup(None).await;
     let cases = [
         format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
@@ -81,7 +86,7 @@ async fn framing_attacks_get_400() {
 
 #[tokio::test]
 async fn a_smuggled_second_request_on_a_kept_alive_connection_gets_400() {
-    let (console, gate) = setup("").await;
+    let (console, gate) = setup(None).await;
     let mut s = TcpStream::connect(gate.addr).await.unwrap();
     let raw = format!(
         "GET /.mfa/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nPOST /x HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH}Content-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -100,7 +105,7 @@ async fn a_smuggled_second_request_on_a_kept_alive_connection_gets_400() {
 
 #[tokio::test]
 async fn ambiguous_paths_get_400_before_any_decision() {
-    let (console, gate) = setup("").await;
+    let (console, gate) = setup(None).await;
     for path in [
         "/.mfa/../admin",
         "/%2e%2e/admin",
@@ -129,7 +134,7 @@ async fn ambiguous_paths_get_400_before_any_decision() {
 
 #[tokio::test]
 async fn a_query_never_makes_a_path_the_gates() {
-    let (console, gate) = setup("").await;
+    let (console, gate) = setup(None).await;
     let raw = "GET /app?x=/.mfa/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let resp = exchange(&gate, raw.as_bytes()).await;
     assert_eq!(
@@ -142,7 +147,7 @@ async fn a_query_never_makes_a_path_the_gates() {
 
 #[tokio::test]
 async fn huge_headers_get_431() {
-    let (console, gate) = setup("").await;
+    let (console, gate) = setup(None).await;
     let raw = format!(
         "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
         "a".repeat(100 * 1024)
@@ -154,7 +159,7 @@ async fn huge_headers_get_431() {
 
 #[tokio::test]
 async fn trickled_headers_are_cut_off_at_the_header_timeout() {
-    let (console, gate) = setup("header_timeout = \"1s\"").await;
+    let (console, gate) = setup(Some("1s")).await;
     let started = std::time::Instant::now();
     let mut s = TcpStream::connect(gate.addr).await.unwrap();
     let raw = format!(
@@ -200,7 +205,7 @@ async fn trickled_headers_are_cut_off_at_the_header_timeout() {
 
 #[tokio::test]
 async fn a_huge_post_to_a_gate_endpoint_gets_413_without_being_read() {
-    let (console, gate) = setup("").await;
+    let (console, gate) = setup(None).await;
     let mut s = TcpStream::connect(gate.addr).await.unwrap();
     let head = "POST /.mfa/verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10737418240\r\n\r\n";
     s.write_all(head.as_bytes()).await.unwrap();
@@ -220,7 +225,7 @@ async fn a_huge_post_to_a_gate_endpoint_gets_413_without_being_read() {
 
 #[tokio::test]
 async fn a_huge_form_from_a_pending_login_gets_413() {
-    let (_console, gate) = setup("").await;
+    let (_console, gate) = setup(None).await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     b.get("/").await;
     let cookie = b.cookie_header().unwrap();
@@ -257,7 +262,7 @@ async fn a_huge_form_from_a_pending_login_gets_413() {
 
 #[tokio::test]
 async fn a_health_checker_user_agent_still_needs_a_session() {
-    let (console, gate) = setup("").await;
+    let (console, gate) = setup(None).await;
     let raw = "GET /admin HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.29\r\n\r\n";
     assert_eq!(status(&exchange(&gate, raw.as_bytes()).await), 401);
     let raw = "GET /.mfa/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";

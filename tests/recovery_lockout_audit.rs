@@ -84,7 +84,7 @@ async fn verify_with(gate: &TestGate, user: &str, pw: &str, code: &str, ip: Opti
 async fn recovery_codes_work_once_and_can_be_replaced() {
     log();
     let console = Console::start(&[("rita", "pw-r")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("rita", "pw-r")));
     let (done, secret) = b.login(&gate, "/", None).await;
     let codes = done.recovery_codes();
@@ -177,7 +177,10 @@ async fn recovery_codes_work_once_and_can_be_replaced() {
 async fn a_hundred_and_one_wrong_codes_from_rotating_ips_lock_the_account_for_good() {
     log();
     let console = Console::start(&[("lars", "pw-l")]).await;
-    let mut gate = TestGate::start_with(&console, "trusted_proxies = [\"127.0.0.0/8\"]", "").await;
+    let mut gate = GateBuilder::basic(console.addr)
+        .trusted_proxies(&["127.0.0.0/8"])
+        .start()
+        .await;
     let b = Browser::new(&gate, Some(("lars", "pw-l")));
     let (_, secret) = b.login(&gate, "/", None).await;
     let key = b32_decode(&secret);
@@ -205,9 +208,8 @@ async fn a_hundred_and_one_wrong_codes_from_rotating_ips_lock_the_account_for_go
     assert!(got.body.contains("Account locked"), "{got:?}");
     // …and after a restart too.
     gate.stop().await;
-    let clock = gate.clock.clone();
-    clock.advance(1000);
-    let gate = TestGate::launch(&gate.dir.clone(), &gate.config_text.clone(), clock).await;
+    gate.clock.advance(1000);
+    gate.restart().await;
     let right = oathtool(&secret, gate.now());
     let got = verify_with(&gate, "lars", "pw-l", &right, None).await;
     assert!(got.body.contains("Account locked"), "{got:?}");
@@ -231,7 +233,7 @@ async fn a_hundred_and_one_wrong_codes_from_rotating_ips_lock_the_account_for_go
 async fn back_off_answers_429_with_retry_after() {
     log();
     let console = Console::start(&[("bea", "pw-b")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("bea", "pw-b")));
     let (_, secret) = b.login(&gate, "/", None).await;
     gate.clock.advance(30);
@@ -263,7 +265,7 @@ async fn back_off_answers_429_with_retry_after() {
 async fn every_outcome_is_audited_without_secrets() {
     log();
     let console = Console::start(&[("otto", "pw-o")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let wrong_pw = Browser::new(&gate, Some(("otto", "nope")));
     wrong_pw.get("/").await;
     let b = Browser::new(&gate, Some(("otto", "pw-o")));
@@ -339,7 +341,7 @@ async fn a_user_name_cannot_forge_an_audit_field_and_untrusted_forwarding_is_not
     log();
     let forged = r#"x event="login_ok" user=alice ip=10.0.0.66"#;
     let console = Console::start(&[(forged, "pw-x"), ("ida", "pw-i")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     // A wrong password for the odd name, from a peer that is not a trusted proxy but
     // claims another address.
     let b = Browser::new(&gate, Some((forged, "wrong")));
@@ -372,5 +374,54 @@ async fn a_user_name_cannot_forge_an_audit_field_and_untrusted_forwarding_is_not
     assert!(
         !all.contains("203.0.113.9"),
         "an untrusted X-Forwarded-For is never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parallel_burst_of_guesses_cannot_outrun_the_lockout() {
+    let console = Console::start(&[("alice", "pw")]).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
+    let b = Browser::new(&gate, Some(("alice", "pw")));
+    let (_, secret) = b.login(&gate, "/", None).await;
+    gate.clock.advance(30);
+    let right = oathtool(&secret, gate.now());
+    let mut pages = Vec::new();
+    for _ in 0..40 {
+        let v = Browser::new(&gate, Some(("alice", "pw")));
+        v.get("/").await;
+        let page = v.get("/.mfa/login").await;
+        pages.push((v, page.csrf()));
+    }
+    let tasks: Vec<_> = pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (v, csrf))| {
+            let guess = format!(
+                "{:06}",
+                (right.parse::<u32>().unwrap() + 1 + i as u32) % 1_000_000
+            );
+            tokio::spawn(async move {
+                v.post_form("/.mfa/verify", &[("code", &guess), ("csrf", &csrf)])
+                    .await
+            })
+        })
+        .collect();
+    let (mut compared, mut refused) = (0, 0);
+    for t in tasks {
+        let got = t.await.unwrap();
+        match got.status {
+            StatusCode::FORBIDDEN if got.body.contains("not right") => compared += 1,
+            // Backing off, or the lock already ended this login in progress.
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            StatusCode::BAD_REQUEST if got.body.contains("Sign-in expired") => refused += 1,
+            other => panic!("unexpected {other}: {}", got.body),
+        }
+    }
+    // Each attempt is counted before its code is compared, in one atomic step: exactly
+    // the five before the back-off are compared, however many arrive at once.
+    assert_eq!(
+        (compared, refused),
+        (5, 35),
+        "guesses compared / refused; the back-off starts after 5"
     );
 }

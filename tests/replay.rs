@@ -29,7 +29,7 @@ async fn at_verify_page(gate: &TestGate) -> (Browser, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_parallel_submissions_of_one_code_succeed_once() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let secret = enrolled(&gate).await;
     let code = oathtool(&secret, gate.now());
     let mut browsers = Vec::new();
@@ -73,7 +73,7 @@ async fn fifty_parallel_submissions_of_one_code_succeed_once() {
 #[tokio::test]
 async fn same_code_twice_from_two_browsers_is_rejected() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let secret = enrolled(&gate).await;
     let code = oathtool(&secret, gate.now());
     let (b1, c1) = at_verify_page(&gate).await;
@@ -96,7 +96,7 @@ async fn same_code_twice_from_two_browsers_is_rejected() {
 #[tokio::test]
 async fn older_steps_and_steps_outside_the_window_are_rejected() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let secret = enrolled(&gate).await;
     let key = b32_decode(&secret);
     let now = gate.now();
@@ -162,7 +162,7 @@ async fn older_steps_and_steps_outside_the_window_are_rejected() {
 #[tokio::test]
 async fn a_code_for_t_minus_one_is_accepted_at_enrollment() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     b.get("/").await;
     let page = b.get("/.mfa/login").await;

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::browse::{brief, code_step, sent_to_code};
-use common::form_console::{console_login, first_factor_table, FormConsole};
+use common::form_console::{self, console_login, FormConsole};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
@@ -139,7 +139,7 @@ impl Traffic {
 /// A Basic console and gate; alice (enrolled and signed in) and bob (enrolled).
 async fn basic() -> (Console, TestGate, Browser, String) {
     let console = Console::start(&[ALICE, BOB]).await;
-    let gate = TestGate::start(&console).await;
+    let gate = GateBuilder::basic(console.addr).start().await;
     let alice = Browser::new(&gate, Some(ALICE));
     let (done, secret) = alice.login(&gate, "/", None).await;
     assert_eq!(done.status, StatusCode::OK, "{}", brief(&done));
@@ -267,8 +267,9 @@ async fn form_login(gate: &TestGate, secret: Option<&str>) -> (Browser, String) 
 #[tokio::test]
 async fn the_consoles_logout_closes_the_traffic() {
     let console = FormConsole::start(&[ALICE]).await;
-    let gate =
-        TestGate::start_upstream_first_factor(console.addr, "", "", first_factor_table()).await;
+    let gate = GateBuilder::form(console.addr, form_console::form_login())
+        .start()
+        .await;
     let (alice, _) = form_login(&gate, None).await;
     let mut t = Traffic::open(&gate, &alice).await;
     t.assert_alive("before the console's logout").await;
@@ -283,8 +284,9 @@ async fn the_consoles_logout_closes_the_traffic() {
 #[tokio::test]
 async fn in_form_mode_the_gates_logout_and_a_reset_close_the_traffic_too() {
     let console = FormConsole::start(&[ALICE]).await;
-    let gate =
-        TestGate::start_upstream_first_factor(console.addr, "", "", first_factor_table()).await;
+    let gate = GateBuilder::form(console.addr, form_console::form_login())
+        .start()
+        .await;
     let (first, secret) = form_login(&gate, None).await;
     gate.clock.advance(30);
     let (second, _) = form_login(&gate, Some(&secret)).await;

@@ -28,7 +28,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn a_dump_of_the_store_shows_no_seed_and_tampering_fails_closed() {
     let console = Console::start(&[("alice", "pw-a")]).await;
-    let mut gate = TestGate::start(&console).await;
+    let mut gate = GateBuilder::basic(console.addr).start().await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let (done, secret) = b.login(&gate, "/", None).await;
     assert!(done.next().is_some());
@@ -88,9 +88,8 @@ async fn a_dump_of_the_store_shows_no_seed_and_tampering_fails_closed() {
             .unwrap();
         db.flush().unwrap();
     }
-    let clock = gate.clock.clone();
-    clock.advance(30);
-    let gate = TestGate::launch(&gate.dir.clone(), &gate.config_text.clone(), clock).await;
+    gate.clock.advance(30);
+    gate.restart().await;
     console.clear();
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     b.get("/").await;

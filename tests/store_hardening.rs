@@ -17,35 +17,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use http::StatusCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::UnixDatagram;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
 const NOBODY: [&str; 3] = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"];
 
-/// A temporary directory with a console, a configuration for it and a notify socket.
+/// A temporary directory with a console and the gate's configuration for it.
 struct Setup {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     console: Console,
-    notify: UnixDatagram,
-}
-
-/// A `serve` that reported READY=1.
-struct Daemon {
-    child: tokio::process::Child,
-    addr: SocketAddr,
 }
 
 impl Setup {
     async fn new() -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let notify = UnixDatagram::bind(dir.join("notify.sock")).unwrap();
         Setup {
             _tmp: tmp,
             dir,
             console: Console::start(&[("alice", "pw-a")]).await,
-            notify,
         }
     }
 
@@ -57,67 +46,31 @@ impl Setup {
         self.dir.join("master.key")
     }
 
-    /// Writes a configuration listening on `port` with the admin socket at `socket`.
-    fn config(&self, name: &str, port: u16, socket: &Path) -> PathBuf {
-        let text = config_text(&self.dir, self.console.addr, "", "")
-            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-            .replace(
-                &self.dir.join("admin.sock").display().to_string(),
-                &socket.display().to_string(),
-            );
+    fn gate(&self) -> GateBuilder {
+        GateBuilder::basic(self.console.addr).dir(&self.dir)
+    }
+
+    /// Writes a configuration `name` with the admin socket at `socket` (for the CLI).
+    fn config(&self, name: &str, socket: &Path) -> PathBuf {
         let path = self.dir.join(name);
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, self.gate().admin_socket(socket).toml(&self.dir)).unwrap();
         path
     }
 
-    /// Runs `serve` (under `umask 000` when asked) until READY=1: `Ok`, or `Err` with the
-    /// exit code and what it printed on stderr when it exits first.
-    async fn serve(&self, args: &[&str], umask_000: bool) -> Result<Daemon, (i32, String)> {
-        let port = free_port();
-        let config = self.config("mfa-gate.toml", port, &self.dir.join("admin.sock"));
-        let log = self.dir.join("serve.log");
-        let umask = if umask_000 { "umask 000; " } else { "" };
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("{umask}exec \"$0\" \"$@\""))
-            .arg(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(args)
-            .env("NOTIFY_SOCKET", self.dir.join("notify.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut buf = [0u8; 256];
-        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                tokio::select! {
-                    n = self.notify.recv(&mut buf) => {
-                        if String::from_utf8_lossy(&buf[..n.unwrap()]).contains("READY=1") {
-                            return None;
-                        }
-                    }
-                    status = child.wait() => return Some(status.unwrap().code().unwrap_or(-1)),
-                }
-            }
-        })
-        .await
-        .expect("serve neither became ready nor exited within 30 s");
-        match outcome {
-            None => Ok(Daemon {
-                child,
-                addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            }),
-            Some(code) => Err((code, std::fs::read_to_string(&log).unwrap())),
+    /// Runs `serve` with `serve`'s extras until READY=1: `Ok`, or `Err` with the exit
+    /// code and what it printed on stderr when it exits first.
+    async fn serve(&self, serve: Serve) -> Result<Daemon, (i32, String)> {
+        match Daemon::spawn_with(&self.gate(), &serve).await {
+            Ok(d) => Ok(d),
+            Err(e) if e.status.is_some() => Err((e.code(), e.log)),
+            Err(e) => panic!("serve neither became ready nor exited: {e}"),
         }
     }
 
     /// A daemon that must start.
     async fn start(&self, args: &[&str]) -> Daemon {
-        match self.serve(args, false).await {
+        let serve = args.iter().fold(Serve::new(), |s, a| s.arg(a));
+        match self.serve(serve).await {
             Ok(d) => d,
             Err((code, err)) => panic!("serve exited with {code}: {err}"),
         }
@@ -125,7 +78,8 @@ impl Setup {
 
     /// A daemon that must refuse to start: its stderr.
     async fn refused(&self, args: &[&str]) -> String {
-        match self.serve(args, false).await {
+        let serve = args.iter().fold(Serve::new(), |s, a| s.arg(a));
+        match self.serve(serve).await {
             Ok(_) => panic!("serve started"),
             Err((code, err)) => {
                 assert_ne!(code, 0, "{err}");
@@ -135,29 +89,10 @@ impl Setup {
     }
 }
 
-impl Daemon {
-    /// SIGTERM, then wait for a clean exit (the store is closed afterwards).
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "{status}");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// SIGTERM, then a clean exit (the store is closed afterwards).
+async fn stop(mut d: Daemon) {
+    let status = d.stop().await;
+    assert!(status.success(), "{status}");
 }
 
 fn now_unix() -> u64 {
@@ -178,27 +113,6 @@ async fn enroll(addr: SocketAddr, user: &str, password: &str) {
         .post_form("/.mfa/enroll", &[("code", &code), ("csrf", &page.csrf())])
         .await;
     assert!(done.next().is_some(), "{done:?}");
-}
-
-/// Runs `mfa-gate user …` (under `umask 000` when asked): exit code, stdout, stderr.
-async fn cli(config: &Path, args: &[&str], umask_000: bool) -> (i32, String, String) {
-    let umask = if umask_000 { "umask 000; " } else { "" };
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{umask}exec \"$0\" \"$@\""))
-        .arg(BIN)
-        .arg("user")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn mode(path: &Path) -> u32 {
@@ -222,7 +136,7 @@ fn walk(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_under_umask_000_keeps_the_store_the_key_and_the_socket_private() {
     let s = Setup::new().await;
-    let d = match s.serve(&[], true).await {
+    let d = match s.serve(Serve::new().umask_000()).await {
         Ok(d) => d,
         Err((code, err)) => panic!("serve exited with {code}: {err}"),
     };
@@ -231,12 +145,12 @@ async fn serve_under_umask_000_keeps_the_store_the_key_and_the_socket_private() 
     assert_eq!(mode(&socket) & !0o600, 0, "socket mode {:o}", mode(&socket));
     // The real daemon's socket passes the CLI's checks.
     let config = s.dir.join("mfa-gate.toml");
-    let (code, out, err) = cli(&config, &["list"], false).await;
+    let (code, out, err) = user_cli(&config, &["list"], RunAs::Me).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("console/alice\tenrolled"), "{out}");
-    d.stop().await;
+    stop(d).await;
     // The CLI on the stopped daemon's store, under umask 000 too.
-    let (code, out, err) = cli(&config, &["unlock", "console/alice"], true).await;
+    let (code, out, err) = user_cli(&config, &["unlock", "console/alice"], RunAs::Umask000).await;
     assert_eq!((code, out.trim()), (0, "unlocked console/alice"), "{err}");
 
     assert_private(&s.store());
@@ -269,7 +183,7 @@ async fn root_using_the_cli_on_a_stopped_store_leaves_it_to_the_daemons_user() {
     let s = Setup::new().await;
     let d = s.start(&[]).await;
     enroll(d.addr, "alice", "pw-a").await;
-    d.stop().await;
+    stop(d).await;
     // As installed: the daemon's own user owns its store; root runs the CLI.
     let chown = std::process::Command::new("chown")
         .args(["-R", "nobody:nogroup"])
@@ -285,7 +199,7 @@ async fn root_using_the_cli_on_a_stopped_store_leaves_it_to_the_daemons_user() {
     std::os::unix::fs::symlink(&soft, s.store().join("planted-soft")).unwrap();
 
     let config = s.dir.join("mfa-gate.toml");
-    let (code, out, err) = cli(&config, &["reset", "console/alice"], true).await;
+    let (code, out, err) = user_cli(&config, &["reset", "console/alice"], RunAs::Umask000).await;
     assert_eq!(code, 0, "{out}{err}");
     // Root's files stayed root's; the files sled wrote for root are the daemon user's
     // again, and private.
@@ -308,7 +222,7 @@ async fn a_wiped_store_with_its_key_in_place_refuses_to_start_without_new_store(
     let s = Setup::new().await;
     let d = s.start(&[]).await;
     enroll(d.addr, "alice", "pw-a").await;
-    d.stop().await;
+    stop(d).await;
     let (store, key) = (
         s.store().display().to_string(),
         s.key().display().to_string(),
@@ -330,8 +244,8 @@ async fn a_wiped_store_with_its_key_in_place_refuses_to_start_without_new_store(
     // and refuse it (a flag left in a unit file would otherwise disarm the check).
     let d = s.start(&["--new-store"]).await;
     enroll(d.addr, "alice", "pw-a").await;
-    d.stop().await;
-    s.start(&[]).await.stop().await;
+    stop(d).await;
+    stop(s.start(&[]).await).await;
     let err = s.refused(&["--new-store"]).await;
     assert!(err.contains("is not empty"), "{err}");
 }
@@ -341,7 +255,7 @@ async fn a_store_without_its_key_file_refuses_to_start_and_no_key_is_made() {
     let s = Setup::new().await;
     let d = s.start(&[]).await;
     enroll(d.addr, "alice", "pw-a").await;
-    d.stop().await;
+    stop(d).await;
     let saved = std::fs::read(s.key()).unwrap();
 
     std::fs::remove_file(s.key()).unwrap();
@@ -366,14 +280,14 @@ async fn a_store_without_its_key_file_refuses_to_start_and_no_key_is_made() {
     assert_eq!(b.get("/").await.status, StatusCode::SEE_OTHER);
     let page = b.get("/.mfa/login").await;
     assert!(page.body.contains("/.mfa/verify"), "still enrolled");
-    d.stop().await;
+    stop(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_with_half_its_folder_gone_says_to_delete_the_folder() {
     let dir = tempfile::tempdir().unwrap();
     mfa_gate::keys::Keys::create(&dir.path().join("master.key")).unwrap();
-    let out = tokio::process::Command::new(BIN)
+    let out = tokio::process::Command::new(common::daemon::BIN)
         .args([
             "demo",
             "--listen",
@@ -463,7 +377,7 @@ async fn the_cli_refuses_a_spoofed_admin_socket_and_sends_it_nothing() {
     let s = Setup::new().await;
     let d = s.start(&[]).await;
     enroll(d.addr, "alice", "pw-a").await;
-    d.stop().await;
+    stop(d).await;
     // nobody may reach the folders below; the store itself stays 0700.
     std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o711)).unwrap();
 
@@ -472,8 +386,8 @@ async fn the_cli_refuses_a_spoofed_admin_socket_and_sends_it_nothing() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let mut fake = Fake::start(&open.join("admin.sock")).await;
-    let config = s.config("open.toml", free_port(), &open.join("admin.sock"));
-    let (code, out, err) = cli(&config, &["reset", "console/alice"], false).await;
+    let config = s.config("open.toml", &open.join("admin.sock"));
+    let (code, out, err) = user_cli(&config, &["reset", "console/alice"], RunAs::Me).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains(&open.display().to_string()), "{err}");
     assert!(err.contains("writable by group or others"), "{err}");
@@ -483,8 +397,8 @@ async fn the_cli_refuses_a_spoofed_admin_socket_and_sends_it_nothing() {
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::rename(open.join("admin.sock"), private.join("admin.sock")).unwrap();
-    let config = s.config("private.toml", free_port(), &private.join("admin.sock"));
-    let (code, out, err) = cli(&config, &["reset", "console/alice"], false).await;
+    let config = s.config("private.toml", &private.join("admin.sock"));
+    let (code, out, err) = user_cli(&config, &["reset", "console/alice"], RunAs::Me).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("uid 65534"), "{err}");
 
@@ -492,8 +406,8 @@ async fn the_cli_refuses_a_spoofed_admin_socket_and_sends_it_nothing() {
     assert_eq!(fake.connections(1).await, ["connection 0 bytes"]);
     fake.child.kill().await.unwrap();
     // Nor did the CLI fall back to the store: alice is still enrolled.
-    let direct = s.config("direct.toml", free_port(), &s.dir.join("admin.sock"));
-    let (code, out, err) = cli(&direct, &["show", "console/alice", "--json"], false).await;
+    let direct = s.config("direct.toml", &s.dir.join("admin.sock"));
+    let (code, out, err) = user_cli(&direct, &["show", "console/alice", "--json"], RunAs::Me).await;
     assert_eq!(code, 0, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["users"][0]["enrolled"], true, "{out}");

@@ -6,10 +6,14 @@
 //! than skip without it. Neither subcommand needs a running systemd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::net::UnixDatagram;
+mod common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::*;
 
 const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
 const UNIT_NAME: &str = "mfa-gate.service";
@@ -91,7 +95,7 @@ fn systemd_analyze(args: &[&str]) -> Output {
 /// it), with the installed binary path replaced by the binary cargo just built, so
 /// `verify` can check that ExecStart is executable.
 fn unit_with_built_binary(text: &str) -> (tempfile::TempDir, PathBuf) {
-    let built = env!("CARGO_BIN_EXE_mfa-gate");
+    let built = common::daemon::BIN;
     assert!(
         !built.contains(char::is_whitespace),
         "the built binary's path {built:?} contains whitespace; ExecStart would split it"
@@ -285,114 +289,42 @@ fn systemd_analyze_security_rates_the_unit_ok() {
     assert_eq!(verdict, "OK", "{stdout}");
 }
 
-/// A notification as received, with its arrival time.
-type Message = (Instant, String);
-
-/// Reads notifications into `messages` until `done` says so or `limit` passes.
-fn receive_until(
-    socket: &UnixDatagram,
-    messages: &mut Vec<Message>,
-    done: &dyn Fn(&[Message]) -> bool,
-    limit: Duration,
-) {
-    let deadline = Instant::now() + limit;
-    let mut buf = [0u8; 4096];
-    while !done(messages) && Instant::now() < deadline {
-        if let Ok(n) = socket.recv(&mut buf) {
-            for line in String::from_utf8_lossy(&buf[..n]).lines() {
-                messages.push((Instant::now(), line.to_string()));
-            }
-        }
-    }
-}
-
 /// What the unit relies on, with the real binary: READY=1 once it listens, WATCHDOG=1 at
 /// half of WATCHDOG_USEC, STOPPING=1 and a clean exit on SIGTERM.
-#[test]
-fn binary_speaks_the_notify_and_watchdog_protocol() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let socket_path = d.join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let config = d.join("mfa-gate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-
-[store]
-path = "{store}"
-key_file = "{key}"
-
-[[site]]
-name = "console"
-hosts = ["127.0.0.1"]
-upstream = "http://127.0.0.1:9"
-first_factor = {{ mode = "basic" }}
-"#,
-            store = d.join("store").display(),
-            key = d.join("master.key").display(),
-        ),
-    )
-    .unwrap();
-
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_speaks_the_notify_and_watchdog_protocol() {
+    // Nothing is asked of the gate but to run: no console behind it.
+    let gate = GateBuilder::basic(SocketAddr::from(([127, 0, 0, 1], 9)))
+        .first_factor(r#"{ mode = "basic" }"#);
     // systemd's WatchdogSec=30 becomes WATCHDOG_USEC=30000000; 1 s here keeps the test short.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mfa-gate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
+    let serve = Serve::new()
         .env("WATCHDOG_USEC", "1000000")
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    let mut messages: Vec<Message> = Vec::new();
-    let count = |m: &[Message], what: &str| m.iter().filter(|(_, s)| s == what).count();
-
-    receive_until(
-        &socket,
-        &mut messages,
-        &|m| count(m, "READY=1") == 1 && count(m, "WATCHDOG=1") >= 3,
+        .env_remove("WATCHDOG_PID");
+    let mut d = Daemon::spawn_with(&gate, &serve)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    d.notifications_until(
+        |d| d.count("READY=1") == 1 && d.count("WATCHDOG=1") >= 3,
         Duration::from_secs(15),
-    );
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    receive_until(
-        &socket,
-        &mut messages,
-        &|m| count(m, "STOPPING=1") == 1,
-        Duration::from_secs(10),
-    );
-    let deadline = Instant::now() + Duration::from_secs(35);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the gate did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    )
+    .await;
+    d.terminate();
+    d.notifications_until(|d| d.count("STOPPING=1") == 1, Duration::from_secs(10))
+        .await;
+    let status = d.wait(Duration::from_secs(35)).await;
+    let stderr = d.log_text();
+    check_notifications(&d.notifications, &stderr);
+    assert!(status.success(), "exit after SIGTERM: {status}\n{stderr}");
+}
+
+/// One READY=1 before the first of at least three WATCHDOG=1 pings, 500 ms apart, and
+/// one STOPPING=1.
+fn check_notifications(messages: &[(Instant, String)], stderr: &str) {
+    let count = |what: &str| messages.iter().filter(|(_, s)| s == what).count();
     let seen: Vec<&str> = messages.iter().map(|(_, s)| s.as_str()).collect();
-    assert_eq!(count(&messages, "READY=1"), 1, "{seen:?}\n{stderr}");
-    assert!(count(&messages, "WATCHDOG=1") >= 3, "{seen:?}\n{stderr}");
-    assert_eq!(count(&messages, "STOPPING=1"), 1, "{seen:?}\n{stderr}");
+    assert_eq!(count("READY=1"), 1, "{seen:?}\n{stderr}");
+    assert!(count("WATCHDOG=1") >= 3, "{seen:?}\n{stderr}");
+    assert_eq!(count("STOPPING=1"), 1, "{seen:?}\n{stderr}");
     let ready = messages.iter().position(|(_, s)| s == "READY=1").unwrap();
     let first_ping = messages
         .iter()
@@ -412,5 +344,4 @@ first_factor = {{ mode = "basic" }}
             "watchdog pings {gap:?} apart with WATCHDOG_USEC=1s: {seen:?}"
         );
     }
-    assert!(status.success(), "exit after SIGTERM: {status}\n{stderr}");
 }

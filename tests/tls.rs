@@ -52,12 +52,10 @@ async fn tls_gate() -> (Console, TestGate, tempfile::TempDir, std::path::PathBuf
     let console = Console::start(&[("alice", "pw-a")]).await;
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = common::certs::make_cert(certs.path());
-    let top = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert.display(),
-        key.display()
-    );
-    let gate = TestGate::start_with(&console, &top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .tls(&cert, &key)
+        .start()
+        .await;
     (console, gate, certs, cert)
 }
 
@@ -175,8 +173,12 @@ async fn plain_http_to_the_tls_port_gets_nothing_through() {
 async fn behind_a_trusted_tls_proxy_cookies_stay_secure_and_host_prefixed() {
     let console = Console::start(&[("alice", "pw-a")]).await;
     // Plain HTTP from the proxy on loopback; browsers see https.
-    let top = "trusted_proxies = [\"127.0.0.1\"]\npublic_scheme = \"https\"\nhsts_max_age = \"1h\"";
-    let gate = TestGate::start_with(&console, top, "").await;
+    let gate = GateBuilder::basic(console.addr)
+        .trusted_proxies(&["127.0.0.1"])
+        .server(r#"public_scheme = "https""#)
+        .server(r#"hsts_max_age = "1h""#)
+        .start()
+        .await;
     let b = Browser::new(&gate, Some(("alice", "pw-a")));
     let first = b.get("/admin").await;
     assert_eq!(first.status, http::StatusCode::SEE_OTHER, "{first:?}");
@@ -193,7 +195,7 @@ async fn behind_a_trusted_tls_proxy_cookies_stay_secure_and_host_prefixed() {
         Some("max-age=3600")
     );
     // A gate on plain HTTP without `public_scheme` sends neither.
-    let plain = TestGate::start(&console).await;
+    let plain = GateBuilder::basic(console.addr).start().await;
     let got = Browser::new(&plain, Some(("alice", "pw-a")))
         .get("/admin")
         .await;

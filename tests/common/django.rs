@@ -17,7 +17,9 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::browse::navigate;
-use super::{between, free_port, oathtool, wait_until_listening, Browser, Got, TestGate};
+use super::{
+    between, free_port, oathtool, wait_until_listening, Browser, FormLogin, Got, TestGate,
+};
 
 /// Django's own text on a refused admin login.
 pub const DJANGO_REFUSED: &str = "Please enter the correct username and password";
@@ -25,7 +27,18 @@ pub const DJANGO_REFUSED: &str = "Please enter the correct username and password
 pub const ADMIN_INDEX: &str = "Site administration";
 
 /// The gate's form mode for the Django admin.
-pub const FORM: &str = r#"{ mode = "form", login_path = "/admin/login/", username_field = "username", session_cookie = "sessionid", failure_location = "/admin/login/", public = ["/admin/login/", "/static/*"], logout_path = "/admin/logout/" }"#;
+pub fn form_login() -> FormLogin {
+    FormLogin {
+        login_path: "/admin/login/",
+        login_page: None,
+        username_field: "username",
+        session_cookie: "sessionid",
+        failure_location: "/admin/login/",
+        public: vec!["/admin/login/", "/static/*"],
+        logout_path: Some("/admin/logout/"),
+        follow_renewal: false,
+    }
+}
 
 const MANAGE_PY: &str = r#"import os
 import sys

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use mfa_gate::response::Body;
 use tokio::net::TcpListener;
 
-use super::{download, event_stream, full, websocket_echo, Seen};
+use super::{download, event_stream, full, websocket_echo, FormLogin, Seen};
 
 #[derive(Clone, Default)]
 struct State {
@@ -33,8 +33,19 @@ pub struct FormConsole {
     users: Arc<BTreeMap<String, String>>,
 }
 
-/// The site keys for this console in the gate's configuration.
-pub const FIRST_FACTOR: &str = r#"first_factor = { mode = "form", login_path = "/login", username_field = "user", session_cookie = "SID", failure_location = "/login", public = ["/login", "/static/*"], logout_path = "/logout", follow_renewal = true }"#;
+/// The gate's form mode for this console (following the console's session renewal).
+pub fn form_login() -> FormLogin {
+    FormLogin {
+        login_path: "/login",
+        login_page: None,
+        username_field: "user",
+        session_cookie: "SID",
+        failure_location: "/login",
+        public: vec!["/login", "/static/*"],
+        logout_path: Some("/logout"),
+        follow_renewal: true,
+    }
+}
 
 fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
     let text = req.headers().get("cookie")?.to_str().ok()?;
@@ -210,12 +221,4 @@ pub async fn console_login(
     let mut fields = vec![("csrf", token.as_str()), ("user", user), ("pass", pass)];
     fields.extend_from_slice(extra);
     b.post_form("/login", &fields).await
-}
-
-/// The inline first-factor table of [`FIRST_FACTOR`], for
-/// [`super::TestGate::start_upstream_first_factor`].
-pub fn first_factor_table() -> &'static str {
-    FIRST_FACTOR
-        .strip_prefix("first_factor = ")
-        .expect("FIRST_FACTOR starts with the key")
 }

@@ -1,20 +1,30 @@
 //! Shared test harness: a recording Basic-auth console, the real gate on 127.0.0.1:0 with
-//! a clock the test moves, a small HTTP client with a cookie jar, and TOTP codes computed
-//! independently of the code under test (our own HMAC-SHA1 and `oathtool`).
+//! a clock the test moves (`gate.rs`: `GateBuilder::basic(console.addr).start()`), the
+//! real binary as a daemon (`daemon.rs`: `Daemon::spawn`), a small HTTP client with a
+//! cookie jar, and TOTP codes computed independently of the code under test (our own
+//! HMAC-SHA1 and `oathtool`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browse;
 pub mod captured_log;
 pub mod certs;
+pub mod daemon;
 pub mod django;
 pub mod form_console;
+pub mod gate;
 pub mod php_console;
 pub mod servlet;
+
+// Not every test binary uses all of them.
+#[allow(unused_imports)]
+pub use daemon::{user_cli, Daemon, RunAs, Serve};
+#[allow(unused_imports)]
+pub use gate::{FormLogin, GateBuilder, TestGate};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,11 +38,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mfa_gate::clock::ManualClock;
-use mfa_gate::config::Config;
 use mfa_gate::response::{Body, BoxError};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// A fixed start time for the manual clock (2026-01-01T00:00:10Z, 10 s into a step).
 pub const T0: u64 = 1_767_225_610;
@@ -291,131 +298,6 @@ pub fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The gate
-// ---------------------------------------------------------------------------------------
-
-/// The real gate on 127.0.0.1:0 with a manual clock.
-pub struct TestGate {
-    pub addr: SocketAddr,
-    pub clock: Arc<ManualClock>,
-    pub dir: PathBuf,
-    pub config_text: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-/// The configuration used by tests: `top` goes inside `[server]` (and may open further
-/// tables such as `[session]`), `site` inside the `[[site]]` table.
-pub fn config_text(dir: &Path, upstream: SocketAddr, top: &str, site: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_socket = "{sock}"
-{top}
-
-[store]
-path = "{store}"
-key_file = "{key}"
-
-[totp]
-issuer = "Test consoles"
-
-[throttle]
-per_ip = "100000/min"
-
-[[site]]
-name = "console"
-hosts = ["127.0.0.1", "localhost"]
-upstream = "http://{upstream}"
-first_factor = {{ mode = "basic", probe_path = "/probe" }}
-{site}
-"#,
-        store = dir.join("store").display(),
-        key = dir.join("master.key").display(),
-        sock = dir.join("admin.sock").display(),
-    )
-}
-
-impl TestGate {
-    pub async fn start(console: &Console) -> TestGate {
-        TestGate::start_with(console, "", "").await
-    }
-
-    pub async fn start_with(console: &Console, top: &str, site: &str) -> TestGate {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let text = config_text(&dir, console.addr, top, site);
-        let clock = Arc::new(ManualClock::new(T0));
-        let mut gate = TestGate::launch(&dir, &text, clock).await;
-        gate._tmp = Some(tmp);
-        gate
-    }
-
-    /// Starts a gate on an existing directory (e.g. after a restart).
-    pub async fn launch(dir: &Path, text: &str, clock: Arc<ManualClock>) -> TestGate {
-        let config = Config::from_toml(Path::new("test.toml"), text).unwrap();
-        let tls = config
-            .server
-            .tls
-            .as_ref()
-            .map(mfa_gate::server::tls_acceptor)
-            .transpose()
-            .unwrap();
-        let gate = mfa_gate::server::open_gate(config, clock.clone(), false)
-            .await
-            .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let sock = gate.config.server.admin_socket.clone();
-        let task = tokio::spawn(mfa_gate::server::run(listener, tls, gate, async move {
-            let _ = stopped.await;
-        }));
-        // `run` binds the admin socket as it starts: wait for it, as for READY=1.
-        for _ in 0..200 {
-            if sock.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        TestGate {
-            addr,
-            clock,
-            dir: dir.to_path_buf(),
-            config_text: text.to_string(),
-            stop: Some(stop),
-            task: Some(task),
-            _tmp: None,
-        }
-    }
-
-    /// Keeps `tmp` (the gate's directory) alive as long as the gate.
-    pub fn keep(&mut self, tmp: tempfile::TempDir) {
-        self._tmp = Some(tmp);
-    }
-
-    /// Stops the gate (graceful) and waits until its store is closed.
-    pub async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(40), t).await;
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn now(&self) -> u64 {
-        use mfa_gate::clock::Clock;
-        self.clock.now()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // The browser-ish client
 // ---------------------------------------------------------------------------------------
 
@@ -657,50 +539,6 @@ pub fn oathtool(secret_b32: &str, time: u64) -> String {
 
 pub fn b32_decode(s: &str) -> Vec<u8> {
     data_encoding::BASE32_NOPAD.decode(s.as_bytes()).unwrap()
-}
-
-// ---------------------------------------------------------------------------------------
-// A gate in front of an external upstream (e.g. a real nginx)
-// ---------------------------------------------------------------------------------------
-
-impl TestGate {
-    /// Like [`TestGate::start_with`], for an upstream that is not a [`Console`] (a real
-    /// nginx, for instance). The upstream must answer the credential probe on `/probe`.
-    pub async fn start_upstream(upstream: SocketAddr, top: &str, site: &str) -> TestGate {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let text = config_text(&dir, upstream, top, site);
-        let clock = Arc::new(ManualClock::new(T0));
-        let mut gate = TestGate::launch(&dir, &text, clock).await;
-        gate._tmp = Some(tmp);
-        gate
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// A gate with another first factor (e.g. form mode) in front of an external upstream
-// ---------------------------------------------------------------------------------------
-
-impl TestGate {
-    /// Like [`TestGate::start_upstream`], with `first_factor` (the inline table, e.g.
-    /// `{ mode = "form", login_path = "/login", ... }`) in place of Basic with `/probe`.
-    pub async fn start_upstream_first_factor(
-        upstream: SocketAddr,
-        top: &str,
-        site: &str,
-        first_factor: &str,
-    ) -> TestGate {
-        const BASIC: &str = r#"first_factor = { mode = "basic", probe_path = "/probe" }"#;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let text = config_text(&dir, upstream, top, site);
-        assert!(text.contains(BASIC), "config_text no longer has {BASIC}");
-        let text = text.replace(BASIC, &format!("first_factor = {first_factor}"));
-        let clock = Arc::new(ManualClock::new(T0));
-        let mut gate = TestGate::launch(&dir, &text, clock).await;
-        gate._tmp = Some(tmp);
-        gate
-    }
 }
 
 // ---------------------------------------------------------------------------------------

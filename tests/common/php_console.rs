@@ -24,10 +24,21 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::browse::{brief, code_step, jar, lines, navigate, sent_to_code, set_names};
-use super::{between, free_port, wait_until_listening, Browser, Got, TestGate};
+use super::{between, free_port, wait_until_listening, Browser, FormLogin, Got, TestGate};
 
 /// The gate's form mode for the panel.
-pub const PHP_FORM: &str = r#"{ mode = "form", login_path = "/login.php", username_field = "username", session_cookie = "PHPSESSID", failure_location = "/login.php", public = ["/login.php", "/static/*"], logout_path = "/logout.php" }"#;
+pub fn form_login() -> FormLogin {
+    FormLogin {
+        login_path: "/login.php",
+        login_page: None,
+        username_field: "username",
+        session_cookie: "PHPSESSID",
+        failure_location: "/login.php",
+        public: vec!["/login.php", "/static/*"],
+        logout_path: Some("/logout.php"),
+        follow_renewal: false,
+    }
+}
 
 /// Shared by the pages: the panel's settings and small answers.
 const LIB_PHP: &str = r##"<?php

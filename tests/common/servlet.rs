@@ -16,10 +16,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::{free_port, wait_until_listening};
+use super::{free_port, wait_until_listening, Browser, FormLogin};
 
 /// The gate's form mode for the webapp (both containers).
-pub const SERVLET_FORM: &str = r#"{ mode = "form", login_path = "/app/j_security_check", login_page = "/app/login.jsp", username_field = "j_username", session_cookie = "JSESSIONID", failure_location = "/app/login.jsp", public = ["/app/login.jsp", "/app/static/*"], logout_path = "/app/logout.jsp" }"#;
+pub fn form_login() -> FormLogin {
+    FormLogin {
+        login_path: "/app/j_security_check",
+        login_page: Some("/app/login.jsp"),
+        username_field: "j_username",
+        session_cookie: "JSESSIONID",
+        failure_location: "/app/login.jsp",
+        public: vec!["/app/login.jsp", "/app/static/*"],
+        logout_path: Some("/app/logout.jsp"),
+        follow_renewal: false,
+    }
+}
 
 const WEB_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <web-app xmlns="NAMESPACE" version="VERSION">
@@ -344,6 +355,11 @@ impl Drop for Servlet {
         // (`catalina.sh run` execs java, so the child is the JVM itself.)
         let _ = self.child.wait();
     }
+}
+
+/// The user the container names on `whoami.jsp`, asked through the gate.
+pub async fn console_user(b: &Browser) -> Option<String> {
+    whoami_user(&b.get("/app/whoami.jsp").await.body)
 }
 
 /// The user `whoami.jsp` names in a response body, if any.

@@ -1,0 +1,339 @@
+//! The real binary as systemd runs it: `mfa-gate serve --config …` as a child process
+//! with the real clock, ready once it said READY=1 on the `$NOTIFY_SOCKET` the test
+//! bound; and `mfa-gate user …`, the CLI.
+//!
+//! ```ignore
+//! let d = Daemon::spawn(&GateBuilder::basic(console.addr)).await;
+//! let b = Browser::at(d.addr, Some(("alice", "pw-a")));
+//! assert!(d.stop().await.success());
+//! ```
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixDatagram;
+
+use super::gate::GateBuilder;
+
+/// The binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
+
+/// How long a `serve` may take to say READY=1.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// What a `serve` gets besides `--config`: more arguments, environment, a umask.
+#[derive(Debug, Clone, Default)]
+pub struct Serve {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    env_remove: Vec<String>,
+    umask_000: bool,
+}
+
+impl Serve {
+    pub fn new() -> Serve {
+        Serve::default()
+    }
+
+    /// One more argument after `serve --config FILE`.
+    pub fn arg(mut self, arg: &str) -> Serve {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Serve {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Serve {
+        self.env_remove.push(key.to_string());
+        self
+    }
+
+    /// Runs the binary under `umask 000` (through `sh`, which `exec`s it: same pid).
+    pub fn umask_000(mut self) -> Serve {
+        self.umask_000 = true;
+        self
+    }
+}
+
+/// Why a `serve` did not become ready: it exited (`status`), or said nothing in time.
+#[derive(Debug)]
+pub struct NotReady {
+    pub status: Option<ExitStatus>,
+    /// Everything it wrote on stderr.
+    pub log: String,
+}
+
+impl NotReady {
+    /// The exit code (-1 for none: a signal, or still running at the deadline).
+    pub fn code(&self) -> i32 {
+        self.status.and_then(|s| s.code()).unwrap_or(-1)
+    }
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tail = tail(&self.log, 3000);
+        match self.status {
+            Some(status) => write!(
+                f,
+                "the gate exited before READY=1 ({status}); its log ends with:\n{tail}"
+            ),
+            None => write!(
+                f,
+                "no READY=1 within {READY_WITHIN:?}; the gate's log ends with:\n{tail}"
+            ),
+        }
+    }
+}
+
+/// The last `n` bytes of `text` (on a character boundary).
+pub fn tail(text: &str, n: usize) -> &str {
+    let mut from = text.len().saturating_sub(n);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    &text[from..]
+}
+
+/// A `serve` that said READY=1.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    /// The gate's directory: configuration, store, key, admin socket, log.
+    pub dir: PathBuf,
+    /// The configuration file it runs with.
+    pub config: PathBuf,
+    /// Its stderr.
+    pub log: PathBuf,
+    /// Every notification line so far (READY=1 among them) and when it arrived.
+    pub notifications: Vec<(Instant, String)>,
+    child: tokio::process::Child,
+    notify: UnixDatagram,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// `serve` for `gate` (in its [`GateBuilder::dir`], or a fresh temporary directory),
+    /// ready; panics with the end of its log otherwise.
+    pub async fn spawn(gate: &GateBuilder) -> Daemon {
+        Daemon::spawn_with(gate, &Serve::new())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `serve` for `gate` with `serve`'s extras: the ready daemon, or why it is not.
+    ///
+    /// The daemon listens on a port that was free a moment before; when another process
+    /// took it meanwhile ("cannot listen"), it tries again on another.
+    pub async fn spawn_with(gate: &GateBuilder, serve: &Serve) -> Result<Daemon, NotReady> {
+        let (tmp, dir) = match &gate.dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let tmp = tempfile::tempdir().unwrap();
+                let dir = tmp.path().to_path_buf();
+                (Some(tmp), dir)
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
+            match Daemon::try_once(gate, serve, &dir, addr).await {
+                Ok(mut d) => {
+                    d._tmp = tmp;
+                    return Ok(d);
+                }
+                Err(e) if attempt < 5 && e.status.is_some() && e.log.contains("cannot listen") => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_once(
+        gate: &GateBuilder,
+        serve: &Serve,
+        dir: &Path,
+        addr: SocketAddr,
+    ) -> Result<Daemon, NotReady> {
+        let config = dir.join("mfa-gate.toml");
+        std::fs::write(&config, gate.clone().listen(addr).toml(dir)).unwrap();
+        let notify_path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let log = dir.join("gate.log");
+        let mut cmd = if serve.umask_000 {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg("umask 000; exec \"$0\" \"$@\"").arg(BIN);
+            c
+        } else {
+            tokio::process::Command::new(BIN)
+        };
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .args(&serve.args)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .envs(serve.env.iter().map(|(k, v)| (k, v)));
+        for key in &serve.env_remove {
+            cmd.env_remove(key);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            addr,
+            pid: child.id().unwrap(),
+            dir: dir.to_path_buf(),
+            config,
+            log,
+            notifications: Vec::new(),
+            child,
+            notify,
+            _tmp: None,
+        };
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        while !d.said("READY=1") {
+            let mut buf = [0u8; 1024];
+            tokio::select! {
+                n = d.notify.recv(&mut buf) => d.record(&buf[..n.unwrap()]),
+                status = d.child.wait() => {
+                    return Err(NotReady { status: Some(status.unwrap()), log: d.log_text() });
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(NotReady { status: None, log: d.log_text() });
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    fn record(&mut self, datagram: &[u8]) {
+        let at = Instant::now();
+        for line in String::from_utf8_lossy(datagram).lines() {
+            self.notifications.push((at, line.to_string()));
+        }
+    }
+
+    /// Whether `line` (e.g. `STOPPING=1`) was among the notifications so far.
+    pub fn said(&self, line: &str) -> bool {
+        self.notifications.iter().any(|(_, l)| l == line)
+    }
+
+    /// How often `line` was notified so far.
+    pub fn count(&self, line: &str) -> usize {
+        self.notifications.iter().filter(|(_, l)| l == line).count()
+    }
+
+    /// Receives notifications until `done` holds for all of them so far, or `within`
+    /// passed. Returns whether `done` holds.
+    pub async fn notifications_until(
+        &mut self,
+        done: impl Fn(&Daemon) -> bool,
+        within: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(self) {
+            let mut buf = [0u8; 1024];
+            tokio::select! {
+                n = self.notify.recv(&mut buf) => self.record(&buf[..n.unwrap()]),
+                _ = tokio::time::sleep_until(deadline) => return done(self),
+            }
+        }
+        true
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (a graceful stop: drain, STOPPING=1, exit 0).
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {}", self.pid);
+    }
+
+    /// Waits (up to `within`) for the process to exit.
+    pub async fn wait(&mut self, within: Duration) -> ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the gate did not exit within {within:?}"))
+            .unwrap()
+    }
+
+    /// SIGTERM, and the exit status (the drain takes up to 30 s).
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.terminate();
+        self.wait(Duration::from_secs(40)).await
+    }
+
+    /// The exit status if the process has exited already.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// SIGKILL, and the exit status (reaped within 10 s).
+    pub async fn kill9(&mut self) -> ExitStatus {
+        self.child.start_kill().unwrap();
+        self.wait(Duration::from_secs(10)).await
+    }
+
+    /// Whether `status` is a death by SIGKILL.
+    pub fn killed_by_sigkill(status: ExitStatus) -> bool {
+        status.signal() == Some(9)
+    }
+}
+
+/// Who runs `mfa-gate user …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAs {
+    /// The test's own user (root in the test container).
+    Me,
+    /// `nobody` (uid and gid 65534, no supplementary groups).
+    Nobody,
+    /// The test's user under `umask 000`.
+    Umask000,
+}
+
+/// Runs `mfa-gate user ARGS --config CONFIG`: exit code, stdout, stderr.
+pub async fn user_cli(config: &Path, args: &[&str], how: RunAs) -> (i32, String, String) {
+    let mut cmd = match how {
+        RunAs::Me => tokio::process::Command::new(BIN),
+        RunAs::Nobody => {
+            let mut c = tokio::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        }
+        RunAs::Umask000 => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg("umask 000; exec \"$0\" \"$@\"").arg(BIN);
+            c
+        }
+    };
+    let out = cmd
+        .arg("user")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
