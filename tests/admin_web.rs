@@ -957,3 +957,61 @@ async fn the_json_api_lists_shows_resets_and_unlocks() {
     // Alice still works (her own session was not touched).
     assert_eq!(alice.get("/x").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn resets_and_unlocks_need_a_fresh_code_of_the_admins() {
+    let w = world().await;
+    let alice = site1(&w, "alice");
+    let bob = site1(&w, "bob");
+    enroll(&w, &alice).await;
+    enroll(&w, &bob).await;
+    let token = api_token(&alice).await;
+    let secret = w.secrets.lock().unwrap()["alice"].clone();
+    let wrong = wrong_code(&secret, w.gate.now());
+
+    // The session and the token are not enough: no code, a wrong one, one not six digits.
+    let cases: [&[(&str, &str)]; 3] = [
+        &[("x-csrf-token", &token)],
+        &[("x-csrf-token", &token), ("x-mfa-code", &wrong)],
+        &[("x-csrf-token", &token), ("x-mfa-code", "12345")],
+    ];
+    for headers in cases {
+        let got = api_post(&alice, "/.mfa/api/users/bob/reset", headers).await;
+        assert_eq!(got.status, StatusCode::FORBIDDEN, "{headers:?}: {got:?}");
+    }
+    let page = alice.get("/.mfa/admin/confirm?action=reset&user=bob").await;
+    let no_code = alice
+        .post_form(
+            "/.mfa/admin/reset",
+            &[("user", "bob"), ("csrf", &page.csrf()), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(no_code.status, StatusCode::FORBIDDEN, "{no_code:?}");
+    assert!(
+        no_code.body.contains("Code not accepted"),
+        "{}",
+        no_code.body
+    );
+    assert_eq!(show(&alice, "bob").await["enrolled"], true);
+
+    // A code works once: used for an unlock, it cannot also reset.
+    let code = w.code("alice");
+    let headers = [
+        ("x-csrf-token", token.as_str()),
+        ("x-mfa-code", code.as_str()),
+    ];
+    let unlock = api_post(&alice, "/.mfa/api/users/bob/unlock", &headers).await;
+    assert_eq!(unlock.status, StatusCode::OK, "{unlock:?}");
+    let again = api_post(&alice, "/.mfa/api/users/bob/reset", &headers).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN, "{again:?}");
+    assert_eq!(show(&alice, "bob").await["enrolled"], true);
+    assert_eq!(bob.get("/x").await.status, StatusCode::OK);
+
+    // A fresh one does.
+    let got = confirm_and_submit(&w, &alice, "reset", "bob").await;
+    assert!(
+        got.status.is_success() || got.status.is_redirection(),
+        "{got:?}"
+    );
+    assert_eq!(show(&alice, "bob").await["enrolled"], false);
+}
