@@ -80,9 +80,12 @@ const IDENTITY_PREFIXES: [&str; 6] = [
 ];
 
 /// The pooled client to the consoles.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ConsoleClient {
-    client: Client<HttpConnector, Body>,
+    /// One pool of console connections per thread: each worker thread runs its own
+    /// runtime ([`crate::server`]), and a connection pooled by one thread is driven by
+    /// that thread's runtime, so sharing the pool would wake another thread per request.
+    per_thread: thread_local::ThreadLocal<Client<HttpConnector, Body>>,
 }
 
 impl Default for ConsoleClient {
@@ -115,13 +118,21 @@ pub struct Forwarding<'a> {
 
 impl ConsoleClient {
     pub fn new() -> ConsoleClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        ConsoleClient { client }
+        ConsoleClient {
+            per_thread: thread_local::ThreadLocal::new(),
+        }
+    }
+
+    /// This thread's client (made on its first use).
+    fn client(&self) -> &Client<HttpConnector, Body> {
+        self.per_thread.get_or(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(Duration::from_secs(10)));
+            connector.set_nodelay(true);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector)
+        })
     }
 
     /// Sends a request and waits for the response head, at most `timeout`.
@@ -130,7 +141,7 @@ impl ConsoleClient {
         req: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.client().request(req)).await {
             Err(_) => {
                 tracing::warn!("the console did not answer within {:?}", timeout);
                 Err(UpstreamError::Timeout)

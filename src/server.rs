@@ -169,6 +169,11 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
 /// calling `ready` with the bound address — the demo prints its instructions there),
 /// serves until SIGTERM or SIGINT, then drains.
 ///
+/// Connections are served by `server.workers` threads (default: one per CPU), each a
+/// single-threaded runtime accepting on its own socket bound with `SO_REUSEPORT`: the
+/// kernel spreads new connections over them, and every request is read, checked,
+/// forwarded and answered on one thread, without waking another.
+///
 /// `new_store` (`--new-store`) lets an existing key file begin a new, empty store.
 ///
 /// # Errors
@@ -181,25 +186,50 @@ pub async fn serve(
     raise_fd_limit();
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     let addr = config.server.listen;
+    let workers = config.server.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let gate = open_gate(config, Arc::new(SystemClock), new_store).await?;
-    let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
-    tracing::info!(%addr, tls = tls.is_some(), "mfa-gate listening");
+    let (first, others) =
+        listen(addr, workers).map_err(|source| StartError::Bind { addr, source })?;
+    let bound = first.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, tls = tls.is_some(), workers, "mfa-gate listening");
     let admin = bind_admin(&gate).await;
     let shutdown = shutdown_signal();
-    ready(listener.local_addr().unwrap_or(addr));
-    notify_ready();
-    serve_bound(listener, tls, gate, admin, shutdown).await;
+    let up = move || {
+        ready(bound);
+        notify_ready();
+    };
+    serve_bound(first, others, tls, gate, admin, shutdown, up).await;
     Ok(())
 }
 
-/// Binds the listening socket with a backlog of [`LISTEN_BACKLOG`] (the kernel caps it
-/// at `net.core.somaxconn`).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds `workers` listening sockets on `addr` (the first picks the port when `addr`'s
+/// is 0; the others join it with `SO_REUSEPORT`), each with a backlog of
+/// [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`). The first is for the
+/// calling runtime; the others leave as std sockets for the worker threads' runtimes.
+fn listen(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(TcpListener, Vec<std::net::TcpListener>)> {
+    let first = bind_one(addr, workers > 1)?;
+    let port = first.local_addr()?.port();
+    let shared = SocketAddr::new(addr.ip(), port);
+    let others = (1..workers)
+        .map(|_| bind_one(shared, true).and_then(TcpListener::into_std))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((first, others))
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -259,7 +289,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let admin = bind_admin(&gate).await;
-    serve_bound(listener, tls, gate, admin, shutdown).await;
+    serve_bound(listener, Vec::new(), tls, gate, admin, shutdown, || {}).await;
 }
 
 /// Binds the admin socket named in the configuration (logged, not fatal, when it fails:
@@ -275,60 +305,18 @@ async fn bind_admin(gate: &Gate) -> Option<UnixListener> {
     }
 }
 
-/// [`run`] with the admin socket already bound.
+/// [`run`] with the admin socket already bound, and `others` listeners for as many more
+/// worker threads; `up` is called once they all run.
 async fn serve_bound(
     listener: TcpListener,
+    others: Vec<std::net::TcpListener>,
     tls: Option<TlsAcceptor>,
     gate: Gate,
     admin: Option<UnixListener>,
     shutdown: impl Future<Output = ()>,
+    up: impl FnOnce(),
 ) {
-    let socket_path = gate.config.server.admin_socket.clone();
-    let admin = admin.map(|l| {
-        tokio::spawn(crate::admin_socket::serve(
-            l,
-            gate.clone(),
-            socket_path.clone(),
-        ))
-    });
-    tokio::spawn({
-        let gate = gate.clone();
-        async move { crate::first_factor::basic::calibrate_all(&gate).await }
-    });
-    let reaper = {
-        let gate = gate.clone();
-        tokio::spawn(async move {
-            // Open WebSockets and streams end at their session's idle or absolute limit,
-            // without waiting for a request.
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let limits = &gate.config.session;
-            loop {
-                tick.tick().await;
-                let ended =
-                    gate.live
-                        .expire(gate.now(), limits.idle.as_secs(), limits.absolute.as_secs());
-                if ended > 0 {
-                    tracing::info!(
-                        sessions = ended,
-                        "closed the long-lived traffic of expired sessions"
-                    );
-                }
-            }
-        })
-    };
-    let sweeper = {
-        let gate = gate.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(300));
-            loop {
-                tick.tick().await;
-                if let Err(e) = gate.store.sweep(gate.now()).await {
-                    tracing::warn!(error = %e, "store sweep failed");
-                }
-            }
-        })
-    };
-    let tracker = limits::Tracker::new(connection_limits(&gate.config));
+    let background = Background::start(&gate, admin);
     let server = &gate.config.server;
     let shared = Arc::new(connection::Shared {
         timing: activity::Timing {
@@ -337,9 +325,152 @@ async fn serve_bound(
         },
         max_header_bytes: server.max_header_bytes,
         tls,
+        tracker: limits::Tracker::new(connection_limits(&gate.config)),
         gate: gate.clone(),
     });
     let (stop, stopping) = watch::channel(false);
+    let mut started = Vec::new();
+    let workers: Vec<_> = others
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, listener)| {
+            let (shared, stopping) = (Arc::clone(&shared), stopping.clone());
+            let (accepting, is_accepting) = tokio::sync::oneshot::channel();
+            started.push(is_accepting);
+            std::thread::Builder::new()
+                .name(format!("mfa-worker-{}", i + 1))
+                .spawn(move || worker(listener, shared, stopping, accepting))
+                .inspect_err(|e| tracing::error!(error = %e, "cannot start a worker thread"))
+                .ok()
+        })
+        .collect();
+    // Ready only once every worker accepts (a worker that failed has logged why).
+    for is_accepting in started {
+        let _ = is_accepting.await;
+    }
+    up();
+    let stop_all = async move {
+        shutdown.await;
+        background.stop();
+        let _ = stop.send(true);
+    };
+    accept_loop(listener, &shared, stopping, stop_all).await;
+    let joined = tokio::task::spawn_blocking(move || {
+        for worker in workers {
+            let _ = worker.join();
+        }
+    });
+    let _ = joined.await;
+}
+
+/// The tasks beside the connections: the admin socket, the calibration of Basic probes,
+/// the reaper of long-lived traffic, the store sweeper.
+struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    socket: Option<std::path::PathBuf>,
+}
+
+impl Background {
+    fn start(gate: &Gate, admin: Option<UnixListener>) -> Background {
+        let mut tasks = Vec::new();
+        let socket = admin.map(|l| {
+            let path = gate.config.server.admin_socket.clone();
+            tasks.push(tokio::spawn(crate::admin_socket::serve(
+                l,
+                gate.clone(),
+                path.clone(),
+            )));
+            path
+        });
+        let g = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::first_factor::basic::calibrate_all(&g).await
+        }));
+        let g = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            // Open WebSockets and streams end at their session's idle or absolute limit,
+            // without waiting for a request.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let limits = &g.config.session;
+            loop {
+                tick.tick().await;
+                let (idle, absolute) = (limits.idle.as_secs(), limits.absolute.as_secs());
+                let ended = g.live.expire(g.now(), idle, absolute);
+                if ended > 0 {
+                    tracing::info!(
+                        sessions = ended,
+                        "closed the long-lived traffic of expired sessions"
+                    );
+                }
+            }
+        }));
+        let g = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tick.tick().await;
+                if let Err(e) = g.store.sweep(g.now()).await {
+                    tracing::warn!(error = %e, "store sweep failed");
+                }
+            }
+        }));
+        Background { tasks, socket }
+    }
+
+    /// Stops them all and removes the admin socket.
+    fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+        if let Some(path) = self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// One more worker thread: its own single-threaded runtime, accepting on its own socket
+/// until `stopping` turns true, then draining its connections.
+fn worker(
+    listener: std::net::TcpListener,
+    shared: Arc<connection::Shared>,
+    stopping: watch::Receiver<bool>,
+    accepting: tokio::sync::oneshot::Sender<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "a worker cannot use its listening socket");
+                return;
+            }
+        };
+        let _ = accepting.send(());
+        let mut stop = stopping.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        accept_loop(listener, &shared, stopping, stopped).await;
+    });
+}
+
+/// Accepts connections until `shutdown` resolves, then waits (up to [`DRAIN`]) for this
+/// loop's connections to finish; they are told to wind down through `stopping`.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: &Arc<connection::Shared>,
+    stopping: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut connections = JoinSet::new();
     let mut accept_failed: Option<Instant> = None;
     tokio::pin!(shutdown);
@@ -348,8 +479,8 @@ async fn serve_bound(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Refused connections are closed at once (the table logs why).
-                    if let Ok(slot) = tracker.admit(peer.ip(), Instant::now()) {
-                        let shared = Arc::clone(&shared);
+                    if let Ok(slot) = shared.tracker.admit(peer.ip(), Instant::now()) {
+                        let shared = Arc::clone(shared);
                         let stopping = stopping.clone();
                         connections.spawn(connection::serve(stream, peer, slot, shared, stopping));
                     }
@@ -357,7 +488,7 @@ async fn serve_bound(
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment, keep serving.
                     if accept_failed.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        tracing::warn!(error = %e, open = tracker.open(), "accept failed");
+                        tracing::warn!(error = %e, open = shared.tracker.open(), "accept failed");
                         accept_failed = Some(Instant::now());
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -372,13 +503,6 @@ async fn serve_bound(
         }
     }
     drop(listener);
-    sweeper.abort();
-    reaper.abort();
-    if let Some(admin) = admin {
-        admin.abort();
-        let _ = std::fs::remove_file(&socket_path);
-    }
-    let _ = stop.send(true);
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("connections still open after {:?}; closing them", DRAIN);

@@ -25,14 +25,15 @@ async fn ready_then_graceful_drain_on_sigterm() {
     let addr = gate.addr;
     let b = Browser::at(addr, Some(("alice", "pw-a")));
     let in_flight = tokio::spawn(async move { b.get("/").await });
-    // Wait until the probe has reached the console, then ask the gate to stop.
+    // Wait until alice's probe has reached the console (the calibration's own probes,
+    // without her password, go there too), then ask the gate to stop.
     for _ in 0..100 {
-        if console.requests().iter().any(|s| s.path == "/slow") {
+        if slow_probes(&console, &[("alice", "pw-a")]) == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(console.requests().iter().any(|s| s.path == "/slow"));
+    assert_eq!(slow_probes(&console, &[("alice", "pw-a")]), 1);
     gate.terminate();
     assert!(
         gate.notifications_until(|d| d.said("STOPPING=1"), Duration::from_secs(30))
@@ -92,4 +93,95 @@ async fn json_logs_on_request_with_audit_events_on_their_target() {
     assert_eq!(audit["realm"], "console");
     assert_eq!(audit["ip"], "127.0.0.1");
     assert!(!text.contains("pw-Zq81"), "no password in the log: {text}");
+}
+
+/// How many requests with the password of one of `users` the console's slow page has had.
+fn slow_probes(console: &Console, users: &[(&str, &str)]) -> usize {
+    use base64::Engine;
+    let basics: Vec<String> = users
+        .iter()
+        .map(|(u, p)| {
+            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            format!("Basic {pair}")
+        })
+        .collect();
+    console
+        .requests()
+        .iter()
+        .filter(|s| s.path == "/slow")
+        .filter_map(|s| {
+            s.headers
+                .get("authorization")?
+                .to_str()
+                .ok()
+                .map(str::to_string)
+        })
+        .filter(|auth| basics.contains(auth))
+        .count()
+}
+
+/// The names of the daemon's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap_or_default())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_thread_serves_and_drains_on_sigterm() {
+    let users: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("u{i}"), format!("pw-{i}")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
+    let console = Console::start(&pairs).await;
+    let mut gate = Daemon::spawn(
+        &GateBuilder::basic(console.addr)
+            .server("workers = 3")
+            .first_factor(r#"{ mode = "basic", probe_path = "/slow" }"#),
+    )
+    .await;
+    let names = thread_names(gate.pid);
+    for worker in ["mfa-worker-1", "mfa-worker-2"] {
+        assert!(names.iter().any(|n| n == worker), "{worker} in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "mfa-worker-3"), "{names:?}");
+
+    // Twelve connections (spread over the three sockets by the kernel), each with a
+    // request in flight at the console's slow page when the stop comes.
+    let addr = gate.addr;
+    let in_flight: Vec<_> = users
+        .iter()
+        .map(|(u, p)| {
+            let b = Browser::at(addr, Some((u.as_str(), p.as_str())));
+            tokio::spawn(async move { b.get("/").await })
+        })
+        .collect();
+    for _ in 0..100 {
+        if slow_probes(&console, &pairs) == users.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let slow = slow_probes(&console, &pairs);
+    assert_eq!(
+        slow,
+        users.len(),
+        "the probes of the users' logins at the console"
+    );
+    gate.terminate();
+    for request in in_flight {
+        let got = request.await.unwrap();
+        assert_eq!(
+            got.status,
+            StatusCode::SEE_OTHER,
+            "finished in the drain: {got:?}"
+        );
+    }
+    let status = gate.wait(Duration::from_secs(40)).await;
+    assert!(status.success(), "{status}");
 }

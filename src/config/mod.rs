@@ -112,6 +112,10 @@ pub struct Server {
     pub public_https: bool,
     /// `Strict-Transport-Security` max-age sent over https (`None`: not sent).
     pub hsts_max_age: Option<Duration>,
+    /// Threads serving connections, each a single-threaded runtime with its own listening
+    /// socket (`SO_REUSEPORT`), so a request is served start to end on one thread; `None`:
+    /// one per CPU.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -30,6 +30,7 @@ pub struct Server {
     pub admin_socket: Option<Spanned<String>>,
     pub public_scheme: Option<Spanned<String>>,
     pub hsts_max_age: Option<Spanned<String>>,
+    pub workers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -145,6 +145,7 @@ fn connection_limits_have_defaults_and_are_placed() -> Result<(), ConfigError> {
     assert_eq!(c.server.max_connections, None);
     assert_eq!(c.server.max_connections_per_ip, 100);
     assert_eq!(c.server.min_body_rate, 1_000);
+    assert_eq!(c.server.workers, None);
     let set = |lines: &str| {
         GOOD.replace(
             "listen = \"127.0.0.1:8080\"",
@@ -152,8 +153,9 @@ fn connection_limits_have_defaults_and_are_placed() -> Result<(), ConfigError> {
         )
     };
     let c = parse(&set(
-        "keepalive_idle = \"5s\"\nmax_connections = 500\nmax_connections_per_ip = 20\nmin_body_rate = \"2KiB/s\"",
+        "keepalive_idle = \"5s\"\nmax_connections = 500\nmax_connections_per_ip = 20\nmin_body_rate = \"2KiB/s\"\nworkers = 3",
     ))?;
+    assert_eq!(c.server.workers, Some(3));
     assert_eq!(c.server.keepalive_idle, Duration::from_secs(5));
     assert_eq!(c.server.max_connections, Some(500));
     assert_eq!(c.server.max_connections_per_ip, 20);
@@ -167,6 +169,9 @@ fn connection_limits_have_defaults_and_are_placed() -> Result<(), ConfigError> {
         ("min_body_rate = \"fast\"", 17),
         ("min_body_rate = \"0B/s\"", 17),
         ("min_body_rate = 1000", 17),
+        ("workers = 0", 11),
+        ("workers = 257", 11),
+        ("workers = \"2\"", 11),
     ] {
         let e = parse(&set(bad)).err();
         let line = 4 + bad.matches('\n').count();

@@ -171,6 +171,7 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
         max_connections,
         max_connections_per_ip,
         min_body_rate: min_body_rate(at, raw.min_body_rate.as_ref())?,
+        workers: workers(at, raw.workers.as_ref())?,
         admin_socket: match raw.admin_socket {
             None => PathBuf::from("/run/mfa-gate/admin.sock"),
             Some(p) if p.get_ref().starts_with('/') => PathBuf::from(p.get_ref()),
@@ -289,6 +290,21 @@ fn connection_caps(
         ));
     }
     Ok((total, per_ip))
+}
+
+/// `workers`: 1 to 256 threads (none: one per CPU, decided at start).
+fn workers(at: &Locator<'_>, raw: Option<&Spanned<i64>>) -> Result<Option<usize>, ConfigError> {
+    let Some(n) = raw else {
+        return Ok(None);
+    };
+    match usize::try_from(*n.get_ref()) {
+        Ok(v) if (1..=256).contains(&v) => Ok(Some(v)),
+        _ => Err(at.at(
+            n,
+            "workers must be a whole number from 1 to 256",
+            "the number of threads serving connections, e.g. workers = 2 (leave it out for one per CPU)",
+        )),
+    }
 }
 
 fn min_body_rate(at: &Locator<'_>, raw: Option<&Spanned<String>>) -> Result<u64, ConfigError> {

@@ -50,6 +50,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What every connection needs, built once by the accept loop.
 pub struct Shared {
     pub gate: Gate,
+    /// The connection table, shared by every worker's accept loop.
+    pub tracker: Arc<super::limits::Tracker>,
     pub tls: Option<TlsAcceptor>,
     pub timing: Timing,
     pub max_header_bytes: usize,
