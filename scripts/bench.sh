@@ -543,14 +543,16 @@ TARGETS="- gate req/s ≥ 1.0× nginx: $(div "${RPS[gate]}" "${RPS[nginx]}")× �
 - gate RSS ≤ 15 MB idle, ≤ 20 MB after the load (read as MiB): $(mib "${RSS_IDLE[gate]}") → $(mib "${RSS_AFTER[gate]}") MiB — $(verdict "${RSS_IDLE[gate]} <= 15 * 1024 && ${RSS_AFTER[gate]} <= 20 * 1024")"
 
 SPREAD=$(for t in "${NAMES[@]}"; do
-    col "$t" small 4 | sort -g | awk -v t="$t" -v m="${RPS[$t]}" '{a[NR] = $1} END { printf "%s %.0f %%; ", t, 100 * (a[NR] - a[1]) / m }'
+    for k in small big; do col "$t" $k 4 | sort -g | awk -v t="$t" -v k=$k -v m="$([ $k = small ] && echo "${RPS[$t]}" || echo "${BIG[$t]}")" \
+        '{a[NR] = $1} END { v = 100 * (a[NR] - a[1]) / m
+            if (k == "small") printf "%s %.0f %%", t, v; else printf " (1 MiB %.0f %%); ", v }'; done
 done)
 SPREAD=${SPREAD%; }
 NGINX_SPOOLED=$(grep -c 'buffered to a temporary file' "$PROXY_DIR/error.log" || true)
 CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-SUBJECT=$(git log -1 --format=%s 2>/dev/null || true)
-[ "${#SUBJECT}" -le 80 ] || SUBJECT="${SUBJECT:0:80}…"
+SRC_COMMIT=$(git log -1 --format='%h %s' -- src Cargo.toml Cargo.lock 2>/dev/null || true)
+[ "${#SRC_COMMIT}" -le 90 ] || SRC_COMMIT="${SRC_COMMIT:0:90}…"
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT + uncommitted changes in src/ or Cargo.*"
 WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s --latency -H 'Authorization: Basic …' [-H 'Cookie: mfa_session=…'] URL/  (1 MiB: -d$BIG_DURATION URL/big.bin)"
 
@@ -561,7 +563,7 @@ WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s --latency -H 'Au
 Measured by \`scripts/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); the measurements took $ELAPSED s (after the build).
 
 - Command: \`$CMDLINE\`
-- Commit: \`$COMMIT\` ($SUBJECT), release build
+- Commit: \`$COMMIT\`, release build; the last change to src/ and Cargo.* in it: \`$SRC_COMMIT\`
 - Machine: $(nproc) CPUs (${CPU_MODEL:-unknown}), $(awk '/^MemTotal/ {printf "%.1f GiB RAM", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}')
 - CPU busy just before the first run: $IDLE_BUSY%
 
@@ -596,7 +598,7 @@ EOF
 - CPU µs/request: user + system CPU time (\`/proc/PID/stat\`, ${CLK_TCK} Hz ticks) of the target's own processes during the run, divided by wrk's requests: the upstream nginx (master + workers) for direct, the proxy nginx for nginx, the gate process for mfa-gate. *Upstream CPU* is the upstream nginx's share of the same requests.
 - RSS, in MiB, right after start (before any load) and 1 s after the last round: the gate's VmRSS (peak: VmHWM); for nginx the PSS summed over master and workers, which counts their shared pages once (their plain RSS sum counts them two or three times: $(mib "$NGINX_RSS_SUM") MiB for the proxy after the load).
 - Other CPU load: CPU time the machine spent during a run outside wrk and the three servers, in % of all CPUs. A run above $MAX_OTHER% is redone (up to $RETRIES times) after waiting for a quiet machine (at most $IDLE_WAIT s each time, $WAIT_BUDGET s in all; $WAITED s were spent), and the least disturbed try is kept; *tries* counts the tries.
-- Noise: the spread (max − min) / median of req/s over the rounds was $SPREAD; compare medians, and only runs whose *other CPU load* is near 0.
+- Noise: the spread (max − min) / median of req/s over the rounds was $SPREAD; compare medians, and only runs whose *other CPU load* is near 0. Absolute rates differ between machines and moments (issue 11 saw 127,778 req/s direct and 54,711 through nginx); compare the ratios of one run.
 
 <details><summary>Raw wrk output of the last round</summary>
 
