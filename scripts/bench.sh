@@ -1,66 +1,74 @@
 #!/usr/bin/env bash
-# Loopback benchmark: the same small Basic-auth "console" (nginx serving a static file
-# behind auth_basic) measured three ways, in one run, side by side:
+# Side-by-side loopback benchmark (issue 11): one upstream, three ways to reach it.
 #
-#   direct  wrk -> console
-#   nginx   wrk -> nginx reverse proxy (keepalive upstream) -> console
-#   gate    wrk -> mfa-gate (valid session cookie + Basic credentials) -> console
+#   direct  wrk -> console            (nginx: 19 bytes at /, a 1 MiB file, auth_basic)
+#   nginx   wrk -> nginx reverse proxy (keep-alive upstream) -> console
+#   gate    wrk -> mfa-gate, basic mode, a real session (cookie + Basic) -> console
 #
-# Builds `cargo build --release`, starts everything in a temp dir on 127.0.0.1 with
-# free ports, logs in to the gate with curl + oathtool to get a session, runs wrk against
-# each target, writes BENCHMARKS.md (and prints the table). Everything it starts is
-# stopped on exit.
-#
+# Rounds alternate the targets (direct, nginx, gate, direct, ...); a target's turn is
+# [warm-up] -> measured run on / -> status audit on / -> measured 1 MiB run. Reported: the
+# median over the rounds of req/s, p99, CPU µs/request of the target's own processes
+# (/proc/PID/stat), 1 MiB MiB/s, and memory idle after start and after the load. Prints
+# the table and writes BENCHMARKS.md (how each number is taken is written there).
 # Needs: cargo, nginx, wrk, oathtool, curl (apt-get install -y nginx wrk oathtool curl).
-#
 # Knobs (environment):
-#   BENCH_DURATION     wrk -d for each measured run          (default 10s)
-#   BENCH_THREADS      wrk -t                                 (default 2)
-#   BENCH_CONNECTIONS  wrk -c                                 (default 32)
-#   BENCH_WARMUP       unrecorded warm-up run per target, 0 = none (default 2s)
-#   BENCH_AUDIT        status-counting run per target, 0 = none    (default 2s)
-#   BENCH_OUTPUT       the report                             (default BENCHMARKS.md)
-#   BENCH_SKIP_BUILD   1 = use the existing target/release/mfa-gate
+#   BENCH_ROUNDS           alternating rounds                        (default 3)
+#   BENCH_DURATION         wrk -d of each measured run on /          (default 10s)
+#   BENCH_BIG_DURATION     wrk -d of each measured 1 MiB run         (default 5s)
+#   BENCH_THREADS          wrk -t                                    (default 1)
+#   BENCH_CONNECTIONS      wrk -c, both paths                        (default 32)
+#   BENCH_WARMUP           unrecorded run on / before each turn, 0 = none (default 2s)
+#   BENCH_AUDIT            status-counting run on / per turn, 0 = none   (default 2s)
+#   BENCH_MAX_OTHER        % of the CPUs other processes may use in a run before it is
+#                          redone (after waiting for a quiet machine)     (default 10)
+#   BENCH_RETRIES          how often a disturbed run is redone       (default 2)
+#   BENCH_IDLE_WAIT        seconds to wait for a quiet machine, each time (default 120)
+#   BENCH_WAIT_BUDGET      seconds of such waiting in the whole run  (default 600)
+#   BENCH_OUTPUT           the report                                (default BENCHMARKS.md)
+#   BENCH_SKIP_BUILD       1 = no cargo build; use the existing binary
+#   BENCH_GATE_BIN         the gate binary (default $CARGO_TARGET_DIR or target/, release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-10s}
-THREADS=${BENCH_THREADS:-2}
+BIG_DURATION=${BENCH_BIG_DURATION:-5s}
+THREADS=${BENCH_THREADS:-1}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 WARMUP=${BENCH_WARMUP:-2s}
 AUDIT=${BENCH_AUDIT:-2s}
+MAX_OTHER=${BENCH_MAX_OTHER:-10}
+RETRIES=${BENCH_RETRIES:-2}
+IDLE_WAIT=${BENCH_IDLE_WAIT:-120}
+WAIT_BUDGET=${BENCH_WAIT_BUDGET:-600}
+WAITED=0
 OUTPUT=${BENCH_OUTPUT:-BENCHMARKS.md}
 case $OUTPUT in /*) ;; *) OUTPUT=$ROOT/$OUTPUT ;; esac
 NGINX=${NGINX:-/usr/sbin/nginx}
+GATE_BIN=${BENCH_GATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mfa-gate}
+CMDLINE="$(env | { grep -E '^(BENCH_[A-Z_]*|CARGO_TARGET_DIR|NGINX)=' || true; } | sort | tr '\n' ' ')scripts/bench.sh"
 USER_NAME=bench
 PASSWORD=bench-pw-$RANDOM$RANDOM
-MARKER=bench-console-marker-5f2a
+MARKER=bench-console-5f2a # + newline = the 19-byte page
+BIG_BYTES=1048576
 
-die() {
-    echo "bench.sh: $*" >&2
-    exit 1
-}
-
-for tool in cargo "$NGINX" wrk oathtool curl awk sed base64; do
+die() { echo "bench.sh: $*" >&2 && exit 1; }
+for tool in "$NGINX" wrk oathtool curl awk sed base64 timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install -y nginx wrk oathtool curl)"
 done
+[ "$ROUNDS" -ge 1 ] || die "BENCH_ROUNDS must be at least 1"
 
 # ---------------------------------------------------------------------------------------
-# Processes and cleanup
+# Processes, cleanup, small helpers
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mfa-gate-bench.XXXXXX")
 PIDS=()
 cleanup() {
     local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -69,45 +77,73 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port nobody listens on right now (racy, but everything here binds it at once).
-free_port() {
+free_port() { # a port nobody listens on now (racy, but everything binds at once)
     local port
     for _ in $(seq 200); do
         port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port" && return 0; }
     done
     die "no free port found"
 }
-
-# Waits until http://127.0.0.1:$1/ answers at all (any status), up to 20 s.
-wait_http() {
-    local port=$1 name=$2 log=$3
+wait_http() { # $1 port, $2 name, $3 log: until the port answers HTTP at all, up to 20 s
     for _ in $(seq 200); do
-        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
-            return 0
-        fi
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
         sleep 0.1
     done
-    echo "---- $log" >&2
-    cat "$log" >&2 || true
-    die "$name did not start on port $port"
+    cat "$3" >&2 || true
+    die "$2 did not start on port $1"
+}
+duration_secs() { case $1 in *s) echo "${1%s}" ;; *m) echo $((${1%m} * 60)) ;; *) echo "$1" ;; esac; }
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # utime + stime of the given pids (all threads, also the exited ones)
+    [ $# -gt 0 ] || { echo 0 && return; }
+    local files=("${@/#//proc/}")
+    awk '{ sub(/.*\) /, ""); s += $12 + $13 } END { print s + 0 }' "${files[@]/%//stat}"
+}
+mem_kib() { # $1 = VmRSS, VmHWM (from status) or Pss (smaps_rollup), rest = pids: the sum, KiB
+    local field=$1 file=/status
+    shift
+    [ "$field" = Pss ] && file=/smaps_rollup
+    local files=("${@/#//proc/}")
+    awk -v f="$field:" '$1 == f {s += $2} END {print s + 0}' "${files[@]/%/$file}"
+}
+memory() { # $1 = target: the gate's VmRSS; nginx's PSS over master + workers (shared pages once)
+    # shellcheck disable=SC2046
+    if [ "$1" = gate ]; then mem_kib VmRSS "${GATE_PIDS[@]}"; else mem_kib Pss $(own_pids "$1"); fi
+}
+system_ticks() { # "busy total" over all CPUs (steal counts as busy: someone else)
+    awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
+}
+cpu_busy_percent() { # busy share of all CPUs over one second
+    local a b
+    a=$(system_ticks) && sleep 1 && b=$(system_ticks)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
+        if (t > 0) printf "%.0f", 100 * (y[1] - x[1]) / t; else print 0 }'
+}
+wait_quiet() { # bounded wait for the machine to calm down; sets BUSY, fails if still busy
+    local waited=0
+    BUSY=$(cpu_busy_percent)
+    while [ "$BUSY" -gt "$MAX_OTHER" ]; do
+        [ "$waited" -lt "$IDLE_WAIT" ] && [ "$WAITED" -lt "$WAIT_BUDGET" ] || return 1
+        echo "    the machine is busy ($BUSY% CPU); waiting ($waited/$IDLE_WAIT s, $WAITED/$WAIT_BUDGET s in all)"
+        sleep 4
+        waited=$((waited + 5)) WAITED=$((WAITED + 5))
+        BUSY=$(cpu_busy_percent)
+    done
 }
 
 # ---------------------------------------------------------------------------------------
 # Build
 
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] && [ -z "${BENCH_GATE_BIN:-}" ]; then
     echo "==> cargo build --release"
     cargo build --release --locked
 fi
-GATE_BIN=$ROOT/target/release/mfa-gate
-[ -x "$GATE_BIN" ] || die "$GATE_BIN is missing (run without BENCH_SKIP_BUILD)"
+[ -x "$GATE_BIN" ] || die "$GATE_BIN is missing (build it, or set BENCH_GATE_BIN)"
+STARTED=$(date +%s)
 
 # ---------------------------------------------------------------------------------------
-# nginx: the console and the plain reverse proxy
+# nginx: the console (upstream) and the plain reverse proxy
 
 CONSOLE_PORT=$(free_port)
 PROXY_PORT=$(free_port)
@@ -115,111 +151,69 @@ GATE_PORT=$(free_port)
 while [ "$PROXY_PORT" = "$CONSOLE_PORT" ]; do PROXY_PORT=$(free_port); done
 while [ "$GATE_PORT" = "$CONSOLE_PORT" ] || [ "$GATE_PORT" = "$PROXY_PORT" ]; do GATE_PORT=$(free_port); done
 
-# nginx workers run as nobody unless told otherwise, and mktemp -d is 0700: open the
-# permissions, and run workers as root when we are root (a test-only config).
+# nginx workers run as nobody unless told otherwise, and mktemp -d is 0700.
 chmod 755 "$TMP"
 NGINX_USER=""
 [ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
-
-nginx_common() { # $1 = instance dir
+nginx_conf() { # $1 = instance dir, $2 = the http block's body
     cat <<EOF
-daemon off;
-master_process on;
-$NGINX_USER
-worker_processes auto;
-pid "$1/nginx.pid";
-error_log "$1/error.log" warn;
+daemon off; master_process on; $NGINX_USER worker_processes auto;
+pid "$1/nginx.pid"; error_log "$1/error.log" warn;
 events { worker_connections 1024; }
-EOF
+http {
+    access_log off; keepalive_requests 100000;
+    client_body_temp_path "$1/client_body"; proxy_temp_path "$1/proxy";
+    fastcgi_temp_path "$1/fastcgi"; uwsgi_temp_path "$1/uwsgi"; scgi_temp_path "$1/scgi";
+$2
 }
-
-nginx_temp_paths() { # $1 = instance dir
-    cat <<EOF
-    client_body_temp_path "$1/client_body";
-    proxy_temp_path "$1/proxy";
-    fastcgi_temp_path "$1/fastcgi";
-    uwsgi_temp_path "$1/uwsgi";
-    scgi_temp_path "$1/scgi";
 EOF
 }
 
 CONSOLE_DIR=$TMP/console
 mkdir -p "$CONSOLE_DIR/www"
-cat >"$CONSOLE_DIR/www/index.html" <<EOF
-<!doctype html><html><head><title>Router</title></head>
-<body><h1>Legacy router console</h1><p>$MARKER</p></body></html>
-EOF
-# {PLAIN}: the cheapest password check nginx has, so the console is as fast as it gets
-# and the proxies' own cost shows.
+echo "$MARKER" >"$CONSOLE_DIR/www/index.html"
+head -c "$BIG_BYTES" /dev/urandom >"$CONSOLE_DIR/www/big.bin"
+# {PLAIN}: the cheapest password check nginx has, so the proxies' own cost shows.
 printf '%s:{PLAIN}%s\n' "$USER_NAME" "$PASSWORD" >"$CONSOLE_DIR/htpasswd"
 chmod 755 "$CONSOLE_DIR" "$CONSOLE_DIR/www"
-chmod 644 "$CONSOLE_DIR/www/index.html" "$CONSOLE_DIR/htpasswd"
-{
-    nginx_common "$CONSOLE_DIR"
-    cat <<EOF
-http {
-    access_log off;
-$(nginx_temp_paths "$CONSOLE_DIR")
-    types { text/html html; }
-    default_type text/plain;
-    keepalive_requests 100000;
+chmod 644 "$CONSOLE_DIR"/www/* "$CONSOLE_DIR/htpasswd"
+# Files, not "return": return runs before auth_basic and would not be protected.
+nginx_conf "$CONSOLE_DIR" "    types { text/html html; } default_type application/octet-stream;
     server {
-        listen 127.0.0.1:$CONSOLE_PORT;
-        server_name _;
-        # Files, not "return": return runs before auth_basic and would not be protected.
-        root "$CONSOLE_DIR/www";
-        index index.html;
-        auth_basic "Bench console";
-        auth_basic_user_file "$CONSOLE_DIR/htpasswd";
-    }
-}
-EOF
-} >"$CONSOLE_DIR/nginx.conf"
+        listen 127.0.0.1:$CONSOLE_PORT; server_name _;
+        root \"$CONSOLE_DIR/www\"; index index.html;
+        auth_basic \"Bench console\"; auth_basic_user_file \"$CONSOLE_DIR/htpasswd\";
+    }" >"$CONSOLE_DIR/nginx.conf"
 
 PROXY_DIR=$TMP/proxy
 mkdir -p "$PROXY_DIR"
 chmod 755 "$PROXY_DIR"
-{
-    nginx_common "$PROXY_DIR"
-    cat <<EOF
-http {
-    access_log off;
-$(nginx_temp_paths "$PROXY_DIR")
-    keepalive_requests 100000;
-    upstream console {
-        server 127.0.0.1:$CONSOLE_PORT;
-        keepalive 64;
-        keepalive_requests 100000;
-    }
+nginx_conf "$PROXY_DIR" "    upstream console { server 127.0.0.1:$CONSOLE_PORT; keepalive 64; keepalive_requests 100000; }
     server {
-        listen 127.0.0.1:$PROXY_PORT;
-        server_name _;
+        listen 127.0.0.1:$PROXY_PORT; server_name _;
         location / {
-            proxy_pass http://console;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_pass http://console; proxy_http_version 1.1; proxy_set_header Connection \"\";
+            proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
         }
-    }
-}
-EOF
-} >"$PROXY_DIR/nginx.conf"
+    }" >"$PROXY_DIR/nginx.conf"
 
-start_nginx() { # $1 = instance dir, $2 = port, $3 = name
-    "$NGINX" -t -q -p "$1" -e "$1/error.log" -c "$1/nginx.conf" ||
-        die "nginx rejected $1/nginx.conf"
+start_nginx() { # $1 = instance dir, $2 = port, $3 = name; sets NGINX_PIDS (master + workers)
+    "$NGINX" -t -q -p "$1" -e "$1/error.log" -c "$1/nginx.conf" || die "nginx rejected $1/nginx.conf"
     "$NGINX" -p "$1" -e "$1/error.log" -c "$1/nginx.conf" >"$1/stdout.log" 2>&1 &
-    PIDS+=($!)
-    echo "$!" >"$1/master.pid"
+    local master=$!
+    PIDS+=("$master")
     wait_http "$2" "$3" "$1/error.log"
+    # shellcheck disable=SC2207
+    NGINX_PIDS=("$master" $(ps -o pid= --ppid "$master"))
+    [ "${#NGINX_PIDS[@]}" -ge 2 ] || die "$3: no worker processes found"
 }
-
 echo "==> console (nginx + auth_basic) on 127.0.0.1:$CONSOLE_PORT"
 start_nginx "$CONSOLE_DIR" "$CONSOLE_PORT" "console nginx"
+CONSOLE_PIDS=("${NGINX_PIDS[@]}")
 echo "==> nginx reverse proxy on 127.0.0.1:$PROXY_PORT"
 start_nginx "$PROXY_DIR" "$PROXY_PORT" "proxy nginx"
+PROXY_PIDS=("${NGINX_PIDS[@]}")
 
 # ---------------------------------------------------------------------------------------
 # mfa-gate
@@ -229,18 +223,14 @@ mkdir -p "$GATE_DIR"
 cat >"$GATE_DIR/mfa-gate.toml" <<EOF
 [server]
 listen = "127.0.0.1:$GATE_PORT"
-
+admin_socket = "$GATE_DIR/admin.sock"
 [store]
 path = "$GATE_DIR/store"
 key_file = "$GATE_DIR/master.key"
-
 [totp]
 issuer = "bench"
-
 [throttle]
-# The benchmark logs in once; keep the limiter out of the way anyway.
 per_ip = "100000/min"
-
 [[site]]
 name = "console"
 hosts = ["127.0.0.1", "localhost"]
@@ -253,69 +243,84 @@ echo "==> mfa-gate on 127.0.0.1:$GATE_PORT"
 GATE_PID=$!
 PIDS+=("$GATE_PID")
 wait_http "$GATE_PORT" "mfa-gate" "$GATE_DIR/gate.log"
+GATE_PIDS=("$GATE_PID")
 
 # ---------------------------------------------------------------------------------------
-# A gate session: password -> pending cookie -> enrollment page -> TOTP code -> session
+# Checks before measuring, and the gate session
 
 GATE=http://127.0.0.1:$GATE_PORT
 AUTH="Basic $(printf '%s:%s' "$USER_NAME" "$PASSWORD" | base64 -w0)"
 JAR=$TMP/cookies.txt
-curl_gate() {
-    curl -sS --max-time 10 -H "Authorization: $AUTH" -b "$JAR" -c "$JAR" "$@"
-}
+curl_gate() { curl -sS --max-time 10 -H "Authorization: $AUTH" -b "$JAR" -c "$JAR" "$@"; }
 
-# Fetches a target once with the Basic credentials: prints the status ("200" only if the
-# console's page came back), keeps the response headers for the report.
-check_target() { # $1 = name, $2 = url, $3.. = extra curl args; prints the status, checks the marker
-    local name=$1 url=$2
-    shift 2
+check_target() { # $1 url, rest = curl args; prints the status ("200" only with the right body)
+    local url=$1
+    shift
     local code
-    code=$(curl -sS --max-time 5 -o "$TMP/check.html" -D "$TMP/headers-$name.txt" -w '%{http_code}' \
-        -H "Authorization: $AUTH" "$@" "$url")
-    if [ "$code" = 200 ] && ! grep -q "$MARKER" "$TMP/check.html"; then
-        code="200-without-console-page"
-    fi
+    code=$(curl -sS --max-time 5 -o "$TMP/check.out" -w '%{http_code}' -H "Authorization: $AUTH" "$@" "$url")
+    case $url in
+    */big.bin) cmp -s "$TMP/check.out" "$CONSOLE_DIR/www/big.bin" || code="$code-wrong-body" ;;
+    *) grep -qx "$MARKER" "$TMP/check.out" || code="$code-without-console-page" ;;
+    esac
     echo "$code"
 }
-[ "$(check_target direct "http://127.0.0.1:$CONSOLE_PORT/")" = 200 ] || die "the console does not serve its page"
-[ "$(check_target nginx "http://127.0.0.1:$PROXY_PORT/")" = 200 ] || die "the nginx proxy does not serve the console page"
-[ "$(check_target gate-no-session "$GATE/")" = 303 ] || die "the gate passes requests without a session"
+for t in direct nginx; do
+    port=$CONSOLE_PORT
+    [ $t = nginx ] && port=$PROXY_PORT
+    [ "$(check_target "http://127.0.0.1:$port/")" = 200 ] || die "$t does not serve /"
+    [ "$(check_target "http://127.0.0.1:$port/big.bin")" = 200 ] || die "$t does not serve /big.bin"
+done
+[ "$(check_target "$GATE/")" = 303-without-console-page ] || die "the gate passes requests without a session"
 
-# Enrolls the user and sets SESSION. Run right before the gate's runs: the gate refreshes
-# a session cookie that is more than 60 s old on every response, and wrk never stores
-# the fresh one.
+# A session, through the real flow: password -> pending cookie -> login page -> TOTP code
+# (enrollment the first time, verification later) -> session cookie. The gate re-issues a
+# session cookie whose activity stamp is 60 s old on every response (wrk never stores the
+# new one), so the gate's runs log in again when the session would be that old; a code's
+# TOTP step can be used once, so a new login may wait for the next step.
+SECRET="" LAST_STEP=0 LOGIN_AT=0 SESSION=""
 gate_login() {
-    echo "==> logging in to the gate"
+    local status page action code now
+    rm -f "$JAR"
     status=$(curl_gate -o /dev/null -D "$TMP/login1.h" -w '%{http_code}' "$GATE/")
-    [ "$status" = 303 ] || die "password step: expected 303, got $status ($(cat "$TMP/login1.h"))"
-    grep -qi '^set-cookie: mfa_pending=' "$TMP/login1.h" || die "password step: no mfa_pending cookie"
-
+    [ "$status" = 303 ] || die "password step: expected 303, got $status"
     status=$(curl_gate -o "$TMP/login.html" -w '%{http_code}' "$GATE/.mfa/login")
     [ "$status" = 200 ] || die "login page: expected 200, got $status"
-    SECRET=$(sed -n 's/.*id="secret"[^>]*>\([^<]*\)<.*/\1/p' "$TMP/login.html" | head -n1 | tr -d ' ')
-    CSRF=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' "$TMP/login.html" | head -n1)
-    [ -n "$SECRET" ] || die "no enrollment secret (id=\"secret\") on the login page"
+    page=$(cat "$TMP/login.html")
+    if grep -q 'id="secret"' <<<"$page"; then
+        SECRET=$(sed -n 's/.*id="secret"[^>]*>\([^<]*\)<.*/\1/p' <<<"$page" | head -n1 | tr -d ' ')
+    fi
+    [ -n "$SECRET" ] || die "no enrollment secret on the first login page"
+    action=$(sed -n 's/.*<form method="post" action="\([^"]*\)".*/\1/p' <<<"$page" | head -n1)
+    CSRF=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' <<<"$page" | head -n1)
+    [ -n "$action" ] || die "no form on the login page"
     [ -n "$CSRF" ] || die "no csrf field on the login page"
-    CODE=$(oathtool --totp -b "$SECRET")
-
+    now=$(date +%s)
+    if [ $((now / 30)) -le "$LAST_STEP" ]; then
+        echo "    waiting $(((LAST_STEP + 1) * 30 - now)) s for the next TOTP step"
+        sleep $(((LAST_STEP + 1) * 30 - now))
+    fi
+    LAST_STEP=$(($(date +%s) / 30))
+    code=$(oathtool --totp -b "$SECRET")
     status=$(curl_gate -o /dev/null -D "$TMP/login2.h" -w '%{http_code}' \
         -H "Origin: $GATE" -H "Sec-Fetch-Site: same-origin" \
-        --data-urlencode "code=$CODE" --data-urlencode "csrf=$CSRF" "$GATE/.mfa/enroll")
-    # 303 to the console, or 200 with a page shown once (e.g. recovery codes); either way
-    # with the session cookie.
-    [ "$status" = 303 ] || [ "$status" = 200 ] || die "enrollment: expected 303 or 200, got $status"
+        --data-urlencode "code=$code" --data-urlencode "csrf=$CSRF" "$GATE$action")
+    [ "$status" = 303 ] || [ "$status" = 200 ] || die "code step ($action): expected 303 or 200, got $status"
     SESSION=$(sed -n 's/^[Ss]et-[Cc]ookie: \(mfa_session=[^;]*\).*/\1/p' "$TMP/login2.h" | tr -d '\r' | head -n1)
-    [ -n "$SESSION" ] || die "enrollment: no mfa_session cookie"
-    [ "$(check_target gate "$GATE/" -H "Cookie: $SESSION")" = 200 ] || die "the gate does not pass the session through"
-    echo "    session ok"
+    [ -n "$SESSION" ] || die "code step ($action): no mfa_session cookie"
+    LOGIN_AT=$(date +%s)
+    [ "$(check_target "$GATE/" -H "Cookie: $SESSION")" = 200 ] || die "the gate does not pass the session through"
+    [ "$(check_target "$GATE/big.bin" -H "Cookie: $SESSION")" = 200 ] || die "the gate does not pass the 1 MiB file"
+    echo "    gate session ok ($action)"
+}
+ensure_session() { # $1 = seconds the next run needs the session to stay under 60 s old
+    [ $(($(date +%s) + $1 + 3 - LOGIN_AT)) -lt 60 ] || gate_login
 }
 
 # ---------------------------------------------------------------------------------------
-# wrk
+# wrk runs
 
 cat >"$TMP/statuses.lua" <<'EOF'
--- Counts response statuses per thread and prints them at the end: wrk's own
--- "Non-2xx or 3xx" counter does not see a 3xx (a redirect to the login page).
+-- Counts statuses: wrk's "Non-2xx or 3xx" counter does not see a 3xx (a login redirect).
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) statuses = {} end
@@ -325,318 +330,289 @@ function done(summary, latency, requests)
     for _, t in ipairs(threads) do
         for k, v in pairs(t:get("statuses")) do total[k] = (total[k] or 0) + v end
     end
-    local keys = {}
-    for k in pairs(total) do table.insert(keys, k) end
-    table.sort(keys)
-    for _, k in ipairs(keys) do io.write(string.format("status %d %d\n", k, total[k])) end
+    for k, v in pairs(total) do io.write(string.format("status %d %d\n", k, v)) end
 end
 EOF
 
 NAMES=(direct nginx gate)
 declare -A URL LABEL
-URL[direct]="http://127.0.0.1:$CONSOLE_PORT/"
-URL[nginx]="http://127.0.0.1:$PROXY_PORT/"
-URL[gate]="$GATE/"
-LABEL[direct]="direct (console nginx, auth_basic)"
-LABEL[nginx]="nginx reverse proxy → console"
-LABEL[gate]="mfa-gate (session + Basic) → console"
-
-wrk_args() { # $1 = target; the headers it sends
-    printf '%s\0' -H "Authorization: $AUTH"
-    if [ "$1" = gate ]; then printf '%s\0' -H "Cookie: $SESSION"; fi
-}
-
-# Process ids whose CPU time counts as "the proxy" for a target.
-proxy_pids() {
+URL[direct]="http://127.0.0.1:$CONSOLE_PORT"
+URL[nginx]="http://127.0.0.1:$PROXY_PORT"
+URL[gate]="$GATE"
+LABEL[direct]="upstream direct"
+LABEL[nginx]="nginx proxy"
+LABEL[gate]="mfa-gate"
+own_pids() { # the target's own processes
     case $1 in
-    nginx)
-        local master
-        master=$(cat "$PROXY_DIR/master.pid")
-        echo "$master" $(ps -o pid= --ppid "$master")
-        ;;
-    gate) echo "$GATE_PID" ;;
-    *) echo "" ;;
+    direct) echo "${CONSOLE_PIDS[*]}" ;;
+    nginx) echo "${PROXY_PIDS[*]}" ;;
+    gate) echo "${GATE_PIDS[*]}" ;;
     esac
 }
-cpu_ticks() { # utime + stime of the given pids (all their threads)
-    local total=0 pid
-    for pid in "$@"; do
-        if [ -r "/proc/$pid/stat" ]; then
-            total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-        fi
-    done
-    echo "$total"
-}
-CLK_TCK=$(getconf CLK_TCK)
-
-run_wrk() { # $1 = target, $2 = duration, $3 = output file, rest = extra wrk args
-    local target=$1 duration=$2 out=$3
-    shift 3
-    local args=()
-    mapfile -d '' args < <(wrk_args "$target")
+run_wrk() { # $1 target, $2 path, $3 duration, $4 output, rest = extra wrk args
+    local target=$1 path=$2 duration=$3 out=$4
+    shift 4
+    local args=(-H "Authorization: $AUTH")
+    if [ "$target" = gate ]; then
+        ensure_session "$(duration_secs "$duration")"
+        args+=(-H "Cookie: $SESSION")
+    fi
     timeout --kill-after=5 $(($(duration_secs "$duration") + 30)) \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 5s "${args[@]}" "$@" "${URL[$target]}" >"$out"
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 5s "${args[@]}" "$@" \
+        "${URL[$target]}$path" >"$out" || die "wrk failed against $target$path: $(cat "$out")"
 }
-duration_secs() { # wrk durations: 10, 10s, 2m, 1h
-    local d=$1
-    case $d in
-    *s) echo "${d%s}" ;;
-    *m) echo $((${d%m} * 60)) ;;
-    *h) echo $((${d%h} * 3600)) ;;
-    *) echo "$d" ;;
-    esac
-}
-
-# System-wide CPU ticks: "busy total" (steal counts as busy: on a VM it is someone else).
-system_ticks() {
-    awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
-}
-cpu_busy_percent() { # share of busy CPU time over one second, all CPUs
-    local a b
-    a=$(system_ticks)
-    sleep 1
-    b=$(system_ticks)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        t = y[2] - x[2]; if (t > 0) printf "%.0f", 100 * (y[1] - x[1]) / t; else print "?" }'
-}
-# CPU ticks of this script's finished children (wrk), from the shell's own `times`; run
-# in the main shell (a $(...) subshell would count only its own children).
-children_ticks_to() { # $1 = file to write the tick count to
+children_ticks_to() { # CPU ticks of this shell's finished children (wrk), into file $1
     times >"$TMP/times.txt"
-    awk -v hz="$CLK_TCK" 'NR == 2 {
-        t = 0
+    awk -v hz="$CLK_TCK" 'NR == 2 { t = 0
         for (i = 1; i <= 2; i++) { v = $i; sub(/s$/, "", v); split(v, p, "m"); t += p[1] * 60 + p[2] }
         printf "%.0f\n", t * hz }' "$TMP/times.txt" >"$1"
 }
-# Every process this script started that serves requests: both nginx instances and the gate.
-server_pids() {
-    local master
-    for master in $(cat "$CONSOLE_DIR/master.pid" "$PROXY_DIR/master.pid"); do
-        echo "$master" $(ps -o pid= --ppid "$master")
-    done
-    echo "$GATE_PID"
+parse_wrk() { # $1 = wrk output: "rps p99_ms requests bytes/response non2xx3xx socket_errors"
+    awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
+            if (v ~ /m$/) return v * 60000; return v * 1000 }
+        function bytes(v) { m = 1; if (v ~ /GB$/) m = 2^30; else if (v ~ /MB$/) m = 2^20
+            else if (v ~ /KB$/) m = 2^10; return v * m }
+        /^Requests\/sec:/ { rps = $2 }
+        $1 == "99%" { p99 = ms($2) }
+        /requests in/ { n = $1; rd = $5; sub(/,$/, "", rd) }
+        /Non-2xx or 3xx/ { non = $NF }
+        /Socket errors/ { gsub(/[^0-9]+/, " "); k = split($0, a, " "); for (i = 1; i <= k; i++) se += a[i] }
+        END { printf "%s %.3f %d %.0f %d %d\n", rps, p99, n, (n > 0 ? bytes(rd) / n : 0), non, se }' "$1"
 }
 
-# Wait (bounded) for a quiet machine: another build or test run on the same CPUs would
-# make the numbers meaningless.
-IDLE_WAIT=${BENCH_IDLE_WAIT:-120}
-IDLE_BUSY=$(cpu_busy_percent)
-waited=0
-while [ "$IDLE_BUSY" != "?" ] && [ "$IDLE_BUSY" -gt 10 ] && [ "$waited" -lt "$IDLE_WAIT" ]; do
-    echo "==> the machine is busy ($IDLE_BUSY% CPU); waiting for it to calm down ($waited/$IDLE_WAIT s)"
-    sleep 4
-    waited=$((waited + 5))
-    IDLE_BUSY=$(cpu_busy_percent)
-done
-echo "==> CPU busy before measuring: $IDLE_BUSY%"
+# One measured run; appends to results.tsv:
+# round target kind rps p99 reqs bytes/resp non2xx sockerr own_us/req upstream_us/req other% tries
+RESULTS=$TMP/results.tsv
+: >"$RESULTS"
+measure() { # $1 round, $2 target, $3 kind (small|big)
+    local round=$1 target=$2 kind=$3 path=/ duration=$DURATION tries=0
+    [ "$kind" = big ] && path=/big.bin duration=$BIG_DURATION
+    local out=$TMP/wrk-$target-$kind-$round.txt own up sys_b sys_a all_b all_a own_b own_a up_b up_a other
+    local best=999 line kept=""
+    # shellcheck disable=SC2207
+    own=($(own_pids "$target"))
+    up=()
+    [ "$target" != direct ] && up=("${CONSOLE_PIDS[@]}")
+    while :; do
+        tries=$((tries + 1))
+        # A login now, not inside the measured window (its curls would count as other load).
+        [ "$target" != gate ] || ensure_session $(($(duration_secs "$duration") + 2))
+        echo "==> round $round: $target $path ($duration)"
+        own_b=$(cpu_ticks "${own[@]}")
+        up_b=$(cpu_ticks "${up[@]}")
+        all_b=$(cpu_ticks "${CONSOLE_PIDS[@]}" "${PROXY_PIDS[@]}" "${GATE_PIDS[@]}")
+        sys_b=$(system_ticks)
+        children_ticks_to "$TMP/children-before"
+        run_wrk "$target" "$path" "$duration" "$out.try" --latency
+        children_ticks_to "$TMP/children-after"
+        sys_a=$(system_ticks)
+        all_a=$(cpu_ticks "${CONSOLE_PIDS[@]}" "${PROXY_PIDS[@]}" "${GATE_PIDS[@]}")
+        up_a=$(cpu_ticks "${up[@]}")
+        own_a=$(cpu_ticks "${own[@]}")
+        # CPU used by anything but wrk and the three servers, in % of all CPUs.
+        other=$(awk -v sb="$sys_b" -v sa="$sys_a" \
+            -v ours=$((all_a - all_b + $(cat "$TMP/children-after") - $(cat "$TMP/children-before"))) \
+            'BEGIN { split(sb, x, " "); split(sa, y, " "); t = y[2] - x[2]; o = (y[1] - x[1]) - ours
+                     if (o < 0) o = 0; if (t > 0) printf "%.0f", 100 * o / t; else print 0 }')
+        read -r rps p99 reqs bpr non se < <(parse_wrk "$out.try")
+        [ "${reqs:-0}" -gt 0 ] || die "could not read wrk's output for $target$path: $(cat "$out.try")"
+        echo "    $rps req/s, p99 $p99 ms, other CPU load $other%"
+        line=$(awk -v r="$round" -v t="$target" -v k="$kind" -v rps="$rps" -v p99="$p99" -v n="$reqs" \
+            -v b="$bpr" -v non="$non" -v se="$se" -v o=$((own_a - own_b)) -v u=$((up_a - up_b)) \
+            -v hz="$CLK_TCK" -v other="$other" 'BEGIN { printf "%s %s %s %s %s %s %s %s %s %.1f %.1f %s",
+            r, t, k, rps, p99, n, b, non, se, o / hz * 1e6 / n, u / hz * 1e6 / n, other }')
+        # Of several tries, the least disturbed one is kept.
+        if [ "$other" -lt "$best" ]; then best=$other kept=$line && mv "$out.try" "$out"; fi
+        if [ "$other" -le "$MAX_OTHER" ] || [ "$tries" -gt "$RETRIES" ]; then break; fi
+        echo "    disturbed by other processes: waiting for a quiet machine, then again"
+        wait_quiet || { echo "    still busy: no more tries" && break; }
+    done
+    echo "$kept $tries" >>"$RESULTS"
+}
 
-WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s --latency -H 'Authorization: Basic …' [-H 'Cookie: mfa_session=…'] URL"
-declare -A CPU OTHERS
-for target in "${NAMES[@]}"; do
-    [ "$target" = gate ] && gate_login
-    if [ "$WARMUP" != 0 ]; then
-        echo "==> warm-up $target ($WARMUP)"
-        run_wrk "$target" "$WARMUP" "$TMP/warmup-$target.txt"
-    fi
-    echo "==> wrk $target ($DURATION)"
-    pids=$(proxy_pids "$target")
-    # shellcheck disable=SC2086
-    before=$(cpu_ticks $pids)
-    # shellcheck disable=SC2046
-    servers_before=$(cpu_ticks $(server_pids))
-    system_before=$(system_ticks)
-    children_ticks_to "$TMP/children-before"
-    run_wrk "$target" "$DURATION" "$TMP/wrk-$target.txt" --latency
-    children_ticks_to "$TMP/children-after"
-    system_after=$(system_ticks)
-    # shellcheck disable=SC2046
-    servers_after=$(cpu_ticks $(server_pids))
-    # shellcheck disable=SC2086
-    after=$(cpu_ticks $pids)
-    CPU[$target]=$((after - before))
-    # CPU used by anything else on the machine during the run, in % of all CPUs.
-    OTHERS[$target]=$(awk -v sb="$system_before" -v sa="$system_after" \
-        -v ours=$((servers_after - servers_before + $(cat "$TMP/children-after") - $(cat "$TMP/children-before"))) \
-        'BEGIN { split(sb, x, " "); split(sa, y, " "); t = y[2] - x[2]; o = (y[1] - x[1]) - ours;
-                 if (o < 0) o = 0; if (t > 0) printf "%.0f", 100 * o / t; else print "?" }')
-    cat "$TMP/wrk-$target.txt"
-    if [ "$AUDIT" != 0 ]; then
-        run_wrk "$target" "$AUDIT" "$TMP/audit-$target.txt" -s "$TMP/statuses.lua"
-    fi
+echo "==> waiting for a quiet machine (at most $IDLE_WAIT s)"
+wait_quiet || true
+IDLE_BUSY=$BUSY
+echo "    CPU busy before measuring: $IDLE_BUSY%"
+declare -A RSS_IDLE RSS_AFTER
+for t in "${NAMES[@]}"; do RSS_IDLE[$t]=$(memory "$t"); done
+gate_login
+
+for round in $(seq "$ROUNDS"); do
+    for t in "${NAMES[@]}"; do
+        turn=$(($(duration_secs "$WARMUP") + $(duration_secs "$DURATION") + $(duration_secs "$AUDIT") + $(duration_secs "$BIG_DURATION") + 5))
+        [ "$t" != gate ] || [ "$turn" -ge 55 ] || ensure_session "$turn"
+        if [ "$WARMUP" != 0 ]; then
+            echo "==> round $round: $t warm-up ($WARMUP)"
+            run_wrk "$t" / "$WARMUP" "$TMP/warmup.txt"
+        fi
+        measure "$round" "$t" small
+        if [ "$AUDIT" != 0 ]; then
+            run_wrk "$t" / "$AUDIT" "$TMP/audit-$t-$round.txt" -s "$TMP/statuses.lua"
+        fi
+        measure "$round" "$t" big
+    done
 done
+sleep 1
+for t in "${NAMES[@]}"; do RSS_AFTER[$t]=$(memory "$t"); done
+GATE_PEAK=$(mem_kib VmHWM "${GATE_PIDS[@]}")
+# shellcheck disable=SC2046
+NGINX_RSS_SUM=$(mem_kib VmRSS $(own_pids nginx))
+ELAPSED=$(($(date +%s) - STARTED))
 
 # ---------------------------------------------------------------------------------------
-# Parse and report
+# Medians and the report
 
-to_ms() { # wrk's 812.00us / 1.23ms / 1.02s -> milliseconds
-    awk -v v="$1" 'BEGIN {
-        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
-        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.0f", v * 60000 }
-        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.0f", v * 1000 }
-        else { printf "?" }
-    }'
-}
-to_bytes() { # 12.34MB -> bytes
-    awk -v v="$1" 'BEGIN {
-        m = 1
-        if (v ~ /GB$/) m = 1024 * 1024 * 1024; else if (v ~ /MB$/) m = 1024 * 1024; else if (v ~ /KB$/) m = 1024
-        sub(/[KMG]?B$/, "", v); printf "%.0f", v * m
-    }'
-}
-
-declare -A RPS AVG P99 REQS NON2XX SOCKERR BYTES STATUSES
-for target in "${NAMES[@]}"; do
-    f=$TMP/wrk-$target.txt
-    RPS[$target]=$(awk '/^Requests\/sec:/ {print $2}' "$f")
-    AVG[$target]=$(to_ms "$(awk '$1 == "Latency" && $2 != "Distribution" {print $2; exit}' "$f")")
-    P99[$target]=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$f")")
-    REQS[$target]=$(awk '/requests in/ {print $1; exit}' "$f")
-    NON2XX[$target]=$(awk -F': *' '/Non-2xx or 3xx responses/ {print $2; exit}' "$f")
-    NON2XX[$target]=${NON2XX[$target]:-0}
-    SOCKERR[$target]=$(awk -F': *' '/Socket errors/ {print $2; exit}' "$f" | sed 's/,/ /g; s/  */ /g')
-    SOCKERR[$target]=${SOCKERR[$target]:-none}
-    read_total=$(awk '/requests in/ {print $5; exit}' "$f" | tr -d ',')
-    BYTES[$target]=$(awk -v b="$(to_bytes "$read_total")" -v n="${REQS[$target]}" 'BEGIN { if (n > 0) printf "%.0f", b / n; else print "?" }')
-    if [ -f "$TMP/audit-$target.txt" ]; then
-        STATUSES[$target]=$(awk '$1 == "status" {printf "%s%s×%s", sep, $3, $2; sep = ", "}' "$TMP/audit-$target.txt")
-    else
-        STATUSES[$target]="not audited"
-    fi
-    [ -n "${RPS[$target]}" ] || die "could not read wrk's output for $target: $(cat "$f")"
-done
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "?" }'; }
-cpu_per_req() { # CPU µs per request of the proxy process(es)
-    [ "$1" = direct ] && {
-        echo "—"
-        return
-    }
-    awk -v t="${CPU[$1]}" -v hz="$CLK_TCK" -v n="${REQS[$1]}" 'BEGIN { if (n > 0) printf "%.0f µs", t / hz * 1e6 / n; else print "?" }'
-}
-
-PROBLEMS=""
-for target in "${NAMES[@]}"; do
-    if [ "${NON2XX[$target]}" != 0 ] || [ "${SOCKERR[$target]}" != none ]; then
-        PROBLEMS+="- **$target**: ${NON2XX[$target]} non-2xx/3xx responses; socket errors: ${SOCKERR[$target]}."$'\n'
-    fi
-    if [ -f "$TMP/audit-$target.txt" ] &&
-        ! awk '$1 == "status" { n++; if ($2 != 200) bad = 1 } END { exit (n == 0 || bad) }' "$TMP/audit-$target.txt"; then
-        PROBLEMS+="- **$target**: the status audit saw ${STATUSES[$target]} (expected only 200)."$'\n'
-    fi
-    if [ "${OTHERS[$target]}" = "?" ] || [ "${OTHERS[$target]}" -gt 10 ]; then
-        PROBLEMS+="- **$target**: other processes used ${OTHERS[$target]}% of the CPUs during the run; its numbers are disturbed."$'\n'
-    fi
+col() { awk -v t="$1" -v k="$2" -v c="$3" '$2 == t && $3 == k {print $c}' "$RESULTS"; }
+median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "?"; else if (NR % 2) print a[(NR + 1) / 2]
+    else printf "%.10g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+commas() { awk -v v="$1" 'BEGIN { n = sprintf("%.0f", v); s = ""
+    while (length(n) > 3) { s = "," substr(n, length(n) - 2) s; n = substr(n, 1, length(n) - 3) }
+    print n s }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+declare -A RPS P99 CPU UPCPU BIG
+for t in "${NAMES[@]}"; do
+    RPS[$t]=$(col "$t" small 4 | median)
+    P99[$t]=$(col "$t" small 5 | median)
+    CPU[$t]=$(col "$t" small 10 | median)
+    UPCPU[$t]=$(col "$t" small 11 | median)
+    BIG[$t]=$(col "$t" big 4 | median)
 done
 
 TABLE=$(
-    echo "| Target | Requests/s | Avg latency | p99 latency | vs direct | vs nginx proxy | Non-2xx/3xx | Socket errors |"
+    echo "| target | req/s \`/\` | × nginx | p99 ms | CPU µs/request (own processes) | 1 MiB MiB/s | × direct | RSS idle → after load |"
     echo "|---|---:|---:|---:|---:|---:|---:|---|"
-    for target in "${NAMES[@]}"; do
-        printf '| %s | %s | %s ms | %s ms | %s | %s | %s | %s |\n' \
-            "${LABEL[$target]}" "$(printf '%.0f' "${RPS[$target]}")" "${AVG[$target]}" "${P99[$target]}" \
-            "$(ratio "${RPS[$target]}" "${RPS[direct]}")" "$(ratio "${RPS[$target]}" "${RPS[nginx]}")" \
-            "${NON2XX[$target]}" "${SOCKERR[$target]}"
+    for t in "${NAMES[@]}"; do
+        peak=""
+        [ "$t" = gate ] && peak=" (peak $(mib "$GATE_PEAK"))"
+        printf '| %s | %s | %s | %.2f | %.1f | %s | %s | %s → %s MiB%s |\n' "${LABEL[$t]}" \
+            "$(commas "${RPS[$t]}")" "$(div "${RPS[$t]}" "${RPS[nginx]}")" "${P99[$t]}" "${CPU[$t]}" \
+            "$(commas "${BIG[$t]}")" "$(div "${BIG[$t]}" "${BIG[direct]}")" \
+            "$(mib "${RSS_IDLE[$t]}")" "$(mib "${RSS_AFTER[$t]}")" "$peak"
     done
 )
+ROUNDS_TABLE=$(
+    echo "| round | target | req/s \`/\` | × nginx (same round) | p99 ms | CPU µs/req | 1 MiB MiB/s | other CPU load \`/\`, 1 MiB | tries |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    awk 'NR == FNR { if ($2 == "nginx" && $3 == "small") ng[$1] = $4; next }
+        $3 == "small" { s[$1, $2] = $0 } $3 == "big" { b[$1, $2] = $0 }
+        END { for (r = 1; (r, "direct") in s; r++) for (i = 1; i <= 3; i++) {
+            t = i == 1 ? "direct" : i == 2 ? "nginx" : "gate"
+            split(s[r, t], x, " "); split(b[r, t], y, " ")
+            printf "| %d | %s | %.0f | %.2f | %.2f | %.1f | %.0f | %s%%, %s%% | %s, %s |\n", r, t, x[4],
+                x[4] / ng[r], x[5], x[10], y[4], x[12], y[12], x[13], y[13] } }' \
+        "$RESULTS" "$RESULTS"
+)
 CHECKS=$(
-    echo "| Target | Status audit (status×count) | Bytes/response | Proxy CPU/request | Other CPU load during the run |"
-    echo "|---|---|---:|---:|---:|"
-    for target in "${NAMES[@]}"; do
-        printf '| %s | %s | %s | %s | %s%% |\n' \
-            "$target" "${STATUSES[$target]}" "${BYTES[$target]}" "$(cpu_per_req "$target")" "${OTHERS[$target]}"
+    echo "| target | status audit \`/\` (count×status, all rounds) | bytes/response \`/\`, 1 MiB | non-2xx/3xx, socket errors (all runs) | upstream CPU µs/req \`/\` | highest other CPU load |"
+    echo "|---|---|---:|---:|---:|---:|"
+    for t in "${NAMES[@]}"; do
+        audit=$(cat "$TMP"/audit-"$t"-*.txt 2>/dev/null | awk '$1 == "status" {n[$2] += $3}
+            END { for (s in n) { printf "%s%s×%s", sep, n[s], s; sep = ", " } }')
+        printf '| %s | %s | %s, %s | %s, %s | %s | %s%% |\n' "$t" "${audit:-not audited}" \
+            "$(col "$t" small 7 | median)" "$(col "$t" big 7 | median)" \
+            "$(awk -v t="$t" '$2 == t {s += $8} END {print s + 0}' "$RESULTS")" \
+            "$(awk -v t="$t" '$2 == t {s += $9} END {print s + 0}' "$RESULTS")" \
+            "$([ "$t" = direct ] && echo — || echo "${UPCPU[$t]}")" \
+            "$(awk -v t="$t" '$2 == t && $12 > m {m = $12} END {print m + 0}' "$RESULTS")"
     done
 )
 
-GATE_VS_NGINX=$(awk -v a="${RPS[gate]}" -v b="${RPS[nginx]}" 'BEGIN { printf "%.0f", 100 * a / b }')
-GATE_VS_DIRECT=$(awk -v a="${RPS[gate]}" -v b="${RPS[direct]}" 'BEGIN { printf "%.0f", 100 * a / b }')
-NGINX_VS_DIRECT=$(awk -v a="${RPS[nginx]}" -v b="${RPS[direct]}" 'BEGIN { printf "%.0f", 100 * a / b }')
-LONG_NOTE=""
-if [ $(($(duration_secs "$WARMUP") + $(duration_secs "$DURATION") + $(duration_secs "$AUDIT"))) -ge 55 ]; then
-    LONG_NOTE="- The gate's runs lasted about a minute or more: the gate refreshes a session cookie older than 60 s on every response and wrk never stores the fresh one, so late responses also carried a \`Set-Cookie\` (work a browser would cause once a minute)."$'\n'
-fi
-GATE_LOG_PROBLEMS=$(grep -cE 'WARN|ERROR' "$GATE_DIR/gate.log" || true)
+PROBLEMS=""
+for t in "${NAMES[@]}"; do
+    bad=$(awk -v t="$t" '$2 == t && ($8 > 0 || $9 > 0)' "$RESULTS" | wc -l)
+    [ "$bad" = 0 ] || PROBLEMS+="- **$t**: $bad run(s) with non-2xx/3xx responses or socket errors."$'\n'
+    if [ "$AUDIT" != 0 ] && ! cat "$TMP"/audit-"$t"-*.txt |
+        awk '$1 == "status" { n++; if ($2 != 200) bad = 1 } END { exit (n == 0 || bad) }'; then
+        PROBLEMS+="- **$t**: the status audit saw statuses other than 200."$'\n'
+    fi
+    bad=$(awk -v t="$t" -v lo=$BIG_BYTES '$2 == t && $3 == "big" && ($7 < lo * 0.99 || $7 > lo * 1.01)' "$RESULTS" | wc -l)
+    [ "$bad" = 0 ] || PROBLEMS+="- **$t**: $bad 1 MiB run(s) did not read ~1 MiB per response."$'\n'
+    bad=$(awk -v t="$t" -v m="$MAX_OTHER" '$2 == t && $12 > m' "$RESULTS" | wc -l)
+    [ "$bad" = 0 ] || PROBLEMS+="- **$t**: $bad run(s) kept with more than $MAX_OTHER% other CPU load (retries or waiting budget used up); those numbers are disturbed."$'\n'
+done
+GATE_WARNS=$(grep -cE 'WARN|ERROR' "$GATE_DIR/gate.log" || true)
+[ "$GATE_WARNS" = 0 ] || PROBLEMS+="- the gate logged $GATE_WARNS WARN/ERROR line(s), e.g.: \`$(grep -m1 -E 'WARN|ERROR' "$GATE_DIR/gate.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-200)\`"$'\n'
+
+verdict() { if awk "BEGIN { exit !($1) }"; then echo "met"; else echo "**not met**"; fi; }
+TARGETS="- gate req/s ≥ 1.0× nginx: $(div "${RPS[gate]}" "${RPS[nginx]}")× — $(verdict "${RPS[gate]} >= ${RPS[nginx]}")
+- gate p99 ≤ nginx p99 + 0.2 ms: $(printf '%.2f vs %.2f' "${P99[gate]}" "${P99[nginx]}") ms — $(verdict "${P99[gate]} <= ${P99[nginx]} + 0.2")
+- gate CPU/request ≤ nginx's: ${CPU[gate]} vs ${CPU[nginx]} µs — $(verdict "${CPU[gate]} <= ${CPU[nginx]}")
+- gate 1 MiB ≥ 0.9× direct: $(div "${BIG[gate]}" "${BIG[direct]}")× — $(verdict "${BIG[gate]} >= 0.9 * ${BIG[direct]}")
+- gate RSS ≤ 15 MB idle, ≤ 20 MB after the load (read as MiB): $(mib "${RSS_IDLE[gate]}") → $(mib "${RSS_AFTER[gate]}") MiB — $(verdict "${RSS_IDLE[gate]} <= 15 * 1024 && ${RSS_AFTER[gate]} <= 20 * 1024")"
+
+SPREAD=$(for t in "${NAMES[@]}"; do
+    for k in small big; do col "$t" $k 4 | sort -g | awk -v t="$t" -v k=$k -v m="$([ $k = small ] && echo "${RPS[$t]}" || echo "${BIG[$t]}")" \
+        '{a[NR] = $1} END { v = 100 * (a[NR] - a[1]) / m
+            if (k == "small") printf "%s %.0f %%", t, v; else printf " (1 MiB %.0f %%); ", v }'; done
+done)
+SPREAD=${SPREAD%; }
+NGINX_SPOOLED=$(grep -c 'buffered to a temporary file' "$PROXY_DIR/error.log" || true)
 CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-CPU_MODEL=${CPU_MODEL:-unknown}
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT + uncommitted changes in src/"
+COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+SRC_COMMIT=$(git log -1 --format='%h %s' -- src Cargo.toml Cargo.lock 2>/dev/null || true)
+[ "${#SRC_COMMIT}" -le 90 ] || SRC_COMMIT="${SRC_COMMIT:0:90}…"
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT + uncommitted changes in src/ or Cargo.*"
+WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s --latency -H 'Authorization: Basic …' [-H 'Cookie: mfa_session=…'] URL/  (1 MiB: -d$BIG_DURATION URL/big.bin)"
 
 {
     cat <<EOF
 # Benchmarks
 
-Measured by \`scripts/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'). Re-run it to refresh this file.
+Measured by \`scripts/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); the measurements took $ELAPSED s (after the build).
 
-## Setup
+- Command: \`$CMDLINE\`
+- Commit: \`$COMMIT\`, release build; the last change to src/ and Cargo.* in it: \`$SRC_COMMIT\`
+- Machine: $(nproc) CPUs (${CPU_MODEL:-unknown}), $(awk '/^MemTotal/ {printf "%.1f GiB RAM", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}')
+- CPU busy just before the first run: $IDLE_BUSY%
 
-- Machine: $(nproc) CPUs ($CPU_MODEL), $(awk '/^MemTotal/ {printf "%.1f GiB RAM", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)
-- Software: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}'), mfa-gate $COMMIT (release build)
-- CPU busy in the second before the measurements, everything started and idle: $IDLE_BUSY% (well above 0 means something else on the machine was competing).
-- Everything on 127.0.0.1 on the same machine: wrk, the console, the nginx proxy and the gate share the $(nproc) CPUs.
-- Console: nginx (\`worker_processes auto\`) serving a $(wc -c <"$CONSOLE_DIR/www/index.html")-byte \`index.html\` behind \`auth_basic\` (\`{PLAIN}\` password file), access log off.
-- nginx proxy: \`proxy_pass\` to the console over an upstream block with \`keepalive 64\`, HTTP/1.1, access log off.
-- mfa-gate: \`serve --config\` with basic mode, the embedded store in a temp dir, default logging (info, to a file). One user enrolled through the real flow (curl: password → pending cookie → enrollment page → \`oathtool --totp\` → session cookie); wrk sends that session cookie and the Basic credentials, so every request is checked (cookie decrypted, binding to the password checked, enrollment and revocation looked up in the store) and then proxied.
-- Each target: $([ "$WARMUP" != 0 ] && echo "a $WARMUP warm-up run (not recorded), then ")the measured run, then $([ "$AUDIT" != 0 ] && echo "a $AUDIT run with a Lua script that counts response statuses (wrk itself counts a 3xx as success, and a redirect to the login page would be a 3xx)" || echo "no status audit").
-- Command (per target):
-
-      $WRK_CMD
-
-## Results
+## Results (medians of $ROUNDS alternating rounds)
 
 $TABLE
 
-Checks on the same runs:
+Against issue 11's targets:
+
+$TARGETS
+
+Per round:
+
+$ROUNDS_TABLE
+
+Checks:
 
 $CHECKS
 
-- *Bytes/response*: bytes wrk read divided by requests (headers + body). The page is the same through every path; differences of a few dozen bytes are response headers (see the raw output below: nginx sends \`Connection: keep-alive\`, implied in HTTP/1.1, which the gate leaves out). A gate answering with its own pages (login redirect, error page) would show up as a clearly different size.
-- *Status audit*: statuses counted by a Lua script in the short run after the measured one.
-- *Proxy CPU/request*: CPU time (user + system) of the proxy's processes during the measured run divided by its requests — the nginx master and workers, or the gate.
-- *Other CPU load*: CPU time used during the measured run by processes other than wrk, the two nginx instances and the gate, in % of all CPUs; above a few % the run competed with something else.
-- Gate log during the whole run: $GATE_LOG_PROBLEMS WARN/ERROR lines.
-
 EOF
-    if [ -n "$PROBLEMS" ]; then
-        echo "### Problems seen in this run"
-        echo
-        printf '%s\n' "$PROBLEMS"
-    fi
+    if [ -n "$PROBLEMS" ]; then printf '### Problems seen in this run\n\n%s\n' "$PROBLEMS"; fi
     cat <<EOF
-## Interpretation
+## How it is measured
 
-- Any proxy hop costs: on this machine nginx's plain reverse proxy reached $NGINX_VS_DIRECT% of the direct rate and mfa-gate $GATE_VS_DIRECT%. The fair comparison for the gate is the nginx proxy, another hop with pooled upstream connections: the gate reached $GATE_VS_NGINX% of its rate, with a p99 of ${P99[gate]} ms against nginx's ${P99[nginx]} ms.
-- The gate does more than forward: per request it decrypts and checks the session cookie, recomputes the password binding (a keyed hash), reads the user and the revocation list from the store, and rewrites forwarding headers; nginx only forwards. That shows in the CPU it spent: $(cpu_per_req gate) per request against nginx's $(cpu_per_req nginx).
-- This is a worst case for the proxies' share: the console is a static file served by nginx with a plain-text password file, far cheaper per request than a typical admin console that renders its pages dynamically, and the machine's $(nproc) CPUs are shared by the load generator, the console and the proxy, so every CPU cycle a proxy spends shows as lost throughput. In front of a real console, the added latency per request (avg ${AVG[gate]} ms through the gate vs ${AVG[direct]} ms direct at $CONNECTIONS concurrent connections) matters more than the peak rate, and an admin console rarely sees more than a few requests per second.
-${LONG_NOTE}- One short run on a small VM: rates move by 10% or more between runs (the nginx proxy's most of all), so read the ratios as approximate and compare runs only when the "other CPU load" column is near 0.
+- All on 127.0.0.1 on this machine: wrk, the upstream, the nginx proxy and the gate share the $(nproc) CPUs, so CPU a proxy spends is throughput lost.
+- Upstream: nginx (\`worker_processes auto\`, access log off) serving a $(wc -c <"$CONSOLE_DIR/www/index.html")-byte \`index.html\` at \`/\` and a 1 MiB \`big.bin\`, both behind \`auth_basic\` (\`{PLAIN}\` password file).
+- nginx proxy: \`proxy_pass\` over an upstream block with \`keepalive 64\`, HTTP/1.1, nginx's default response buffering (its error log noted $NGINX_SPOOLED response(s) spooled to a temporary file in this run).
+- mfa-gate: \`serve\` in basic mode, embedded store in a temp dir, default logging (to a file). One user enrolled and logged in through the real flow (curl + \`oathtool --totp\`); wrk sends that session cookie and the Basic credentials. The gate re-issues a session cookie whose activity stamp is 60 s old on every response (wrk keeps the old one), so the script logs in again before a gate run would reach that age.
+- Each round runs direct, nginx, gate in turn; a turn is $([ "$WARMUP" != 0 ] && echo "a $WARMUP warm-up on \`/\` (not recorded), ")the measured run on \`/\` ($DURATION), $([ "$AUDIT" != 0 ] && echo "a $AUDIT status audit on \`/\` (a Lua script counts statuses: wrk counts a 3xx, e.g. a redirect to the login page, as success), ")and the measured 1 MiB run ($BIG_DURATION). Each column is the median over the rounds; × nginx and × direct are ratios of the medians.
+- Command per run: \`$WRK_CMD\`
+- req/s and p99: wrk's \`Requests/sec\` and the 99 % line of \`--latency\`. 1 MiB MiB/s: requests/s of the 1 MiB GET (one body = 1 MiB).
+- CPU µs/request: user + system CPU time (\`/proc/PID/stat\`, ${CLK_TCK} Hz ticks) of the target's own processes during the run, divided by wrk's requests: the upstream nginx (master + workers) for direct, the proxy nginx for nginx, the gate process for mfa-gate. *Upstream CPU* is the upstream nginx's share of the same requests.
+- RSS, in MiB, right after start (before any load) and 1 s after the last round: the gate's VmRSS (peak: VmHWM); for nginx the PSS summed over master and workers, which counts their shared pages once (their plain RSS sum counts them two or three times: $(mib "$NGINX_RSS_SUM") MiB for the proxy after the load).
+- Other CPU load: CPU time the machine spent during a run outside wrk and the three servers, in % of all CPUs. A run above $MAX_OTHER% is redone (up to $RETRIES times) after waiting for a quiet machine (at most $IDLE_WAIT s each time, $WAIT_BUDGET s in all; $WAITED s were spent), and the least disturbed try is kept; *tries* counts the tries.
+- Noise: the spread (max − min) / median of req/s over the rounds was $SPREAD; compare medians, and only runs whose *other CPU load* is near 0. Absolute rates differ between machines and moments (issue 11 saw 127,778 req/s direct and 54,711 through nginx); compare the ratios of one run.
 
-<details><summary>Raw wrk output</summary>
+<details><summary>Raw wrk output of the last round</summary>
 
 EOF
-    for target in "${NAMES[@]}"; do
-        echo "**${LABEL[$target]}**"
-        echo
-        echo '```'
-        sed "s/Basic [A-Za-z0-9+\/=]*/Basic …/" "$TMP/wrk-$target.txt"
-        echo '```'
-        echo
-        echo "Response headers (curl, before the run):"
-        echo
-        echo '```'
-        sed 's/\r$//; s/^\([Ss]et-[Cc]ookie: [^=]*=\)[^;]*/\1…/' "$TMP/headers-$target.txt"
-        echo '```'
-        echo
+    for t in "${NAMES[@]}"; do
+        for k in small big; do
+            printf '**%s, %s**\n\n```\n' "${LABEL[$t]}" "$([ $k = small ] && echo / || echo 1 MiB)"
+            sed 's/Basic [A-Za-z0-9+\/=]*/Basic …/' "$TMP/wrk-$t-$k-$ROUNDS.txt"
+            printf '```\n\n'
+        done
     done
     echo "</details>"
 } >"$OUTPUT"
 
-echo
-echo "$TABLE"
-echo
-echo "$CHECKS"
-if [ -n "$PROBLEMS" ]; then
-    echo
-    echo "Problems:"
-    printf '%s' "$PROBLEMS"
-fi
-echo
-echo "Wrote $OUTPUT"
+printf '\n%s\n\n%s\n\n%s\n\n%s\n' "$TABLE" "$TARGETS" "$ROUNDS_TABLE" "$CHECKS"
+[ -z "$PROBLEMS" ] || printf '\nProblems:\n%s' "$PROBLEMS"
+printf '\nMeasurements took %s s. Wrote %s\n' "$ELAPSED" "$OUTPUT"
