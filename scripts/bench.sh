@@ -27,6 +27,9 @@
 #   BENCH_OUTPUT           the report                                (default BENCHMARKS.md)
 #   BENCH_SKIP_BUILD       1 = no cargo build; use the existing binary
 #   BENCH_GATE_BIN         the gate binary (default $CARGO_TARGET_DIR or target/, release)
+#   BENCH_PROFILE          1 = after the rounds, one run per target under `perf stat` and
+#                          one under `strace -c -f`: context switches and syscalls per
+#                          request (needs perf and strace); 0 = none  (default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,6 +47,7 @@ IDLE_WAIT=${BENCH_IDLE_WAIT:-120}
 WAIT_BUDGET=${BENCH_WAIT_BUDGET:-600}
 WAITED=0
 OUTPUT=${BENCH_OUTPUT:-BENCHMARKS.md}
+PROFILE=${BENCH_PROFILE:-1}
 case $OUTPUT in /*) ;; *) OUTPUT=$ROOT/$OUTPUT ;; esac
 NGINX=${NGINX:-/usr/sbin/nginx}
 GATE_BIN=${BENCH_GATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mfa-gate}
@@ -58,6 +62,11 @@ for tool in "$NGINX" wrk oathtool curl awk sed base64 timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install -y nginx wrk oathtool curl)"
 done
 [ "$ROUNDS" -ge 1 ] || die "BENCH_ROUNDS must be at least 1"
+if [ "$PROFILE" = 1 ]; then
+    for tool in perf strace; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is required for BENCH_PROFILE=1 (apt-get install -y linux-perf strace), or set BENCH_PROFILE=0"
+    done
+fi
 
 # ---------------------------------------------------------------------------------------
 # Processes, cleanup, small helpers
@@ -456,6 +465,53 @@ done
 sleep 1
 for t in "${NAMES[@]}"; do RSS_AFTER[$t]=$(memory "$t"); done
 GATE_PEAK=$(mem_kib VmHWM "${GATE_PIDS[@]}")
+
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
+
+# Where the time goes: one run of each target under `perf stat` (context switches,
+# migrations), one under `strace -c -f` (syscalls by name). strace slows the target down,
+# so only its counts per request are kept, not its rate.
+PROFILE_TABLE=""
+profile() { # $1 target: a row of PROFILE_TABLE
+    local t=$1 pids reqs cs mig calls top
+    pids=$(own_pids "$t" | tr ' ' ',')
+    [ "$t" != gate ] || ensure_session 20
+    perf stat -x, -e context-switches,cpu-migrations -p "$pids" -o "$TMP/perf-$t.txt" -- sleep 6 &
+    local perf_pid=$!
+    sleep 0.5
+    run_wrk "$t" / 5s "$TMP/wrk-perf-$t.txt"
+    wait "$perf_pid" || true
+    read -r _ _ reqs _ < <(parse_wrk "$TMP/wrk-perf-$t.txt")
+    cs=$(awk -F, '$3 ~ /^context-switches/ {print $1}' "$TMP/perf-$t.txt")
+    mig=$(awk -F, '$3 ~ /^cpu-migrations/ {print $1}' "$TMP/perf-$t.txt")
+    # shellcheck disable=SC2046
+    strace -q -c -f -o "$TMP/strace-$t.txt" $(own_pids "$t" | sed 's/[0-9]*/-p &/g') &
+    local strace_pid=$!
+    sleep 1
+    run_wrk "$t" / 5s "$TMP/wrk-strace-$t.txt"
+    kill -INT "$strace_pid" 2>/dev/null || true
+    wait "$strace_pid" || true
+    local sreqs
+    read -r _ _ sreqs _ < <(parse_wrk "$TMP/wrk-strace-$t.txt")
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+    awk 'NF >= 5 && $1 ~ /^[0-9.]+$/ && $NF != "total" {
+            print $NF, (NF == 6 ? $(NF - 2) : $(NF - 1)) }' "$TMP/strace-$t.txt" |
+        sort -k2 -gr >"$TMP/syscalls-$t.txt"
+    calls=$(awk '{ n += $2 } END { print n + 0 }' "$TMP/syscalls-$t.txt")
+    top=$(head -n 6 "$TMP/syscalls-$t.txt" |
+        awk -v n="$sreqs" '{printf "%s%s %.2f", (NR > 1 ? ", " : ""), $1, $2 / n}')
+    PROFILE_TABLE+="| ${LABEL[$t]} | $(div "$cs" "$reqs") | $(div "$mig" "$reqs") | $(div "$calls" "$sreqs") | $top |
+"
+}
+if [ "$PROFILE" = 1 ]; then
+    for t in "${NAMES[@]}"; do
+        echo "==> profile: $t"
+        profile "$t"
+    done
+    PROFILE_TABLE="| target | context switches/request | CPU migrations/request | syscalls/request | most frequent syscalls (per request) |
+|---|---:|---:|---:|---|
+$PROFILE_TABLE"
+fi
 # shellcheck disable=SC2046
 NGINX_RSS_SUM=$(mem_kib VmRSS $(own_pids nginx))
 ELAPSED=$(($(date +%s) - STARTED))
@@ -469,7 +525,6 @@ median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "?"; else if (NR
 commas() { awk -v v="$1" 'BEGIN { n = sprintf("%.0f", v); s = ""
     while (length(n) > 3) { s = "," substr(n, length(n) - 2) s; n = substr(n, 1, length(n) - 3) }
     print n s }'; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 declare -A RPS P99 CPU UPCPU BIG
 for t in "${NAMES[@]}"; do
@@ -585,6 +640,10 @@ $CHECKS
 
 EOF
     if [ -n "$PROBLEMS" ]; then printf '### Problems seen in this run\n\n%s\n' "$PROBLEMS"; fi
+    if [ -n "$PROFILE_TABLE" ]; then
+        printf '## Where the time goes (one more 5 s run per target)\n\n%s\n' "$PROFILE_TABLE"
+        printf '%s\n\n' "Context switches and migrations from \`perf stat\` over the target's processes during a normal run; syscalls from a separate run under \`strace -c -f\` (which slows the target, so only the counts per request are used)."
+    fi
     cat <<EOF
 ## How it is measured
 
@@ -613,6 +672,6 @@ EOF
     echo "</details>"
 } >"$OUTPUT"
 
-printf '\n%s\n\n%s\n\n%s\n\n%s\n' "$TABLE" "$TARGETS" "$ROUNDS_TABLE" "$CHECKS"
+printf '\n%s\n\n%s\n\n%s\n\n%s\n\n%s\n' "$TABLE" "$TARGETS" "$ROUNDS_TABLE" "$CHECKS" "$PROFILE_TABLE"
 [ -z "$PROBLEMS" ] || printf '\nProblems:\n%s' "$PROBLEMS"
 printf '\nMeasurements took %s s. Wrote %s\n' "$ELAPSED" "$OUTPUT"

@@ -116,6 +116,10 @@ pub struct Forwarding<'a> {
     pub drop_authorization: bool,
 }
 
+/// Most bytes read ahead from a console connection (hyper's default grows to ~400 KiB per
+/// connection on large bodies, memory a busy gate keeps after the burst).
+const CONSOLE_READ_BUFFER: usize = 64 * 1024;
+
 impl ConsoleClient {
     pub fn new() -> ConsoleClient {
         ConsoleClient {
@@ -131,6 +135,7 @@ impl ConsoleClient {
             connector.set_nodelay(true);
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
+                .http1_max_buf_size(CONSOLE_READ_BUFFER)
                 .build(connector)
         })
     }
