@@ -30,6 +30,11 @@
 #   BENCH_PROFILE          1 = after the rounds, one run per target under `perf stat` and
 #                          one under `strace -c -f`: context switches and syscalls per
 #                          request (needs perf and strace); 0 = none  (default 1)
+#   BENCH_CALLGRIND        1 = at the end, the gate (one worker) and a copy of the nginx
+#                          proxy (one process) under valgrind's callgrind for a fixed
+#                          number of requests: instructions per request in user space,
+#                          repeatable whatever else runs (needs valgrind); 0 = none (default 0)
+#   BENCH_CALLGRIND_REQUESTS  requests in each callgrind run        (default 20000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,6 +53,8 @@ WAIT_BUDGET=${BENCH_WAIT_BUDGET:-600}
 WAITED=0
 OUTPUT=${BENCH_OUTPUT:-BENCHMARKS.md}
 PROFILE=${BENCH_PROFILE:-1}
+CALLGRIND=${BENCH_CALLGRIND:-0}
+CALLGRIND_REQUESTS=${BENCH_CALLGRIND_REQUESTS:-20000}
 case $OUTPUT in /*) ;; *) OUTPUT=$ROOT/$OUTPUT ;; esac
 NGINX=${NGINX:-/usr/sbin/nginx}
 GATE_BIN=${BENCH_GATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mfa-gate}
@@ -62,6 +69,11 @@ for tool in "$NGINX" wrk oathtool curl awk sed base64 timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install -y nginx wrk oathtool curl)"
 done
 [ "$ROUNDS" -ge 1 ] || die "BENCH_ROUNDS must be at least 1"
+if [ "$CALLGRIND" = 1 ]; then
+    for tool in valgrind callgrind_control callgrind_annotate ab; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is required for BENCH_CALLGRIND=1 (apt-get install -y valgrind apache2-utils), or set BENCH_CALLGRIND=0"
+    done
+fi
 if [ "$PROFILE" = 1 ]; then
     for tool in perf strace; do
         command -v "$tool" >/dev/null 2>&1 || die "$tool is required for BENCH_PROFILE=1 (apt-get install -y linux-perf strace), or set BENCH_PROFILE=0"
@@ -81,7 +93,7 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$TMP"
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -512,6 +524,68 @@ if [ "$PROFILE" = 1 ]; then
 |---|---:|---:|---:|---|
 $PROFILE_TABLE"
 fi
+# Instructions per request: callgrind counts what the CPU executes in user space, the
+# same on a busy or a quiet machine. Counting is switched on only around a fixed number of
+# requests (ab, keep-alive, 4 at a time), after a warm-up, so start-up and login are left out.
+CALLGRIND_TABLE="" CALLGRIND_TOP=""
+callgrind_run() { # $1 name, $2 port, $3 = pid of the process under valgrind, rest = ab args
+    local name=$1 port=$2 pid=$3 ir
+    shift 3
+    ab -q -k -c 4 -n 2000 "$@" "http://127.0.0.1:$port/" >"$TMP/ab-$name-warm.txt" 2>&1 ||
+        die "ab warm-up against $name failed: $(tail -3 "$TMP/ab-$name-warm.txt")"
+    callgrind_control -i on "$pid" >/dev/null
+    ab -q -k -c 4 -n "$CALLGRIND_REQUESTS" "$@" "http://127.0.0.1:$port/" >"$TMP/ab-$name.txt" 2>&1 ||
+        die "ab against $name failed: $(tail -3 "$TMP/ab-$name.txt")"
+    callgrind_control -i off "$pid" >/dev/null
+    grep -q "^Failed requests: *0" "$TMP/ab-$name.txt" || die "ab against $name: failed requests"
+    grep -q "^Non-2xx responses" "$TMP/ab-$name.txt" && die "ab against $name: non-2xx answers"
+    callgrind_control -d "$pid" >/dev/null
+    sleep 1
+    # The dump holds the counted window (the file written at exit, nothing).
+    local dump=$TMP/callgrind-$name.out.1
+    [ -s "$dump" ] || die "callgrind wrote no dump for $name"
+    ir=$(awk '/^totals:/ { n += $2 } END { print n + 0 }' "$dump")
+    [ "$ir" -gt 0 ] || die "callgrind counted no instructions for $name"
+    callgrind_annotate --inclusive=no "$dump" >"$TMP/callgrind-$name-annotate.txt" 2>&1 || true
+    awk '/^ *[0-9,]+ \(/ && n++ < 15' "$TMP/callgrind-$name-annotate.txt" >"$TMP/callgrind-$name-top.txt"
+    CALLGRIND_TABLE+="| $name | $(awk -v a="$ir" -v n="$CALLGRIND_REQUESTS" 'BEGIN { printf "%.0f", a / n }') |
+"
+    CALLGRIND_TOP+="
+$name, the functions with the most instructions of their own (callgrind_annotate):
+
+\`\`\`
+$(cat "$TMP/callgrind-$name-top.txt")
+\`\`\`
+"
+}
+if [ "$CALLGRIND" = 1 ]; then
+    echo "==> callgrind: mfa-gate (workers = 1), $CALLGRIND_REQUESTS requests"
+    kill "$GATE_PID" 2>/dev/null || true
+    wait "$GATE_PID" 2>/dev/null || true
+    sed 's/^\[server\]$/[server]\nworkers = 1/' "$GATE_DIR/mfa-gate.toml" >"$GATE_DIR/callgrind.toml"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind-gate.out" \
+        "$GATE_BIN" serve --config "$GATE_DIR/callgrind.toml" >"$GATE_DIR/callgrind.log" 2>&1 &
+    GATE_PID=$!
+    PIDS+=("$GATE_PID")
+    wait_http "$GATE_PORT" "mfa-gate under callgrind" "$GATE_DIR/callgrind.log"
+    LOGIN_AT=0
+    ensure_session 55
+    callgrind_run gate "$GATE_PORT" "$GATE_PID" -H "Authorization: $AUTH" -H "Cookie: $SESSION"
+    echo "==> callgrind: nginx proxy (master_process off), $CALLGRIND_REQUESTS requests"
+    CG_PORT=$(free_port)
+    sed -e 's/master_process on;/master_process off;/' -e "s/listen 127.0.0.1:$PROXY_PORT;/listen 127.0.0.1:$CG_PORT;/" \
+        -e "s#pid \"$PROXY_DIR/nginx.pid\"#pid \"$PROXY_DIR/callgrind.pid\"#" "$PROXY_DIR/nginx.conf" >"$PROXY_DIR/callgrind.conf"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind-nginx.out" \
+        "$NGINX" -p "$PROXY_DIR" -e "$PROXY_DIR/error.log" -c "$PROXY_DIR/callgrind.conf" >"$PROXY_DIR/callgrind.log" 2>&1 &
+    CG_NGINX=$!
+    PIDS+=("$CG_NGINX")
+    wait_http "$CG_PORT" "nginx under callgrind" "$PROXY_DIR/callgrind.log"
+    callgrind_run nginx "$CG_PORT" "$CG_NGINX" -H "Authorization: $AUTH"
+    CALLGRIND_TABLE="| target (one process, user space only) | instructions/request |
+|---|---:|
+$CALLGRIND_TABLE"
+fi
+
 # shellcheck disable=SC2046
 NGINX_RSS_SUM=$(mem_kib VmRSS $(own_pids nginx))
 ELAPSED=$(($(date +%s) - STARTED))
@@ -644,6 +718,10 @@ EOF
         printf '## Where the time goes (one more 5 s run per target)\n\n%s\n' "$PROFILE_TABLE"
         printf '%s\n\n' "Context switches and migrations from \`perf stat\` over the target's processes during a normal run; syscalls from a separate run under \`strace -c -f\` (which slows the target, so only the counts per request are used)."
     fi
+    if [ -n "$CALLGRIND_TABLE" ]; then
+        printf '## Instructions per request (callgrind, %s requests of %s)\n\n%s\n%s\n' "$CALLGRIND_REQUESTS" "\`/\`" "$CALLGRIND_TABLE" "$CALLGRIND_TOP"
+        printf '%s\n\n' "Each target alone under \`valgrind --tool=callgrind\`, counting switched on (\`--instr-atstart=no\`, then \`callgrind_control -i on\`) only around \`ab -k -c 4 -n $CALLGRIND_REQUESTS\` after a 2,000-request warm-up: instructions executed in user space per request (the kernel's share is not counted). The gate runs with \`workers = 1\`, nginx with \`master_process off\`. Repeatable whatever else the machine runs."
+    fi
     cat <<EOF
 ## How it is measured
 
@@ -672,6 +750,6 @@ EOF
     echo "</details>"
 } >"$OUTPUT"
 
-printf '\n%s\n\n%s\n\n%s\n\n%s\n\n%s\n' "$TABLE" "$TARGETS" "$ROUNDS_TABLE" "$CHECKS" "$PROFILE_TABLE"
+printf '\n%s\n\n%s\n\n%s\n\n%s\n\n%s\n\n%s\n%s\n' "$TABLE" "$TARGETS" "$ROUNDS_TABLE" "$CHECKS" "$PROFILE_TABLE" "$CALLGRIND_TABLE" "$CALLGRIND_TOP"
 [ -z "$PROBLEMS" ] || printf '\nProblems:\n%s' "$PROBLEMS"
 printf '\nMeasurements took %s s. Wrote %s\n' "$ELAPSED" "$OUTPUT"

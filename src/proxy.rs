@@ -22,19 +22,27 @@ use crate::live::Live;
 use crate::response::{self, Body, BoxError};
 use crate::session::Session;
 
-/// Hop-by-hop headers that never cross the gate (RFC 9110 §7.6.1, plus the de-facto ones).
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "http2-settings",
-];
+/// Whether a header is hop-by-hop and never crosses the gate (RFC 9110 §7.6.1, plus the
+/// de-facto ones). Names in a map are lower case; a `match` compares no more than needed.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "http2-settings"
+    )
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers through which a client could claim an identity or a forwarding path. Compared
 /// after lower-casing and turning `_` into `-` (WSGI reads both as one), so every spelling
@@ -288,19 +296,25 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     asks.then(|| headers.get(UPGRADE).cloned()).flatten()
 }
 
-/// Removes hop-by-hop headers, including every header named in `Connection`.
+/// Removes hop-by-hop headers, including every header named in `Connection`. Cheap in
+/// the common case: one pass over the names present, and nothing allocated unless a header
+/// must go or `Connection` names one beyond the usual `close`/`keep-alive`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in doomed.into_iter().chain(named) {
         headers.remove(name);
     }
 }
@@ -357,11 +371,11 @@ pub fn prepare_request_headers(
 ) {
     let client_xff = fwd
         .peer_trusted
-        .then(|| joined(headers, "x-forwarded-for"))
+        .then(|| joined(headers, &X_FORWARDED_FOR))
         .flatten();
     let client_proto = fwd
         .peer_trusted
-        .then(|| headers.get("x-forwarded-proto").cloned())
+        .then(|| headers.get(X_FORWARDED_PROTO).cloned())
         .flatten();
     remove_hop_by_hop(headers);
     if headers.keys().any(is_identity_header) {
@@ -390,7 +404,7 @@ pub fn prepare_request_headers(
         None => fwd.peer.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = client_proto
         .filter(|p| p == "https" || p == "http")
@@ -399,8 +413,8 @@ pub fn prepare_request_headers(
         } else {
             "http"
         }));
-    headers.insert("x-forwarded-proto", proto);
-    headers.insert("x-forwarded-host", fwd.host.clone());
+    headers.insert(X_FORWARDED_PROTO, proto);
+    headers.insert(X_FORWARDED_HOST, fwd.host.clone());
     headers.insert(HOST, fwd.host.clone());
     if let (Some(name), Some((s, _))) = (&site.user_header, fwd.session) {
         let user = &s.user;
@@ -414,7 +428,7 @@ pub fn prepare_request_headers(
     }
 }
 
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let parts: Vec<&str> = headers
         .get_all(name)
         .iter()
@@ -430,7 +444,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     if !is_trusted(&peer) {
         return peer;
     }
-    let chain = joined(headers, "x-forwarded-for").unwrap_or_default();
+    let chain = joined(headers, &X_FORWARDED_FOR).unwrap_or_default();
     let mut client = peer;
     for entry in chain.rsplit(',') {
         let Ok(ip) = entry.trim().parse::<IpAddr>() else {
