@@ -9,7 +9,8 @@
 # [warm-up] -> measured run on / -> status audit on / -> measured 1 MiB run. Reported: the
 # median over the rounds of req/s, p99, CPU µs/request of the target's own processes
 # (/proc/PID/stat), 1 MiB MiB/s, and memory idle after start and after the load. Prints
-# the table and writes BENCHMARKS.md (how each number is taken is written there).
+# the table and writes BENCHMARKS.md (how each number is taken is written there), keeping
+# the hand-written section "## Findings and changes" at the end of the existing file.
 # Needs: cargo, nginx, wrk, oathtool, curl (apt-get install -y nginx wrk oathtool curl).
 # Knobs (environment):
 #   BENCH_ROUNDS           alternating rounds                        (default 3)
@@ -683,6 +684,9 @@ COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 SRC_COMMIT=$(git log -1 --format='%h %s' -- src Cargo.toml Cargo.lock 2>/dev/null || true)
 [ "${#SRC_COMMIT}" -le 90 ] || SRC_COMMIT="${SRC_COMMIT:0:90}…"
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT + uncommitted changes in src/ or Cargo.*"
+# The hand-written findings at the end of an existing report are carried over.
+FINDINGS=""
+[ ! -f "$OUTPUT" ] || FINDINGS=$(sed -n '/^## Findings and changes/,$p' "$OUTPUT")
 WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s --latency -H 'Authorization: Basic …' [-H 'Cookie: mfa_session=…'] URL/  (1 MiB: -d$BIG_DURATION URL/big.bin)"
 
 {
@@ -748,6 +752,7 @@ EOF
         done
     done
     echo "</details>"
+    [ -z "$FINDINGS" ] || printf '\n%s\n' "$FINDINGS"
 } >"$OUTPUT"
 
 printf '\n%s\n\n%s\n\n%s\n\n%s\n\n%s\n\n%s\n%s\n' "$TABLE" "$TARGETS" "$ROUNDS_TABLE" "$CHECKS" "$PROFILE_TABLE" "$CALLGRIND_TABLE" "$CALLGRIND_TOP"
