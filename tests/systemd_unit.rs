@@ -92,7 +92,6 @@ fn values_in(unit: &str, section: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-
 /// The one value of `key` in `section` of `unit`.
 fn one_in(unit: &str, section: &str, key: &str) -> String {
     let values = values_in(unit, section, key);
