@@ -1,127 +1,32 @@
 //! The shipped systemd units: `systemd/mfa-gate.service` (the gate binds its port),
 //! `systemd/mfa-gate.socket` with `systemd/mfa-gate-socket.service` (socket activation).
 //! They parse cleanly with `systemd-analyze verify`, keep their hardening scores
-//! (`systemd-analyze security --offline=true`), say what the gate does, and the README's
-//! "Run under systemd" steps work as written, followed in a temporary root. The
-//! notify/watchdog contract is honoured by the real binary.
+//! (`systemd-analyze security --offline=true`; the socket-activated service at most 1.0)
+//! and say what the gate does; the notify/watchdog contract is honoured by the real
+//! binary. The README's steps: `systemd_readme.rs`; the passed socket at work:
+//! `socket_activation.rs`.
 //!
-//! `systemd-analyze` and `systemctl` must be installed (Debian package `systemd`); these
-//! tests fail rather than skip without them. None of it needs a running systemd.
+//! `systemd-analyze` must be installed (Debian package `systemd`); these tests fail rather
+//! than skip without it. Neither subcommand needs a running systemd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::systemd::*;
 use common::*;
 
-const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
-const SYSTEMCTL: &str = "/usr/bin/systemctl";
-/// The direct-bind service.
-const UNIT_NAME: &str = "mfa-gate.service";
-/// The socket-activated pair.
-const SOCKET_NAME: &str = "mfa-gate.socket";
-const SOCKET_SERVICE: &str = "mfa-gate-socket.service";
-const ALL_UNITS: [&str; 3] = [UNIT_NAME, SOCKET_NAME, SOCKET_SERVICE];
-const INSTALLED_BINARY: &str = "/usr/local/bin/mfa-gate";
 const EXEC_START: &str = "/usr/local/bin/mfa-gate serve --config /etc/mfa-gate/mfa-gate.toml";
-/// Where the README's install step puts the README, which `Documentation=` names.
-const DOCUMENTATION: &str = "file:///usr/share/doc/mfa-gate/README.md";
-
-/// Highest acceptable "Overall exposure level" of `mfa-gate.service`.
-/// Measured: 1.4 with systemd 252 (Debian 12). The remaining points are what a reverse
-/// proxy that binds port 443 itself needs (network access, CAP_NET_BIND_SERVICE, AF_UNIX
-/// for sd_notify/journald and the admin socket, no PrivateUsers because of the
-/// capability, no IP allow list as clients reach it on its own sockets, the rtc device
-/// ProtectClock= allows). The extra 0.1 absorbs re-weighting in other systemd versions;
-/// dropping any real hardening option (PrivateMounts=, ProtectProc=, the syscall filter,
-/// …) goes over it.
-const MAX_EXPOSURE: f64 = 1.5;
-
-/// Highest acceptable exposure of `mfa-gate-socket.service` (issue 12: at most 1.0).
-/// Measured: 1.0 with systemd 252. Against the direct unit: no capability (-0.2),
-/// PrivateUsers= (-0.2), an egress allow list (-0.1). What is left: network access and
-/// internet sockets (the consoles), AF_UNIX, the host's root directory, the rtc device.
-const MAX_SOCKET_EXPOSURE: f64 = 1.0;
-
-fn unit_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("systemd")
-        .join(name)
-}
-
-fn read_unit(name: &str) -> String {
-    let path = unit_path(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
 
 fn unit_text() -> String {
     read_unit(UNIT_NAME)
 }
 
-/// `KEY=value` lines of one section, in order, comments and blank lines skipped.
-fn directives(text: &str, section: &str) -> Vec<(String, String)> {
-    let mut current = String::new();
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if line.starts_with('[') && line.ends_with(']') {
-            current = line.to_string();
-            continue;
-        }
-        if current == format!("[{section}]") {
-            if let Some((k, v)) = line.split_once('=') {
-                out.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-    }
-    out
-}
-
-/// Every value of `key` in `section` of unit `unit`.
-fn values_in(unit: &str, section: &str, key: &str) -> Vec<String> {
-    directives(&read_unit(unit), section)
-        .into_iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v)
-        .collect()
-}
-
-/// The one value of `key` in `section` of `unit`.
-fn one_in(unit: &str, section: &str, key: &str) -> String {
-    let values = values_in(unit, section, key);
-    assert_eq!(
-        values.len(),
-        1,
-        "expected exactly one {key}= in [{section}] of {unit}, found {values:?}"
-    );
-    values[0].clone()
-}
-
 fn single(key: &str) -> String {
     one_in(UNIT_NAME, "Service", key)
-}
-
-fn systemd_tool(tool: &str, args: &[&str]) -> Output {
-    assert!(
-        Path::new(tool).exists(),
-        "{tool} is required for this test and was not found \
-         (apt-get install -y systemd); this test does not skip"
-    );
-    Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
-}
-
-fn systemd_analyze(args: &[&str]) -> Output {
-    systemd_tool(SYSTEMD_ANALYZE, args)
 }
 
 /// The units (texts by file name) in a fresh temp dir, with the installed binary path
@@ -158,16 +63,6 @@ fn units_with_built_binary(units: &[(&str, String)]) -> (tempfile::TempDir, Vec<
 fn unit_with_built_binary(text: &str) -> (tempfile::TempDir, PathBuf) {
     let (dir, mut paths) = units_with_built_binary(&[(UNIT_NAME, text.to_string())]);
     (dir, paths.remove(0))
-}
-
-/// stderr lines that talk about one of the units (systemd prefixes them with a path or
-/// a name); lines about other units on this machine are not ours to judge.
-fn lines_about_units(stderr: &[u8], names: &[&str]) -> Vec<String> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter(|l| names.iter().any(|n| l.contains(n)))
-        .map(str::to_string)
-        .collect()
 }
 
 fn lines_about_unit(stderr: &[u8], unit: &Path) -> Vec<String> {
@@ -391,18 +286,6 @@ fn the_verify_check_catches_parse_warnings() {
     );
 }
 
-/// Parses `→ Overall exposure level for mfa-gate.service: 1.4 OK 🙂`.
-fn overall_exposure(stdout: &str, unit: &str) -> Option<(f64, String)> {
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("Overall exposure level for"))?;
-    let (_, rest) = line.split_once(&format!("{unit}:"))?;
-    let mut words = rest.split_whitespace();
-    let score = words.next()?.parse::<f64>().ok()?;
-    let verdict = words.next()?.to_string();
-    Some((score, verdict))
-}
-
 #[test]
 fn exposure_parser_reads_the_summary_line() {
     let sample = "✓ UMask=   Files created by service are accessible only by service's own user by default\n\n\
@@ -413,32 +296,6 @@ fn exposure_parser_reads_the_summary_line() {
     );
     assert_eq!(overall_exposure(sample, SOCKET_SERVICE), None);
     assert_eq!(overall_exposure("nothing here", UNIT_NAME), None);
-}
-
-/// `systemd-analyze security --offline=true [--root=ROOT] UNIT`: the score and verdict,
-/// after checking that it ran and did not complain about the unit.
-fn security_score(unit_arg: &str, unit: &str, root: Option<&Path>) -> (f64, String, String) {
-    let root_arg = root.map(|r| format!("--root={}", r.display()));
-    let mut args = vec!["security", "--offline=true"];
-    args.extend(root_arg.as_deref());
-    args.push(unit_arg);
-    let out = systemd_analyze(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "systemd-analyze {args:?} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let complaints = lines_about_units(&out.stderr, &[unit]);
-    assert!(
-        complaints.is_empty(),
-        "systemd-analyze security complains about {unit}:\n{}",
-        complaints.join("\n")
-    );
-    let (score, verdict) = overall_exposure(&stdout, unit)
-        .unwrap_or_else(|| panic!("no 'Overall exposure level' line in:\n{stdout}"));
-    (score, verdict, stdout)
 }
 
 #[test]
@@ -457,199 +314,6 @@ fn systemd_analyze_security_rates_the_units() {
         assert!(
             ["OK", "SAFE", "PERFECT"].contains(&verdict.as_str()),
             "{stdout}"
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The README's "Run under systemd", step by step, in a temporary root
-// ---------------------------------------------------------------------------------------
-
-/// The README's section under `heading`, up to the next `## ` heading.
-fn readme_section(heading: &str) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme
-        .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("the README has no {heading:?} section"));
-    let rest = &readme[start + 1..];
-    let end = rest[heading.len()..]
-        .find("\n## ")
-        .map_or(rest.len(), |i| i + heading.len());
-    rest[..end].to_string()
-}
-
-/// The commands of a section's ```sh blocks, without comments and blank lines.
-fn sh_steps(section: &str) -> Vec<String> {
-    let mut steps = Vec::new();
-    let mut inside = false;
-    for line in section.lines() {
-        match line.trim() {
-            "```sh" => inside = true,
-            "```" => inside = false,
-            l if inside => {
-                let command = l.split(" #").next().unwrap_or("").trim();
-                if !command.is_empty() && !command.starts_with('#') {
-                    steps.push(command.to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    steps
-}
-
-/// A throwaway root with the host's systemd units (sysinit.target, sockets.target, …,
-/// as every system has them) under usr/lib/systemd/system.
-fn temporary_root() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let lib = root.path().join("usr/lib/systemd");
-    std::fs::create_dir_all(&lib).unwrap();
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg("/usr/lib/systemd/system")
-        .arg(&lib)
-        .status()
-        .unwrap();
-    assert!(copied.success(), "cannot copy the host's systemd units");
-    root
-}
-
-/// `install [-D] [-d] [-m MODE] [-o USER] [-g GROUP] SOURCE… DEST` into `root`. Owners are
-/// not set: the mfa-gate user does not exist on this machine, and verify does not look.
-fn follow_install(args: &[&str], root: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let (mut mode, mut directory, mut paths) = (None, false, Vec::new());
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match *arg {
-            "-m" => mode = args.next().map(|m| u32::from_str_radix(m, 8).unwrap()),
-            "-o" | "-g" => {
-                args.next();
-            }
-            "-d" => directory = true,
-            "-D" => {}
-            flag if flag.starts_with('-') => panic!("README: install {flag} is not followed here"),
-            path => paths.push(path),
-        }
-    }
-    let dest = paths.pop().expect("install without a destination");
-    let inside = root.join(dest.trim_start_matches('/'));
-    let targets: Vec<PathBuf> = if directory {
-        vec![inside.clone()]
-    } else {
-        paths
-            .iter()
-            .map(|src| {
-                // What `cargo build --release` would have made: the binary these tests run.
-                let from = match *src {
-                    "target/release/mfa-gate" => PathBuf::from(common::daemon::BIN),
-                    src => Path::new(env!("CARGO_MANIFEST_DIR")).join(src),
-                };
-                let to = if dest.ends_with('/') || paths.len() > 1 {
-                    inside.join(from.file_name().unwrap())
-                } else {
-                    inside.clone()
-                };
-                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("README: install {src}: {e}"));
-                to
-            })
-            .collect()
-    };
-    for target in targets {
-        std::fs::create_dir_all(if directory { &target } else { root }).unwrap();
-        if let Some(mode) = mode {
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-}
-
-/// Follows one README command in `root`; returns the units it enables. What needs a
-/// running systemd (starting, the journal) or this machine's users is left out, said so.
-fn follow(step: &str, root: &Path) -> Vec<String> {
-    let words: Vec<&str> = step.split_whitespace().collect();
-    let words = words.strip_prefix(&["sudo"]).unwrap_or(&words);
-    let root_arg = format!("--root={}", root.display());
-    match words {
-        // Built already: the test binary stands in for target/release/mfa-gate.
-        ["cargo", "build", "--release"] => Vec::new(),
-        // This machine's users are not the test's to change; verify does not check User=.
-        ["useradd", ..] => Vec::new(),
-        ["install", args @ ..] => {
-            follow_install(args, root);
-            Vec::new()
-        }
-        // No manager runs here: the commands below read the unit files from the root.
-        ["systemctl", "daemon-reload"] => Vec::new(),
-        ["systemctl", "enable", rest @ ..] => {
-            // --now would start them: nothing can start without systemd as PID 1.
-            let units: Vec<&str> = rest.iter().copied().filter(|u| *u != "--now").collect();
-            let mut args = vec![root_arg.as_str(), "enable"];
-            args.extend(&units);
-            let out = systemd_tool(SYSTEMCTL, &args);
-            assert!(
-                out.status.success(),
-                "systemctl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            units.into_iter().map(str::to_string).collect()
-        }
-        // The journal of a running service.
-        ["journalctl", ..] => Vec::new(),
-        _ => panic!("a README step this test does not know how to follow: {step:?}"),
-    }
-}
-
-#[test]
-fn the_readme_steps_work_in_a_temporary_root() {
-    let root = temporary_root();
-    let r = root.path();
-    let mut steps = sh_steps(&readme_section("## Install"));
-    let run = sh_steps(&readme_section("## Run under systemd"));
-    assert!(run.len() >= 6, "the steps of 'Run under systemd': {run:?}");
-    steps.extend(run);
-    let enabled: Vec<String> = steps.iter().flat_map(|s| follow(s, r)).collect();
-    assert_eq!(enabled, [UNIT_NAME, SOCKET_NAME, SOCKET_SERVICE]);
-
-    // Enabled where systemd looks at boot; the README the units name is installed.
-    let system = r.join("etc/systemd/system");
-    for wanted in [
-        "multi-user.target.wants/mfa-gate.service",
-        "sockets.target.wants/mfa-gate.socket",
-        "multi-user.target.wants/mfa-gate-socket.service",
-    ] {
-        assert!(
-            system.join(wanted).is_symlink(),
-            "no {wanted} in {}",
-            system.display()
-        );
-    }
-    assert!(r
-        .join(DOCUMENTATION.trim_start_matches("file:///"))
-        .is_file());
-    assert!(r.join(INSTALLED_BINARY.trim_start_matches('/')).is_file());
-
-    // The installed units verify in that root: their binary, their dependencies.
-    let root_arg = format!("--root={}", r.display());
-    let mut args = vec!["verify", root_arg.as_str()];
-    args.extend(ALL_UNITS);
-    let out = systemd_analyze(&args);
-    assert!(
-        out.status.success() && lines_about_units(&out.stderr, &ALL_UNITS).is_empty(),
-        "systemd-analyze {args:?} ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // And rate as the README says.
-    for (unit, max) in [
-        (UNIT_NAME, MAX_EXPOSURE),
-        (SOCKET_SERVICE, MAX_SOCKET_EXPOSURE),
-    ] {
-        let (score, verdict, stdout) = security_score(unit, unit, Some(r));
-        assert!(
-            score <= max,
-            "{unit}: {score} {verdict} above {max}:\n{stdout}"
         );
     }
 }

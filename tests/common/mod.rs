@@ -14,6 +14,7 @@ pub mod form_console;
 pub mod gate;
 pub mod php_console;
 pub mod servlet;
+pub mod systemd;
 
 // Not every test binary uses all of them.
 #[allow(unused_imports)]
