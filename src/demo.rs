@@ -1,6 +1,8 @@
 //! `mfa-gate demo`: a small Basic-auth "router console" on loopback with the gate in
 //! front of it. The gate runs exactly as `serve` runs it; only the configuration is
-//! embedded and the console is the demo's own.
+//! embedded and the console is the demo's own. Everything lives in the demo's folder:
+//! store, key file, admin socket, and the configuration (written there at start), so
+//! `mfa-gate user … --config FOLDER/mfa-gate.toml` works against the running demo.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,12 +26,18 @@ use crate::server::StartError;
 /// The demo console's user name.
 pub const DEMO_USER: &str = "admin";
 
+/// The name of the configuration file the demo writes into its folder.
+pub const DEMO_CONFIG: &str = "mfa-gate.toml";
+
 /// The configuration the demo runs with (`{…}` filled in at start).
 pub fn demo_config(listen: SocketAddr, dir: &Path, console: SocketAddr) -> String {
     format!(
         r#"# The demo's embedded configuration: the same format as /etc/mfa-gate/mfa-gate.toml.
+# Written at every start of `mfa-gate demo` (the console's port changes); for
+# `mfa-gate user … --config` while the demo runs.
 [server]
 listen = "{listen}"
+admin_socket = "{socket}"
 
 [store]
 path = "{store}"
@@ -45,9 +53,23 @@ upstream = "http://{console}"
 first_factor = {{ mode = "basic", probe_path = "/" }}
 admins = ["{DEMO_USER}"]
 "#,
+        socket = dir.join("admin.sock").display(),
         store = dir.join("store").display(),
         key = dir.join("master.key").display(),
     )
+}
+
+/// How a shell would take `path` as one word.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@".contains(c))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// Runs the demo until Ctrl-C.
@@ -71,8 +93,13 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
     ));
 
     let text = demo_config(listen, &dir, console_addr);
-    let config = Config::from_toml(Path::new("<demo>"), &text)?;
+    let config_file = dir.join(DEMO_CONFIG);
+    std::fs::write(&config_file, &text)?;
+    let config = Config::from_toml(&config_file, &text)?;
     let shown = dir.clone();
+    // The exact command, with this binary (`cargo run` leaves none on the PATH).
+    let exe = std::env::current_exe().map_or_else(|_| "mfa-gate".to_string(), |p| shell_word(&p));
+    let user_cmd = format!("{exe} user list --config {}", shell_word(&config_file));
     let banner = move |listen: SocketAddr| {
         println!(
             "\nmfa-gate demo\n\
@@ -83,7 +110,9 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
          2. Sign in to the console:  user {DEMO_USER}   password {password}\n\
          3. Scan the QR code with an authenticator app (or type the key), enter the code.\n\
          4. You are in the console. Sign out at http://{listen}/.mfa/logout\n\n\
-         Store and key file: {}\n\
+         Users (list; `reset router/{DEMO_USER}` to enroll again), from another terminal:\n\
+         \x20 {user_cmd}\n\n\
+         Store, key file, admin socket and configuration: {}\n\
          Press Ctrl-C to stop.\n",
             shown.display()
         );

@@ -7,7 +7,9 @@
 //! | [`limits`] | the connection table: total and per-address caps, eviction at the cap |
 //! | [`connection`] | one connection: TLS, protocol detection, HTTP/1.1 or HTTP/2, deadlines |
 //! | [`activity`] | one connection's record (requests in flight, idle since) and its deadline rule |
+//! | [`activation`] | the listening socket systemd passes (socket activation, `LISTEN_FDS`) |
 
+pub mod activation;
 pub mod activity;
 pub mod connection;
 pub mod limits;
@@ -64,6 +66,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("socket activation: {0}")]
+    Activation(#[from] activation::ActivationError),
 }
 
 /// How long a draining gate waits for open connections on shutdown.
@@ -172,17 +176,20 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
 /// Connections are served by `server.workers` threads (default: one per CPU), each a
 /// single-threaded runtime accepting on its own socket bound with `SO_REUSEPORT`: the
 /// kernel spreads new connections over them, and every request is read, checked,
-/// forwarded and answered on one thread, without waking another.
+/// forwarded and answered on one thread, without waking another. When systemd passed a
+/// listening socket ([`activation`]), nothing is bound: the workers share that one.
 ///
 /// `new_store` (`--new-store`) lets an existing key file begin a new, empty store.
 ///
 /// # Errors
-/// Startup failures (keys, store, TLS, bind).
+/// Startup failures (keys, store, TLS, bind, a passed socket that does not fit).
 pub async fn serve(
     config: Config,
     new_store: bool,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), StartError> {
+    // First: it edits the environment, before the store starts its threads.
+    let inherited = activation::inherited_listener()?;
     raise_fd_limit();
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     let addr = config.server.listen;
@@ -190,8 +197,7 @@ pub async fn serve(
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let gate = open_gate(config, Arc::new(SystemClock), new_store).await?;
-    let (first, others) =
-        listen(addr, workers).map_err(|source| StartError::Bind { addr, source })?;
+    let (first, others) = listen(addr, workers, inherited)?;
     let bound = first.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, tls = tls.is_some(), workers, "mfa-gate listening");
     let admin = bind_admin(&gate).await;
@@ -208,17 +214,25 @@ pub async fn serve(
 /// is 0; the others join it with `SO_REUSEPORT`), each with a backlog of
 /// [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`). The first is for the
 /// calling runtime; the others leave as std sockets for the worker threads' runtimes.
+/// With a socket systemd passed (`inherited`), binds nothing: [`activation::share`].
 fn listen(
     addr: SocketAddr,
     workers: usize,
-) -> std::io::Result<(TcpListener, Vec<std::net::TcpListener>)> {
-    let first = bind_one(addr, workers > 1)?;
-    let port = first.local_addr()?.port();
-    let shared = SocketAddr::new(addr.ip(), port);
-    let others = (1..workers)
-        .map(|_| bind_one(shared, true).and_then(TcpListener::into_std))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    Ok((first, others))
+    inherited: Option<std::net::TcpListener>,
+) -> Result<(TcpListener, Vec<std::net::TcpListener>), StartError> {
+    if let Some(socket) = inherited {
+        return Ok(activation::share(socket, workers, addr)?);
+    }
+    let bind = || -> std::io::Result<_> {
+        let first = bind_one(addr, workers > 1)?;
+        let port = first.local_addr()?.port();
+        let shared = SocketAddr::new(addr.ip(), port);
+        let others = (1..workers)
+            .map(|_| bind_one(shared, true).and_then(TcpListener::into_std))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok((first, others))
+    };
+    bind().map_err(|source| StartError::Bind { addr, source })
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {

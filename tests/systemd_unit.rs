@@ -1,6 +1,10 @@
-//! The shipped systemd unit (`systemd/mfa-gate.service`): it parses cleanly with
-//! `systemd-analyze verify`, keeps its hardening score (`systemd-analyze security
-//! --offline=true`), and its notify/watchdog contract is honoured by the real binary.
+//! The shipped systemd units: `systemd/mfa-gate.service` (the gate binds its port),
+//! `systemd/mfa-gate.socket` with `systemd/mfa-gate-socket.service` (socket activation).
+//! They parse cleanly with `systemd-analyze verify`, keep their hardening scores
+//! (`systemd-analyze security --offline=true`; the socket-activated service at most 1.0)
+//! and say what the gate does; the notify/watchdog contract is honoured by the real
+//! binary. The README's steps: `systemd_readme.rs`; the passed socket at work:
+//! `socket_activation.rs`.
 //!
 //! `systemd-analyze` must be installed (Debian package `systemd`); these tests fail rather
 //! than skip without it. Neither subcommand needs a running systemd.
@@ -10,136 +14,80 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::systemd::*;
 use common::*;
 
-const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
-const UNIT_NAME: &str = "mfa-gate.service";
-const INSTALLED_BINARY: &str = "/usr/local/bin/mfa-gate";
 const EXEC_START: &str = "/usr/local/bin/mfa-gate serve --config /etc/mfa-gate/mfa-gate.toml";
 
-/// Highest acceptable "Overall exposure level" from `systemd-analyze security`.
-/// Measured: 1.4 with systemd 252 (Debian 12). The remaining points are what a reverse
-/// proxy needs (network access, CAP_NET_BIND_SERVICE, AF_UNIX for sd_notify/journald, no
-/// PrivateUsers because of the capability, the rtc device ProtectClock= allows). The
-/// extra 0.1 absorbs re-weighting in other systemd versions; dropping any real hardening
-/// option (PrivateMounts=, ProtectProc=, the syscall filter, …) goes over it.
-const MAX_EXPOSURE: f64 = 1.5;
-
-fn unit_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("systemd")
-        .join(UNIT_NAME)
-}
-
 fn unit_text() -> String {
-    std::fs::read_to_string(unit_path())
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", unit_path().display()))
-}
-
-/// `KEY=value` lines of one section, in order, comments and blank lines skipped.
-fn directives(text: &str, section: &str) -> Vec<(String, String)> {
-    let mut current = String::new();
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if line.starts_with('[') && line.ends_with(']') {
-            current = line.to_string();
-            continue;
-        }
-        if current == format!("[{section}]") {
-            if let Some((k, v)) = line.split_once('=') {
-                out.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-    }
-    out
-}
-
-fn service_values(key: &str) -> Vec<String> {
-    directives(&unit_text(), "Service")
-        .into_iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v)
-        .collect()
+    read_unit(UNIT_NAME)
 }
 
 fn single(key: &str) -> String {
-    let values = service_values(key);
-    assert_eq!(
-        values.len(),
-        1,
-        "expected exactly one {key}= in [Service], found {values:?}"
-    );
-    values[0].clone()
+    one_in(UNIT_NAME, "Service", key)
 }
 
-fn systemd_analyze(args: &[&str]) -> Output {
-    assert!(
-        Path::new(SYSTEMD_ANALYZE).exists(),
-        "{SYSTEMD_ANALYZE} is required for this test and was not found \
-         (apt-get install -y systemd); this test does not skip"
-    );
-    Command::new(SYSTEMD_ANALYZE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {SYSTEMD_ANALYZE}: {e}"))
-}
-
-/// The unit in a fresh temp dir (same file name, as systemd derives the unit name from
-/// it), with the installed binary path replaced by the binary cargo just built, so
-/// `verify` can check that ExecStart is executable.
-fn unit_with_built_binary(text: &str) -> (tempfile::TempDir, PathBuf) {
+/// The units (texts by file name) in a fresh temp dir, with the installed binary path
+/// replaced by the binary cargo just built, so `verify` can check that ExecStart is
+/// executable. Returns the dir and the units' paths, in order.
+fn units_with_built_binary(units: &[(&str, String)]) -> (tempfile::TempDir, Vec<PathBuf>) {
     let built = common::daemon::BIN;
     assert!(
         !built.contains(char::is_whitespace),
         "the built binary's path {built:?} contains whitespace; ExecStart would split it"
     );
-    assert!(
-        text.contains(&format!("ExecStart={INSTALLED_BINARY} ")),
-        "the unit should start {INSTALLED_BINARY}"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(UNIT_NAME);
-    let rewritten = text.replace(
-        &format!("ExecStart={INSTALLED_BINARY} "),
-        &format!("ExecStart={built} "),
-    );
-    std::fs::write(&path, rewritten).unwrap();
-    (dir, path)
+    let paths = units
+        .iter()
+        .map(|(name, text)| {
+            if name.ends_with(".service") {
+                assert!(
+                    text.contains(&format!("ExecStart={INSTALLED_BINARY} ")),
+                    "{name} should start {INSTALLED_BINARY}"
+                );
+            }
+            let path = dir.path().join(name);
+            let rewritten = text.replace(
+                &format!("ExecStart={INSTALLED_BINARY} "),
+                &format!("ExecStart={built} "),
+            );
+            std::fs::write(&path, rewritten).unwrap();
+            path
+        })
+        .collect();
+    (dir, paths)
 }
 
-/// stderr lines that talk about the unit file (systemd prefixes them with its path or
-/// its name); lines about other units on this machine are not ours to judge.
+fn unit_with_built_binary(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, mut paths) = units_with_built_binary(&[(UNIT_NAME, text.to_string())]);
+    (dir, paths.remove(0))
+}
+
 fn lines_about_unit(stderr: &[u8], unit: &Path) -> Vec<String> {
     let path = unit.display().to_string();
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter(|l| l.contains(&path) || l.contains(UNIT_NAME))
-        .map(str::to_string)
-        .collect()
+    let name = unit.file_name().unwrap().to_str().unwrap();
+    lines_about_units(stderr, &[&path, name])
 }
 
 #[test]
 fn unit_is_notify_with_watchdog() {
-    assert_eq!(single("Type"), "notify");
-    let watchdog = single("WatchdogSec");
-    let secs: u64 = watchdog
-        .trim_end_matches('s')
-        .parse()
-        .unwrap_or_else(|_| panic!("WatchdogSec={watchdog} is not a plain number of seconds"));
-    assert_eq!(secs, 30, "the binary pings at half of WatchdogSec");
-    assert_eq!(single("ExecStart"), EXEC_START);
-    assert!(
-        service_values("ExecReload").is_empty(),
-        "SIGHUP reload is not implemented yet; ExecReload= would kill or confuse the gate"
-    );
-    assert_eq!(single("Restart"), "on-failure");
+    for unit in [UNIT_NAME, SOCKET_SERVICE] {
+        let one = |key: &str| one_in(unit, "Service", key);
+        assert_eq!(one("Type"), "notify", "{unit}");
+        let watchdog = one("WatchdogSec");
+        let secs: u64 = watchdog.trim_end_matches('s').parse().unwrap_or_else(|_| {
+            panic!("{unit}: WatchdogSec={watchdog} is not a plain number of seconds")
+        });
+        assert_eq!(secs, 30, "{unit}: the binary pings at half of WatchdogSec");
+        assert_eq!(one("ExecStart"), EXEC_START, "{unit}");
+        assert!(
+            values_in(unit, "Service", "ExecReload").is_empty(),
+            "{unit}: SIGHUP reload is not implemented yet; ExecReload= would kill or confuse the gate"
+        );
+        assert_eq!(one("Restart"), "on-failure", "{unit}");
+    }
 }
 
 #[test]
@@ -167,49 +115,146 @@ fn unit_runs_as_its_own_user_with_its_directories() {
     }
 }
 
-/// The example configuration stores its data where the unit's StateDirectory= puts it,
-/// and only there: ProtectSystem=strict leaves nothing else writable.
+/// The socket-activated service is the direct one, directive for directive, except for
+/// what socket activation changes: no capability, and the sandbox that allows. A
+/// directive added to one unit and not the other fails here.
 #[test]
-fn example_config_writes_only_into_the_state_directory() {
+fn socket_service_is_the_direct_unit_without_capabilities() {
+    let direct = directives(&read_unit(UNIT_NAME), "Service");
+    let socket = directives(&read_unit(SOCKET_SERVICE), "Service");
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let dropped = [
+        pair("AmbientCapabilities", "CAP_NET_BIND_SERVICE"),
+        pair("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE"),
+    ];
+    let added = [
+        pair("CapabilityBoundingSet", ""),
+        pair("PrivateUsers", "yes"),
+        pair("IPAddressDeny", "any"),
+        pair(
+            "IPAddressAllow",
+            "localhost link-local 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7",
+        ),
+    ];
+    let expected: Vec<_> = direct
+        .iter()
+        .filter(|d| !dropped.contains(d))
+        .cloned()
+        .collect();
+    let got: Vec<_> = socket
+        .iter()
+        .filter(|d| !added.contains(d))
+        .cloned()
+        .collect();
+    assert_eq!(
+        got, expected,
+        "[Service] of {SOCKET_SERVICE} vs {UNIT_NAME}"
+    );
+    for d in added {
+        assert_eq!(socket.iter().filter(|s| **s == d).count(), 1, "{d:?}");
+    }
+    assert!(!socket.iter().any(|(k, _)| k == "AmbientCapabilities"));
+}
+
+/// The socket passes one listening TCP socket, at the example configuration's address,
+/// to the socket service, which needs it and replaces the direct-bind unit.
+#[test]
+fn the_socket_unit_passes_the_public_port_to_the_socket_service() {
+    assert_eq!(one_in(SOCKET_NAME, "Socket", "Service"), SOCKET_SERVICE);
+    assert_eq!(one_in(SOCKET_NAME, "Socket", "Accept"), "no");
+    assert_eq!(one_in(SOCKET_NAME, "Install", "WantedBy"), "sockets.target");
+    assert_eq!(one_in(SOCKET_NAME, "Unit", "Conflicts"), UNIT_NAME);
+    let listen = one_in(SOCKET_NAME, "Socket", "ListenStream");
+    assert_eq!(
+        listen,
+        example_config_value("listen"),
+        "ListenStream= vs [server] listen"
+    );
+    assert_eq!(one_in(SOCKET_SERVICE, "Unit", "Requires"), SOCKET_NAME);
+    assert!(one_in(SOCKET_SERVICE, "Unit", "After").contains(SOCKET_NAME));
+    assert_eq!(one_in(SOCKET_SERVICE, "Unit", "Conflicts"), UNIT_NAME);
+    assert_eq!(one_in(SOCKET_SERVICE, "Install", "Also"), SOCKET_NAME);
+}
+
+/// The comments say what the gate does today; nothing points at an address that is not
+/// this project's.
+#[test]
+fn the_units_say_what_the_gate_does() {
+    for unit in ALL_UNITS {
+        let text = read_unit(unit);
+        for stale in ["future admin socket", "http://", "https://"] {
+            assert!(!text.contains(stale), "{unit} says {stale:?}");
+        }
+        assert_eq!(
+            one_in(unit, "Unit", "Documentation"),
+            DOCUMENTATION,
+            "{unit}"
+        );
+    }
+    for unit in [UNIT_NAME, SOCKET_SERVICE] {
+        assert!(
+            read_unit(unit).contains("the admin socket admin.sock (0600)"),
+            "{unit}"
+        );
+    }
+    let install = readme_section("## Install");
+    let doc = DOCUMENTATION.trim_start_matches("file://");
+    assert!(
+        install.contains(&format!("README.md {doc}")),
+        "the README's install steps do not put the README at {doc}:\n{install}"
+    );
+}
+
+fn example_config_value(key: &str) -> String {
     let config = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("config")
             .join("mfa-gate.toml"),
     )
     .unwrap();
-    let value = |key: &str| {
-        config
-            .lines()
-            .map(str::trim)
-            .find_map(|l| {
-                let (k, v) = l.split_once('=')?;
-                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
-            })
-            .unwrap_or_else(|| panic!("config/mfa-gate.toml has no {key}"))
-    };
-    assert_eq!(value("path"), "/var/lib/mfa-gate/store");
-    assert_eq!(value("key_file"), "/var/lib/mfa-gate/master.key");
+    config
+        .lines()
+        .map(str::trim)
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("config/mfa-gate.toml has no {key}"))
+}
+
+/// The example configuration stores its data where the unit's StateDirectory= puts it,
+/// and only there: ProtectSystem=strict leaves nothing else writable.
+#[test]
+fn example_config_writes_only_into_the_state_directory() {
+    assert_eq!(example_config_value("path"), "/var/lib/mfa-gate/store");
+    assert_eq!(
+        example_config_value("key_file"),
+        "/var/lib/mfa-gate/master.key"
+    );
 }
 
 #[test]
 fn systemd_analyze_verify_is_clean() {
-    let text = unit_text();
-    let (_dir, path) = unit_with_built_binary(&text);
-    let out = systemd_analyze(&["verify", path.to_str().unwrap()]);
-    let complaints = lines_about_unit(&out.stderr, &path);
+    let units: Vec<(&str, String)> = ALL_UNITS.iter().map(|n| (*n, read_unit(n))).collect();
+    let (_dir, paths) = units_with_built_binary(&units);
+    let mut args = vec!["verify"];
+    args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+    let out = systemd_analyze(&args);
+    let complaints = lines_about_units(&out.stderr, &ALL_UNITS);
     assert!(
         out.status.success() && complaints.is_empty(),
-        "systemd-analyze verify {} failed ({}):\n{}",
-        path.display(),
+        "systemd-analyze {args:?} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The shipped file itself: the only acceptable complaint is that the binary is not
-    // installed on this machine.
-    let shipped = unit_path();
-    let out = systemd_analyze(&["verify", shipped.to_str().unwrap()]);
-    let complaints: Vec<String> = lines_about_unit(&out.stderr, &shipped)
+    // The shipped files themselves: the only acceptable complaint is that the binary is
+    // not installed on this machine.
+    let shipped: Vec<PathBuf> = ALL_UNITS.iter().map(|n| unit_path(n)).collect();
+    let mut args = vec!["verify"];
+    args.extend(shipped.iter().map(|p| p.to_str().unwrap()));
+    let out = systemd_analyze(&args);
+    let complaints: Vec<String> = lines_about_units(&out.stderr, &ALL_UNITS)
         .into_iter()
         .filter(|l| {
             !(l.contains(INSTALLED_BINARY) && Path::new(INSTALLED_BINARY).metadata().is_err())
@@ -217,8 +262,7 @@ fn systemd_analyze_verify_is_clean() {
         .collect();
     assert!(
         complaints.is_empty(),
-        "systemd-analyze verify {} complains:\n{}",
-        shipped.display(),
+        "systemd-analyze {args:?} complains:\n{}",
         complaints.join("\n")
     );
 }
@@ -242,51 +286,36 @@ fn the_verify_check_catches_parse_warnings() {
     );
 }
 
-/// Parses `→ Overall exposure level for mfa-gate.service: 1.4 OK 🙂`.
-fn overall_exposure(stdout: &str) -> Option<(f64, String)> {
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("Overall exposure level for"))?;
-    let (_, rest) = line.split_once(&format!("{UNIT_NAME}:"))?;
-    let mut words = rest.split_whitespace();
-    let score = words.next()?.parse::<f64>().ok()?;
-    let verdict = words.next()?.to_string();
-    Some((score, verdict))
-}
-
 #[test]
 fn exposure_parser_reads_the_summary_line() {
     let sample = "✓ UMask=   Files created by service are accessible only by service's own user by default\n\n\
                   → Overall exposure level for mfa-gate.service: 1.4 OK 🙂\n";
-    assert_eq!(overall_exposure(sample), Some((1.4, "OK".to_string())));
-    assert_eq!(overall_exposure("nothing here"), None);
+    assert_eq!(
+        overall_exposure(sample, UNIT_NAME),
+        Some((1.4, "OK".to_string()))
+    );
+    assert_eq!(overall_exposure(sample, SOCKET_SERVICE), None);
+    assert_eq!(overall_exposure("nothing here", UNIT_NAME), None);
 }
 
 #[test]
-fn systemd_analyze_security_rates_the_unit_ok() {
-    let shipped = unit_path();
-    let out = systemd_analyze(&["security", "--offline=true", shipped.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "systemd-analyze security failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let complaints = lines_about_unit(&out.stderr, &shipped);
-    assert!(
-        complaints.is_empty(),
-        "systemd-analyze security complains about the unit:\n{}",
-        complaints.join("\n")
-    );
-    let (score, verdict) = overall_exposure(&stdout)
-        .unwrap_or_else(|| panic!("no 'Overall exposure level' line in:\n{stdout}"));
-    assert!(
-        score <= MAX_EXPOSURE,
-        "exposure level {score} {verdict} is above the measured {MAX_EXPOSURE}; \
-         a hardening option was dropped or weakened:\n{stdout}"
-    );
-    assert_eq!(verdict, "OK", "{stdout}");
+fn systemd_analyze_security_rates_the_units() {
+    for (unit, max) in [
+        (UNIT_NAME, MAX_EXPOSURE),
+        (SOCKET_SERVICE, MAX_SOCKET_EXPOSURE),
+    ] {
+        let shipped = unit_path(unit);
+        let (score, verdict, stdout) = security_score(shipped.to_str().unwrap(), unit, None);
+        assert!(
+            score <= max,
+            "{unit}: exposure level {score} {verdict} is above {max}; \
+             a hardening option was dropped or weakened:\n{stdout}"
+        );
+        assert!(
+            ["OK", "SAFE", "PERFECT"].contains(&verdict.as_str()),
+            "{stdout}"
+        );
+    }
 }
 
 /// What the unit relies on, with the real binary: READY=1 once it listens, WATCHDOG=1 at

@@ -25,13 +25,20 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mfa-gate");
 /// How long a `serve` may take to say READY=1.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
-/// What a `serve` gets besides `--config`: more arguments, environment, a umask.
+/// systemd's tool that opens sockets and starts a program with them (`LISTEN_FDS`), as a
+/// `.socket` unit does, without systemd as PID 1 (Debian package `systemd`).
+pub const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
+
+/// What a `serve` gets besides `--config`: more arguments, environment, a umask, or a
+/// listening socket passed by `systemd-socket-activate`.
 #[derive(Debug, Clone, Default)]
 pub struct Serve {
     args: Vec<String>,
     env: Vec<(String, String)>,
     env_remove: Vec<String>,
     umask_000: bool,
+    /// `Some(more arguments)`: started by `systemd-socket-activate -l ADDR …`.
+    activate: Option<Vec<String>>,
 }
 
 impl Serve {
@@ -58,6 +65,23 @@ impl Serve {
     /// Runs the binary under `umask 000` (through `sh`, which `exec`s it: same pid).
     pub fn umask_000(mut self) -> Serve {
         self.umask_000 = true;
+        self
+    }
+
+    /// Starts it through `systemd-socket-activate -l ADDR` (which `exec`s it: same pid):
+    /// the daemon's [`Daemon::addr`] is the socket that tool opened and passed, while the
+    /// configuration's `listen` names another free port, which the gate must not bind.
+    /// The tool starts the program at the first connection: the spawn makes one.
+    pub fn socket_activated(mut self) -> Serve {
+        self.activate.get_or_insert_with(Vec::new);
+        self
+    }
+
+    /// One more argument for `systemd-socket-activate` (e.g. another `-l ADDR`).
+    pub fn activate_arg(mut self, arg: &str) -> Serve {
+        self.activate
+            .get_or_insert_with(Vec::new)
+            .push(arg.to_string());
         self
     }
 }
@@ -150,7 +174,11 @@ impl Daemon {
                     d._tmp = tmp;
                     return Ok(d);
                 }
-                Err(e) if attempt < 5 && e.status.is_some() && e.log.contains("cannot listen") => {}
+                Err(e)
+                    if attempt < 5
+                        && e.status.is_some()
+                        && (e.log.contains("cannot listen")
+                            || e.log.contains("Address already in use")) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -163,12 +191,28 @@ impl Daemon {
         addr: SocketAddr,
     ) -> Result<Daemon, NotReady> {
         let config = dir.join("mfa-gate.toml");
-        std::fs::write(&config, gate.clone().listen(addr).toml(dir)).unwrap();
+        let listen = match serve.activate {
+            // The gate must serve the passed socket, not this one.
+            Some(_) => SocketAddr::from(([127, 0, 0, 1], super::free_port())),
+            None => addr,
+        };
+        std::fs::write(&config, gate.clone().listen(listen).toml(dir)).unwrap();
         let notify_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let log = dir.join("gate.log");
-        let mut cmd = if serve.umask_000 {
+        let mut cmd = if let Some(more) = &serve.activate {
+            // It passes on only the variables named with -E.
+            let mut c = tokio::process::Command::new(SOCKET_ACTIVATE);
+            c.arg("-l").arg(addr.to_string()).args(more);
+            c.arg("-E")
+                .arg(format!("NOTIFY_SOCKET={}", notify_path.display()));
+            for (k, v) in &serve.env {
+                c.arg("-E").arg(format!("{k}={v}"));
+            }
+            c.arg(BIN);
+            c
+        } else if serve.umask_000 {
             let mut c = tokio::process::Command::new("sh");
             c.arg("-c").arg("umask 000; exec \"$0\" \"$@\"").arg(BIN);
             c
@@ -202,6 +246,9 @@ impl Daemon {
             _tmp: None,
         };
         let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        if serve.activate.is_some() {
+            d.first_connection(deadline).await?;
+        }
         while !d.said("READY=1") {
             let mut buf = [0u8; 1024];
             tokio::select! {
@@ -215,6 +262,30 @@ impl Daemon {
             }
         }
         Ok(d)
+    }
+
+    /// Opens one connection to [`Daemon::addr`] once `systemd-socket-activate` listens
+    /// there: it starts the gate at the first connection (which then waits in the
+    /// socket's queue, and is closed unanswered).
+    async fn first_connection(&mut self, deadline: tokio::time::Instant) -> Result<(), NotReady> {
+        loop {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(NotReady {
+                    status: Some(status),
+                    log: self.log_text(),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NotReady {
+                    status: None,
+                    log: self.log_text(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn record(&mut self, datagram: &[u8]) {

@@ -1,8 +1,9 @@
 //! Shared test harness: a recording Basic-auth console, the real gate on 127.0.0.1:0 with
 //! a clock the test moves (`gate.rs`: `GateBuilder::basic(console.addr).start()`), the
-//! real binary as a daemon (`daemon.rs`: `Daemon::spawn`), a small HTTP client with a
-//! cookie jar, and TOTP codes computed independently of the code under test (our own
-//! HMAC-SHA1 and `oathtool`).
+//! real binary as a daemon (`daemon.rs`: `Daemon::spawn`, also socket-activated), a small
+//! HTTP client with a cookie jar, TOTP codes computed independently of the code under test
+//! (our own HMAC-SHA1 and `oathtool`), and the systemd units with systemd's offline tools
+//! (`systemd.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browse;
@@ -14,6 +15,7 @@ pub mod form_console;
 pub mod gate;
 pub mod php_console;
 pub mod servlet;
+pub mod systemd;
 
 // Not every test binary uses all of them.
 #[allow(unused_imports)]
