@@ -208,7 +208,12 @@ pub async fn serve(
         ready(bound);
         notify_ready();
     };
-    let started = Started { gate, tls, admin, reload };
+    let started = Started {
+        gate,
+        tls,
+        admin,
+        reload,
+    };
     serve_bound(first, others, started, shutdown, up).await;
     Ok(())
 }

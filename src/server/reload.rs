@@ -145,7 +145,9 @@ pub fn reload(file: &Path, shared: &Shared) -> Result<(), ReloadError> {
         .map(super::tls_acceptor)
         .transpose()?;
     let gate = current.gate.reloaded(config);
-    shared.tracker.set_limits(super::connection_limits(&gate.config));
+    shared
+        .tracker
+        .set_limits(super::connection_limits(&gate.config));
     let sites = gate.config.sites.len();
     let calibrate = gate.clone();
     shared.serving.store(Arc::new(Serving::new(gate, tls)));
