@@ -2,7 +2,8 @@
 //! being answered during several reloads and the session stays valid; a changed site
 //! takes effect; an invalid file is refused with check-config's file:line:column and the
 //! running configuration keeps serving; a new TLS handshake sees a replaced certificate
-//! while an established TLS connection keeps working; a lockout survives a reload.
+//! while an established TLS connection keeps working; a lockout and a login in progress
+//! survive a reload.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -247,6 +248,27 @@ async fn a_lockout_survives_a_reload() {
         locked(&got),
         "still backing off after a new policy: {got:?}"
     );
+    assert!(d.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_in_progress_completes_after_a_reload() {
+    let console = Console::start(&[("alice", "pw-a")]).await;
+    let mut d = Daemon::spawn(&GateBuilder::basic(console.addr)).await;
+    let b = Browser::at(d.addr, Some(("alice", "pw-a")));
+    assert_eq!(b.get("/").await.status, StatusCode::SEE_OTHER);
+    let page = b.get("/.mfa/login").await;
+    let secret = page.secret_b32();
+
+    // The password step was before the reload, the code comes after it.
+    d.rewrite(&GateBuilder::basic(console.addr).session("idle = \"20m\""));
+    d.reload().await;
+    let code = oathtool(&secret, now());
+    let done = b
+        .post_form("/.mfa/enroll", &[("code", &code), ("csrf", &page.csrf())])
+        .await;
+    assert!(done.body.contains("recovery-codes"), "enrolled: {done:?}");
+    assert_eq!(b.get("/").await.status, StatusCode::OK);
     assert!(d.stop().await.success());
 }
 
