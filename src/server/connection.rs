@@ -66,20 +66,24 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let state = Arc::clone(slot.state());
-    // This connection's certificate and deadlines: those in force when it was accepted.
-    let serving = shared.serving.load_full();
-    let conn = Conn {
-        shared: &shared,
-        timing: &serving.timing,
-        max_header_bytes: serving.max_header_bytes,
-        tls: serving.tls.is_some(),
+    // This connection's certificate and deadlines: those in force when it was accepted
+    // (copied out, so an open connection does not keep a replaced gate alive).
+    let (tls, settings) = {
+        let serving = shared.serving.load();
+        let settings = Settings {
+            shared: &shared,
+            timing: serving.timing,
+            max_header_bytes: serving.max_header_bytes,
+            tls: serving.tls.is_some(),
+        };
+        (serving.tls.clone(), settings)
     };
-    match &serving.tls {
-        None => serve_io(stream, peer, slot, &conn, &mut shutdown).await,
+    match &tls {
+        None => serve_io(stream, peer, slot, &settings, &mut shutdown).await,
         Some(acceptor) => {
             let handshake = acceptor.accept(stream);
-            match before_first_request(handshake, &state, conn.timing, &mut shutdown).await {
-                Some(Ok(stream)) => serve_io(stream, peer, slot, &conn, &mut shutdown).await,
+            match before_first_request(handshake, &state, &settings.timing, &mut shutdown).await {
+                Some(Ok(stream)) => serve_io(stream, peer, slot, &settings, &mut shutdown).await,
                 Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 None => tracing::debug!(%peer, "closed during the TLS handshake"),
             }
@@ -89,9 +93,9 @@ pub async fn serve(
 }
 
 /// One connection's settings, fixed when it was accepted.
-struct Conn<'a> {
+struct Settings<'a> {
     shared: &'a Arc<Shared>,
-    timing: &'a Timing,
+    timing: Timing,
     max_header_bytes: usize,
     /// Whether the connection is TLS.
     tls: bool,
@@ -101,13 +105,13 @@ async fn serve_io<IO>(
     mut io: IO,
     peer: SocketAddr,
     slot: Admitted,
-    conn: &Conn<'_>,
+    settings: &Settings<'_>,
     shutdown: &mut watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::clone(slot.state());
-    let detected = before_first_request(sniff(&mut io), &state, conn.timing, shutdown).await;
+    let detected = before_first_request(sniff(&mut io), &state, &settings.timing, shutdown).await;
     let Some(Ok(Some((http2, seen)))) = detected else {
         tracing::debug!(%peer, "closed before a protocol was detected");
         return;
@@ -122,8 +126,8 @@ async fn serve_io<IO>(
     let (io, smuggling) = crate::framing::Watched::new(io);
     let io = TokioIo::new(io);
     let service = {
-        let (state, shared) = (Arc::clone(&state), Arc::clone(conn.shared));
-        let is_tls = conn.tls;
+        let (state, shared) = (Arc::clone(&state), Arc::clone(settings.shared));
+        let is_tls = settings.tls;
         service_fn(move |req| {
             let busy = state.begin();
             // The configuration in force when the request arrived, for all of it.
@@ -141,12 +145,12 @@ async fn serve_io<IO>(
             }
         })
     };
-    let timing = conn.timing;
+    let timing = &settings.timing;
     let result = if http2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(conn.max_header_bytes).unwrap_or(u32::MAX))
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(MAX_STREAMS)
             .keep_alive_interval(H2_PING_EVERY)
             .keep_alive_timeout(timing.header_timeout);
@@ -166,7 +170,7 @@ async fn serve_io<IO>(
         // header_timeout. The timer in `drive` applies both.
         let conn = http1::Builder::new()
             .header_read_timeout(None)
-            .max_buf_size(conn.max_header_bytes)
+            .max_buf_size(settings.max_header_bytes)
             .serve_connection(io, service)
             .with_upgrades();
         let close = http1::UpgradeableConnection::graceful_shutdown;
