@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nginx oathtool zbar-tools librsvg2-bin chromium curl openssl systemd wrk php-cli python3 util-linux jetty9 tomcat10)
+packages=(nginx oathtool zbar-tools librsvg2-bin chromium curl openssl systemd wrk php-cli python3 util-linux procps jetty9 tomcat10)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -153,15 +153,18 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { config, new_store } => {
-            let config = match Config::load(&config) {
+        Command::Serve {
+            config: path,
+            new_store,
+        } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match crate::server::serve(config, new_store, |_| {}).await {
+            match crate::server::serve(config, Some(path), new_store, |_| {}).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mfa-gate: {e}");

@@ -117,7 +117,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<(), Box<dyn std::erro
             shown.display()
         );
     };
-    match crate::server::serve(config, false, banner).await {
+    match crate::server::serve(config, None, false, banner).await {
         // The demo keeps both in one folder: a half of it is no use.
         Err(StartError::StoreMissing { .. } | StartError::KeyMissing { .. }) => Err(format!(
             "the folder {} holds a key file without its store, or a store without its key \

@@ -12,7 +12,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`), [`demo`], [`user_cmd`], [`admin_socket`] |
-//! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, systemd |
+//! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, reload on SIGHUP, systemd |
 //! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there |
 //! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session) |
 //! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock) |

@@ -8,11 +8,13 @@
 //! | [`connection`] | one connection: TLS, protocol detection, HTTP/1.1 or HTTP/2, deadlines |
 //! | [`activity`] | one connection's record (requests in flight, idle since) and its deadline rule |
 //! | [`activation`] | the listening socket systemd passes (socket activation, `LISTEN_FDS`) |
+//! | [`reload`] | SIGHUP: the configuration and certificates read again and swapped in |
 
 pub mod activation;
 pub mod activity;
 pub mod connection;
 pub mod limits;
+pub mod reload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -171,7 +173,8 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
 
 /// Runs the production server: opens the store, binds, tells systemd it is ready (after
 /// calling `ready` with the bound address — the demo prints its instructions there),
-/// serves until SIGTERM or SIGINT, then drains.
+/// serves until SIGTERM or SIGINT, then drains. On SIGHUP it reads `config_file` again
+/// ([`reload`]; the demo, without a file, keeps its configuration).
 ///
 /// Connections are served by `server.workers` threads (default: one per CPU), each a
 /// single-threaded runtime accepting on its own socket bound with `SO_REUSEPORT`: the
@@ -185,6 +188,7 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
 /// Startup failures (keys, store, TLS, bind, a passed socket that does not fit).
 pub async fn serve(
     config: Config,
+    config_file: Option<std::path::PathBuf>,
     new_store: bool,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), StartError> {
@@ -202,11 +206,21 @@ pub async fn serve(
     tracing::info!(addr = %bound, tls = tls.is_some(), workers, "mfa-gate listening");
     let admin = bind_admin(&gate).await;
     let shutdown = shutdown_signal();
+    // Installed before READY=1 too: SIGHUP's default action would end the process.
+    let reload = reload::Reload::install(config_file)
+        .inspect_err(|e| tracing::error!(error = %e, "cannot handle SIGHUP; reload will not work"))
+        .ok();
     let up = move || {
         ready(bound);
         notify_ready();
     };
-    serve_bound(first, others, tls, gate, admin, shutdown, up).await;
+    let started = Started {
+        gate,
+        tls,
+        admin,
+        reload,
+    };
+    serve_bound(first, others, started, shutdown, up).await;
     Ok(())
 }
 
@@ -303,7 +317,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let admin = bind_admin(&gate).await;
-    serve_bound(listener, Vec::new(), tls, gate, admin, shutdown, || {}).await;
+    let started = Started {
+        gate,
+        tls,
+        admin,
+        reload: None,
+    };
+    serve_bound(listener, Vec::new(), started, shutdown, || {}).await;
+}
+
+/// What [`serve_bound`] serves with.
+struct Started {
+    gate: Gate,
+    tls: Option<TlsAcceptor>,
+    admin: Option<UnixListener>,
+    /// SIGHUP reloads (none in tests that call [`run`]).
+    reload: Option<reload::Reload>,
 }
 
 /// Binds the admin socket named in the configuration (logged, not fatal, when it fails:
@@ -324,24 +353,21 @@ async fn bind_admin(gate: &Gate) -> Option<UnixListener> {
 async fn serve_bound(
     listener: TcpListener,
     others: Vec<std::net::TcpListener>,
-    tls: Option<TlsAcceptor>,
-    gate: Gate,
-    admin: Option<UnixListener>,
+    started: Started,
     shutdown: impl Future<Output = ()>,
     up: impl FnOnce(),
 ) {
-    let background = Background::start(&gate, admin);
-    let server = &gate.config.server;
-    let shared = Arc::new(connection::Shared {
-        timing: activity::Timing {
-            header_timeout: server.header_timeout,
-            keepalive_idle: server.keepalive_idle,
-        },
-        max_header_bytes: server.max_header_bytes,
+    let Started {
+        gate,
         tls,
+        admin,
+        reload,
+    } = started;
+    let shared = Arc::new(connection::Shared {
         tracker: limits::Tracker::new(connection_limits(&gate.config)),
-        gate: gate.clone(),
+        serving: reload::Current::from_pointee(reload::Serving::new(gate, tls)),
     });
+    let background = Background::start(&shared, admin, reload);
     let (stop, stopping) = watch::channel(false);
     let mut started = Vec::new();
     let workers: Vec<_> = others
@@ -385,8 +411,15 @@ struct Background {
 }
 
 impl Background {
-    fn start(gate: &Gate, admin: Option<UnixListener>) -> Background {
+    fn start(
+        shared: &Arc<connection::Shared>,
+        admin: Option<UnixListener>,
+        reload: Option<reload::Reload>,
+    ) -> Background {
         let mut tasks = Vec::new();
+        // The admin socket uses the store, the registry of long-lived traffic and the
+        // clock, which every reloaded gate shares; the first gate serves it throughout.
+        let gate = &shared.serving.load().gate;
         let socket = admin.map(|l| {
             let path = gate.config.server.admin_socket.clone();
             tasks.push(tokio::spawn(crate::admin_socket::serve(
@@ -400,14 +433,16 @@ impl Background {
         tasks.push(tokio::spawn(async move {
             crate::first_factor::basic::calibrate_all(&g).await
         }));
-        let g = gate.clone();
+        let current = Arc::clone(shared);
         tasks.push(tokio::spawn(async move {
             // Open WebSockets and streams end at their session's idle or absolute limit,
             // without waiting for a request.
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let limits = &g.config.session;
             loop {
                 tick.tick().await;
+                // The limits of the configuration in force (a reload may change them).
+                let g = current.serving.load_full().gate.clone();
+                let limits = &g.config.session;
                 let (idle, absolute) = (limits.idle.as_secs(), limits.absolute.as_secs());
                 let ended = g.live.expire(g.now(), idle, absolute);
                 if ended > 0 {
@@ -428,6 +463,9 @@ impl Background {
                 }
             }
         }));
+        if let Some(reload) = reload {
+            tasks.push(tokio::spawn(reload.run(Arc::clone(shared))));
+        }
         Background { tasks, socket }
     }
 

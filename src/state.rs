@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::HeaderValue;
 
 use crate::clock::Clock;
-use crate::config::{Config, Site};
+use crate::config::{Config, FirstFactor, Site};
 use crate::cookies::ConsoleCookie;
 use crate::error::Error;
 use crate::keys::Keys;
@@ -86,17 +86,60 @@ impl std::ops::Deref for Gate {
 
 impl Gate {
     pub fn new(config: Config, store: Arc<dyn Store>, keys: Keys, clock: Arc<dyn Clock>) -> Gate {
+        let calibrations = config
+            .sites
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(Calibration::Unknown))
+            .collect();
+        Gate::build(config, store, keys, clock, Live::default(), calibrations)
+    }
+
+    /// The gate of a reloaded configuration (`server reload`): the same open store, keys
+    /// and clock, and the same registry of long-lived traffic, so sessions, lockouts,
+    /// logins in progress and the replay guard (all in the store) and open WebSockets
+    /// carry over. A Basic site whose probe is unchanged keeps its calibration. New: the
+    /// pool of console connections (the upstreams may have changed) and the memory of
+    /// verified sessions (a cache, judged under the old sites' rules; a session is
+    /// verified again at its next request).
+    pub fn reloaded(&self, config: Config) -> Gate {
+        let calibrations = config
+            .sites
+            .iter()
+            .map(|site| {
+                let kept = self
+                    .config
+                    .sites
+                    .iter()
+                    .zip(&self.calibrations)
+                    .find(|(old, _)| same_probe(old, site))
+                    .and_then(|(_, slot)| slot.try_lock().ok().map(|c| c.clone()));
+                tokio::sync::Mutex::new(kept.unwrap_or(Calibration::Unknown))
+            })
+            .collect();
+        Gate::build(
+            config,
+            Arc::clone(&self.store),
+            self.keys.clone(),
+            Arc::clone(&self.clock),
+            self.live.clone(),
+            calibrations,
+        )
+    }
+
+    fn build(
+        config: Config,
+        store: Arc<dyn Store>,
+        keys: Keys,
+        clock: Arc<dyn Clock>,
+        live: Live,
+        calibrations: Vec<tokio::sync::Mutex<Calibration>>,
+    ) -> Gate {
         let names = Names::new(config.server.public_https);
         let hsts = config
             .server
             .hsts_max_age
             .filter(|_| config.server.public_https)
             .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
-        let calibrations = config
-            .sites
-            .iter()
-            .map(|_| tokio::sync::Mutex::new(Calibration::Unknown))
-            .collect();
         Gate {
             inner: Arc::new(Inner {
                 urls: Urls::new(&config.server.prefix),
@@ -106,7 +149,7 @@ impl Gate {
                 clock,
                 console: ConsoleClient::new(),
                 names,
-                live: Live::default(),
+                live,
                 verified: Verified::default(),
                 hsts,
                 calibrations,
@@ -192,4 +235,18 @@ impl Gate {
             drop_authorization,
         }
     }
+}
+
+/// Whether two sites' Basic probes are the same request judged the same way (so a
+/// calibration of one holds for the other).
+fn same_probe(old: &Site, new: &Site) -> bool {
+    let (FirstFactor::Basic(a), FirstFactor::Basic(b)) = (&old.first_factor, &new.first_factor)
+    else {
+        return false;
+    };
+    a == b
+        && old.name == new.name
+        && old.hosts.first() == new.hosts.first()
+        && old.upstream.scheme == new.upstream.scheme
+        && old.upstream.authority == new.upstream.authority
 }

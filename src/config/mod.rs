@@ -235,7 +235,7 @@ pub enum FirstFactor {
 }
 
 /// How a Basic-auth console says whether it accepted a password.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicLogin {
     /// The page asked with the credentials (and once without, and once with a wrong
     /// password, to calibrate).

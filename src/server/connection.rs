@@ -27,12 +27,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Busy, ConnState, Timing};
 use super::limits::Admitted;
+use super::reload::Current;
 use crate::response::{Body, BoxError};
-use crate::state::Gate;
 
 /// How long a connection told to close gracefully may take before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -47,14 +46,13 @@ const H2_PING_EVERY: Duration = Duration::from_secs(30);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What every connection needs, built once by the accept loop.
+/// What every connection needs, shared by every worker's accept loop.
 pub struct Shared {
-    pub gate: Gate,
-    /// The connection table, shared by every worker's accept loop.
+    /// The connection table.
     pub tracker: Arc<super::limits::Tracker>,
-    pub tls: Option<TlsAcceptor>,
-    pub timing: Timing,
-    pub max_header_bytes: usize,
+    /// The gate, TLS acceptor and deadlines in force, swapped by a reload: read once per
+    /// connection (its TLS handshake and deadlines) and once per request (the gate).
+    pub serving: Current,
 }
 
 /// Serves one accepted connection until it closes, its deadline passes, it is evicted,
@@ -68,12 +66,24 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let state = Arc::clone(slot.state());
-    match &shared.tls {
-        None => serve_io(stream, peer, slot, &shared, &mut shutdown).await,
+    // This connection's certificate and deadlines: those in force when it was accepted
+    // (copied out, so an open connection does not keep a replaced gate alive).
+    let (tls, settings) = {
+        let serving = shared.serving.load();
+        let settings = Settings {
+            shared: &shared,
+            timing: serving.timing,
+            max_header_bytes: serving.max_header_bytes,
+            tls: serving.tls.is_some(),
+        };
+        (serving.tls.clone(), settings)
+    };
+    match &tls {
+        None => serve_io(stream, peer, slot, &settings, &mut shutdown).await,
         Some(acceptor) => {
             let handshake = acceptor.accept(stream);
-            match before_first_request(handshake, &state, &shared.timing, &mut shutdown).await {
-                Some(Ok(stream)) => serve_io(stream, peer, slot, &shared, &mut shutdown).await,
+            match before_first_request(handshake, &state, &settings.timing, &mut shutdown).await {
+                Some(Ok(stream)) => serve_io(stream, peer, slot, &settings, &mut shutdown).await,
                 Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 None => tracing::debug!(%peer, "closed during the TLS handshake"),
             }
@@ -82,17 +92,26 @@ pub async fn serve(
     state.detach();
 }
 
+/// One connection's settings, fixed when it was accepted.
+struct Settings<'a> {
+    shared: &'a Arc<Shared>,
+    timing: Timing,
+    max_header_bytes: usize,
+    /// Whether the connection is TLS.
+    tls: bool,
+}
+
 async fn serve_io<IO>(
     mut io: IO,
     peer: SocketAddr,
     slot: Admitted,
-    shared: &Shared,
+    settings: &Settings<'_>,
     shutdown: &mut watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::clone(slot.state());
-    let detected = before_first_request(sniff(&mut io), &state, &shared.timing, shutdown).await;
+    let detected = before_first_request(sniff(&mut io), &state, &settings.timing, shutdown).await;
     let Some(Ok(Some((http2, seen)))) = detected else {
         tracing::debug!(%peer, "closed before a protocol was detected");
         return;
@@ -107,11 +126,13 @@ async fn serve_io<IO>(
     let (io, smuggling) = crate::framing::Watched::new(io);
     let io = TokioIo::new(io);
     let service = {
-        let (state, gate) = (Arc::clone(&state), shared.gate.clone());
-        let is_tls = shared.tls.is_some();
+        let (state, shared) = (Arc::clone(&state), Arc::clone(settings.shared));
+        let is_tls = settings.tls;
         service_fn(move |req| {
             let busy = state.begin();
-            let (gate, smuggling) = (gate.clone(), smuggling.clone());
+            // The configuration in force when the request arrived, for all of it.
+            let gate = shared.serving.load().gate.clone();
+            let smuggling = smuggling.clone();
             async move {
                 let resp = if smuggling.raised() {
                     let why = "The request has both Content-Length and Transfer-Encoding.";
@@ -124,12 +145,12 @@ async fn serve_io<IO>(
             }
         })
     };
-    let timing = &shared.timing;
+    let timing = &settings.timing;
     let result = if http2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(shared.max_header_bytes).unwrap_or(u32::MAX))
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(MAX_STREAMS)
             .keep_alive_interval(H2_PING_EVERY)
             .keep_alive_timeout(timing.header_timeout);
@@ -149,7 +170,7 @@ async fn serve_io<IO>(
         // header_timeout. The timer in `drive` applies both.
         let conn = http1::Builder::new()
             .header_read_timeout(None)
-            .max_buf_size(shared.max_header_bytes)
+            .max_buf_size(settings.max_header_bytes)
             .serve_connection(io, service)
             .with_upgrades();
         let close = http1::UpgradeableConnection::graceful_shutdown;

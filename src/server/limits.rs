@@ -77,7 +77,8 @@ pub enum Refused {
 /// The connection table (shared by the accept loop and every connection's guard).
 #[derive(Debug)]
 pub struct Tracker {
-    limits: Limits,
+    /// Swapped by a reload ([`Tracker::set_limits`]); connections already open stay.
+    limits: arc_swap::ArcSwap<Limits>,
     table: Mutex<Table>,
 }
 
@@ -135,13 +136,19 @@ impl Table {
 impl Tracker {
     pub fn new(limits: Limits) -> Arc<Tracker> {
         Arc::new(Tracker {
-            limits,
+            limits: arc_swap::ArcSwap::from_pointee(limits),
             table: Mutex::default(),
         })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
+
+    /// The caps for connections admitted from now on (a reload); open connections are
+    /// not closed when they are over a lowered cap.
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.store(Arc::new(limits));
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -163,15 +170,16 @@ impl Tracker {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
             IpAddr::V4(_) => peer,
         };
-        let exempt = self.limits.exempt.iter().any(|net| net.contains(&plain));
+        let limits = self.limits.load();
+        let exempt = limits.exempt.iter().any(|net| net.contains(&plain));
         let key = (!exempt).then(|| IpKey::of(plain));
         let mut table = self.lock();
         if let Some(key) = key {
-            if table.per_ip.get(&key).copied().unwrap_or(0) >= self.limits.per_ip {
+            if table.per_ip.get(&key).copied().unwrap_or(0) >= limits.per_ip {
                 if let Some(left_out) = table.refused_per_ip.check(now) {
                     tracing::warn!(
                         client = %peer,
-                        max_connections_per_ip = self.limits.per_ip,
+                        max_connections_per_ip = limits.per_ip,
                         left_out,
                         "connection refused: this client address already holds max_connections_per_ip connections"
                     );
@@ -179,12 +187,12 @@ impl Tracker {
                 return Err(Refused::PerIp);
             }
         }
-        if table.open.len() >= self.limits.total {
+        if table.open.len() >= limits.total {
             let Some(victim) = table.victim().cloned() else {
                 if let Some(left_out) = table.refused_full.check(now) {
                     tracing::warn!(
                         client = %peer,
-                        max_connections = self.limits.total,
+                        max_connections = limits.total,
                         left_out,
                         "connection refused: max_connections reached and every connection has a request in flight"
                     );
@@ -194,7 +202,7 @@ impl Tracker {
             victim.evict();
             if let Some(left_out) = table.evicted.check(now) {
                 tracing::warn!(
-                    max_connections = self.limits.total,
+                    max_connections = limits.total,
                     left_out,
                     "max_connections reached: closed the oldest idle connection to admit a new one"
                 );

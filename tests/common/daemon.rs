@@ -328,6 +328,37 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Writes `gate`'s configuration over the file it runs with (same address and
+    /// directory), for a reload.
+    pub fn rewrite(&self, gate: &GateBuilder) {
+        let text = gate.clone().listen(self.addr).toml(&self.dir);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Sends SIGHUP and waits (up to 30 s) for the READY=1 that ends the reload; returns
+    /// the notifications sent since the signal.
+    pub async fn reload(&mut self) -> Vec<String> {
+        let (before, readies) = (self.notifications.len(), self.count("READY=1"));
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -HUP {}", self.pid);
+        let done = self
+            .notifications_until(|d| d.count("READY=1") > readies, Duration::from_secs(30))
+            .await;
+        assert!(
+            done,
+            "no READY=1 after SIGHUP: {:?}\n{}",
+            self.notifications,
+            tail(&self.log_text(), 3000)
+        );
+        self.notifications[before..]
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
     /// Sends SIGTERM (a graceful stop: drain, STOPPING=1, exit 0).
     pub fn terminate(&self) {
         let sent = std::process::Command::new("kill")
