@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -89,13 +89,14 @@ pub struct ConsoleClient {
     /// runtime ([`crate::server`]), and a connection pooled by one thread is driven by
     /// that thread's runtime, so sharing the pool would wake another thread per request.
     per_thread: thread_local::ThreadLocal<Client<HttpConnector, Body>>,
-    /// The same for `https://` consoles: one client per TLS setting (a site's, shared by
-    /// the `Arc`), kept apart so that plain consoles never pass through a TLS connector.
+    /// The same for `https://` consoles: one client per TLS setting (a site's, known by
+    /// its `Arc`), kept apart so that plain consoles never pass through a TLS connector.
     tls_per_thread: thread_local::ThreadLocal<RefCell<Vec<TlsClient>>>,
 }
 
-/// A pooled client for the consoles of one TLS setting.
-type TlsClient = (Arc<UpstreamTls>, Client<HttpsConnector, Body>);
+/// A pooled client for the consoles of one TLS setting. The setting is held weakly: once
+/// its configuration is gone (replaced), so is the client, at the next new setting.
+type TlsClient = (Weak<UpstreamTls>, Client<HttpsConnector, Body>);
 
 impl Default for ConsoleClient {
     fn default() -> Self {
@@ -147,12 +148,16 @@ impl ConsoleClient {
     /// settings no longer in use (a configuration replaced) are dropped then.
     fn tls_client(&self, tls: &Arc<UpstreamTls>) -> Client<HttpsConnector, Body> {
         let mut clients = self.tls_per_thread.get_or(RefCell::default).borrow_mut();
-        if let Some((_, client)) = clients.iter().find(|(t, _)| Arc::ptr_eq(t, tls)) {
+        // A `Weak` keeps its allocation, so no other setting can have this address.
+        if let Some((_, client)) = clients
+            .iter()
+            .find(|(t, _)| std::ptr::eq(t.as_ptr(), Arc::as_ptr(tls)))
+        {
             return client.clone();
         }
-        clients.retain(|(t, _)| Arc::strong_count(t) > 1);
+        clients.retain(|(t, _)| t.strong_count() > 0);
         let client = client_builder().build(tls.connector(http_connector()));
-        clients.push((tls.clone(), client.clone()));
+        clients.push((Arc::downgrade(tls), client.clone()));
         client
     }
 
@@ -521,6 +526,32 @@ mod tests {
             assert!(is_identity_header(&n), "{name}");
         }
         assert!(!is_identity_header(&HeaderName::from_static("accept")));
+    }
+
+    #[test]
+    fn one_tls_client_per_setting_and_none_for_a_setting_gone() {
+        use crate::upstream_tls::Trust;
+        let setting = || {
+            let name = rustls_pki_types::ServerName::try_from("console.lan").expect("name");
+            Arc::new(UpstreamTls::new(name, Trust::Insecure, Vec::new()).expect("settings"))
+        };
+        let console = ConsoleClient::new();
+        let count = |c: &ConsoleClient| c.tls_per_thread.get().map_or(0, |v| v.borrow().len());
+        let (a, b) = (setting(), setting());
+        let _ = console.tls_client(&a);
+        let _ = console.tls_client(&a);
+        let _ = console.tls_client(&b);
+        assert_eq!(count(&console), 2);
+        drop(b);
+        let c = setting();
+        let _ = console.tls_client(&c);
+        assert_eq!(
+            count(&console),
+            2,
+            "the client of the dropped setting is gone"
+        );
+        let _ = console.tls_client(&a);
+        assert_eq!(count(&console), 2);
     }
 
     #[test]

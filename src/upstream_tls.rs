@@ -150,13 +150,16 @@ impl UpstreamTls {
         }
     }
 
-    /// A connector for a pooled client: TCP with `http`'s settings, then this TLS.
-    pub fn connector(self: &Arc<Self>, mut http: HttpConnector) -> HttpsConnector {
+    /// A connector for a pooled client: TCP with `http`'s settings, then this TLS. It
+    /// holds no reference to `self`, so a client outliving its configuration can be found
+    /// out by a [`std::sync::Weak`].
+    pub fn connector(&self, mut http: HttpConnector) -> HttpsConnector {
         // The URIs are `https://`: the plain connector would refuse them otherwise.
         http.enforce_http(false);
         HttpsConnector {
             http,
-            tls: self.clone(),
+            config: self.config.clone(),
+            server_name: self.server_name.clone(),
         }
     }
 }
@@ -340,7 +343,8 @@ impl TlsFailure {
 #[derive(Clone, Debug)]
 pub struct HttpsConnector {
     http: HttpConnector,
-    tls: Arc<UpstreamTls>,
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -356,11 +360,11 @@ impl tower_service::Service<Uri> for HttpsConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.http.call(uri);
-        let tls = self.tls.clone();
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        let server_name = self.server_name.clone();
         Box::pin(async move {
             let tcp = connecting.await?.into_inner();
-            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-            let handshake = connector.connect(tls.server_name.clone(), tcp);
+            let handshake = connector.connect(server_name, tcp);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => Ok(TokioIo::new(TlsConnection(stream))),
                 Ok(Err(e)) => Err(TlsFailure::from_handshake(&e).into()),
