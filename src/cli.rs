@@ -146,6 +146,19 @@ pub async fn run(cli: Cli) -> ExitCode {
                         ""
                     },
                 );
+                for site in &c.sites {
+                    let insecure = site
+                        .upstream
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.trust == crate::upstream_tls::Trust::Insecure);
+                    if insecure {
+                        eprintln!(
+                            "warning: site {:?}: upstream_insecure = true, the console's TLS certificate is not checked (set upstream_pin instead)",
+                            site.name
+                        );
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -112,6 +112,10 @@ pub enum UpstreamError {
     /// The connection failed.
     #[error("the console cannot be reached")]
     Unreachable,
+    /// The TLS connection to an `https://` console failed (its certificate was not
+    /// accepted, most often); the reason is logged.
+    #[error("the console's TLS certificate was not accepted")]
+    Tls,
     /// The request could not be built, or the answer was broken or too large.
     #[error("the console's answer is unusable")]
     Invalid,

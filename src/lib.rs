@@ -20,7 +20,7 @@
 //! | forwarding | [`proxy`]: the pooled client to the consoles, header hygiene, upgrades |
 //! | pages | [`pages`]: HTML, escaped; [`pages::refusal`] turns an [`error::Error`] into a page or JSON |
 //! | data | [`config`] (TOML → validated), [`store`] (the contract, sealing, sled) |
-//! | core | [`error`], [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`audit`], [`framing`], [`clock`] |
+//! | core | [`error`], [`upstream_tls`] (trusting an https console), [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`audit`], [`framing`], [`clock`] |
 
 pub mod admin_socket;
 pub mod audit;
@@ -53,6 +53,7 @@ pub mod store;
 pub mod target;
 pub mod throttle;
 pub mod totp;
+pub mod upstream_tls;
 pub mod urls;
 pub mod user_cmd;
 pub mod users;

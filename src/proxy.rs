@@ -2,7 +2,9 @@
 //! RFC 9110 §7.6.1, client identity headers, forwarding headers), upgrades such as
 //! WebSocket, and the 502/504 pages.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use crate::error::UpstreamError;
 use crate::live::Live;
 use crate::response::{self, Body, BoxError};
 use crate::session::Session;
+use crate::upstream_tls::{HttpsConnector, TlsFailure, UpstreamTls};
 
 /// Whether a header is hop-by-hop and never crosses the gate (RFC 9110 §7.6.1, plus the
 /// de-facto ones). Names in a map are lower case; a `match` compares no more than needed.
@@ -94,7 +97,14 @@ pub struct ConsoleClient {
     /// runtime ([`crate::server`]), and a connection pooled by one thread is driven by
     /// that thread's runtime, so sharing the pool would wake another thread per request.
     per_thread: thread_local::ThreadLocal<Client<HttpConnector, Body>>,
+    /// The same for `https://` consoles: one client per TLS setting (a site's, known by
+    /// its `Arc`), kept apart so that plain consoles never pass through a TLS connector.
+    tls_per_thread: thread_local::ThreadLocal<RefCell<Vec<TlsClient>>>,
 }
+
+/// A pooled client for the consoles of one TLS setting. The setting is held weakly: once
+/// its configuration is gone (replaced), so is the client, at the next new setting.
+type TlsClient = (Weak<UpstreamTls>, Client<HttpsConnector, Body>);
 
 impl Default for ConsoleClient {
     fn default() -> Self {
@@ -132,37 +142,60 @@ impl ConsoleClient {
     pub fn new() -> ConsoleClient {
         ConsoleClient {
             per_thread: thread_local::ThreadLocal::new(),
+            tls_per_thread: thread_local::ThreadLocal::new(),
         }
     }
 
     /// This thread's client (made on its first use).
     fn client(&self) -> &Client<HttpConnector, Body> {
-        self.per_thread.get_or(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(Duration::from_secs(10)));
-            connector.set_nodelay(true);
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .http1_max_buf_size(CONSOLE_READ_BUFFER)
-                .build(connector)
-        })
+        self.per_thread
+            .get_or(|| client_builder().build(http_connector()))
     }
 
-    /// Sends a request and waits for the response head, at most `timeout`.
+    /// This thread's client for the consoles of `tls` (made on its first use). Clients of
+    /// settings no longer in use (a configuration replaced) are dropped then.
+    fn tls_client(&self, tls: &Arc<UpstreamTls>) -> Client<HttpsConnector, Body> {
+        let mut clients = self.tls_per_thread.get_or(RefCell::default).borrow_mut();
+        // A `Weak` keeps its allocation, so no other setting can have this address.
+        if let Some((_, client)) = clients
+            .iter()
+            .find(|(t, _)| std::ptr::eq(t.as_ptr(), Arc::as_ptr(tls)))
+        {
+            return client.clone();
+        }
+        clients.retain(|(t, _)| t.strong_count() > 0);
+        let client = client_builder().build(tls.connector(http_connector()));
+        clients.push((Arc::downgrade(tls), client.clone()));
+        client
+    }
+
+    /// Sends a request to the site's console and waits for the response head, at most
+    /// the site's `upstream_timeout`.
     async fn send(
         &self,
         req: Request<Body>,
-        timeout: Duration,
+        site: &Site,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client().request(req)).await {
+        let timeout = site.upstream_timeout;
+        let answer = match &site.upstream.tls {
+            None => self.client().request(req),
+            Some(tls) => self.tls_client(tls).request(req),
+        };
+        match tokio::time::timeout(timeout, answer).await {
             Err(_) => {
-                tracing::warn!("the console did not answer within {:?}", timeout);
+                tracing::warn!(site = %site.name, "the console did not answer within {:?}", timeout);
                 Err(UpstreamError::Timeout)
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot reach the console");
-                Err(UpstreamError::Unreachable)
-            }
+            Ok(Err(e)) => match TlsFailure::find(&e) {
+                Some(failure) => {
+                    tracing::warn!(site = %site.name, upstream = %site.upstream.authority, "TLS to the console failed: {failure}");
+                    Err(UpstreamError::Tls)
+                }
+                None => {
+                    tracing::warn!(site = %site.name, error = %e, "cannot reach the console");
+                    Err(UpstreamError::Unreachable)
+                }
+            },
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -188,7 +221,7 @@ impl ConsoleClient {
             .body(response::empty())
             .map_err(|_| UpstreamError::Invalid)?;
         *req.headers_mut() = headers;
-        let resp = self.send(req, site.upstream_timeout).await?;
+        let resp = self.send(req, site).await?;
         let (parts, body) = resp.into_parts();
         let body = http_body_util::Limited::new(body, limit);
         let bytes = match tokio::time::timeout(site.upstream_timeout, body.collect()).await {
@@ -230,7 +263,7 @@ impl ConsoleClient {
         prepare_request_headers(&mut parts.headers, site, fwd, upgrade.as_ref());
         let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
 
-        let mut resp = self.send(req, site.upstream_timeout).await?;
+        let mut resp = self.send(req, site).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
                 let console_side = hyper::upgrade::on(&mut resp);
@@ -271,6 +304,22 @@ impl ConsoleClient {
             body.map_err(BoxError::from).boxed_unsync(),
         ))
     }
+}
+
+/// The TCP side of every console connection.
+fn http_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    connector.set_nodelay(true);
+    connector
+}
+
+fn client_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(60))
+        .http1_max_buf_size(CONSOLE_READ_BUFFER);
+    builder
 }
 
 /// Removes a console's `Set-Cookie` for a gate cookie (any spelling, any `Domain`): a
@@ -491,6 +540,32 @@ mod tests {
             assert!(is_identity_header(&n), "{name}");
         }
         assert!(!is_identity_header(&HeaderName::from_static("accept")));
+    }
+
+    #[test]
+    fn one_tls_client_per_setting_and_none_for_a_setting_gone() {
+        use crate::upstream_tls::Trust;
+        let setting = || {
+            let name = rustls_pki_types::ServerName::try_from("console.lan").expect("name");
+            Arc::new(UpstreamTls::new(name, Trust::Insecure, Vec::new()).expect("settings"))
+        };
+        let console = ConsoleClient::new();
+        let count = |c: &ConsoleClient| c.tls_per_thread.get().map_or(0, |v| v.borrow().len());
+        let (a, b) = (setting(), setting());
+        let _ = console.tls_client(&a);
+        let _ = console.tls_client(&a);
+        let _ = console.tls_client(&b);
+        assert_eq!(count(&console), 2);
+        drop(b);
+        let c = setting();
+        let _ = console.tls_client(&c);
+        assert_eq!(
+            count(&console),
+            2,
+            "the client of the dropped setting is gone"
+        );
+        let _ = console.tls_client(&a);
+        assert_eq!(count(&console), 2);
     }
 
     #[test]

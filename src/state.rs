@@ -53,6 +53,27 @@ pub struct Inner {
     pub calibrations: Vec<tokio::sync::Mutex<Calibration>>,
 }
 
+/// Logs at start how each `https://` console's certificate is checked, loudly where it
+/// is not checked at all.
+fn announce_upstream_tls(config: &Config) {
+    for site in &config.sites {
+        let Some(tls) = &site.upstream.tls else {
+            continue;
+        };
+        if tls.trust == crate::upstream_tls::Trust::Insecure {
+            tracing::warn!(
+                site = %site.name,
+                upstream = %site.upstream.authority,
+                "upstream_insecure = true: the console's TLS certificate is NOT checked, so \
+                 anyone on the network path to it can read and change its traffic, passwords \
+                 included; pin its certificate with upstream_pin instead"
+            );
+        } else {
+            tracing::info!(site = %site.name, upstream = %site.upstream.authority, "console over https: {}", tls.describe());
+        }
+    }
+}
+
 /// A Basic site's probe: its challenge once known to tell a right password from a wrong
 /// one, or when it was last found unable to.
 #[derive(Debug, Clone)]
@@ -140,6 +161,7 @@ impl Gate {
             .hsts_max_age
             .filter(|_| config.server.public_https)
             .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
+        announce_upstream_tls(&config);
         Gate {
             inner: Arc::new(Inner {
                 urls: Urls::new(&config.server.prefix),
@@ -249,4 +271,7 @@ fn same_probe(old: &Site, new: &Site) -> bool {
         && old.hosts.first() == new.hosts.first()
         && old.upstream.scheme == new.upstream.scheme
         && old.upstream.authority == new.upstream.authority
+        // An https console is calibrated again: its certificate or trust may have changed.
+        && old.upstream.tls.is_none()
+        && new.upstream.tls.is_none()
 }

@@ -29,8 +29,11 @@ fn the_shipped_example_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let text = example_in(dir.path());
     let c = Config::from_toml(Path::new("config/mfa-gate.toml"), &text).unwrap();
-    assert_eq!(c.sites.len(), 4);
+    assert_eq!(c.sites.len(), 5);
     assert_eq!(c.sites[3].session_cookie(), Some("JSESSIONID"));
+    let tls = c.sites[4].upstream.tls.as_ref().expect("an https console");
+    assert!(matches!(tls.trust, mfa_gate::upstream_tls::Trust::Pin(_)));
+    assert_eq!(tls.server_name.to_str(), "ilo.example.lan");
     assert!(c.server.public_https && c.server.hsts_max_age.is_some());
     assert!(c.server.tls.is_some());
     assert_eq!(c.totp.issuer, "Acme consoles");
@@ -47,7 +50,7 @@ fn the_shipped_example_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (4 sites"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (5 sites"));
 }
 
 /// Runs `check-config` on `text`; returns (exit code, stderr).
@@ -63,6 +66,23 @@ fn check(dir: &Path, text: &str) -> (i32, String) {
         out.status.code().unwrap(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn an_unchecked_https_console_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_in(dir.path()).replace(
+        "upstream_pin = \"sha256:5f3c3e2a8d4b1c0e9f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e\"",
+        "upstream_insecure = true",
+    );
+    let (code, stderr) = check(dir.path(), &text);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: site \"ilo\": upstream_insecure = true"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(dir.path(), &example_in(dir.path()));
+    assert_eq!((code, stderr.as_str()), (0, ""));
 }
 
 fn line_of(text: &str, needle: &str) -> usize {

@@ -13,12 +13,14 @@ mod first_factor;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod upstream;
 mod validate;
 mod values;
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -209,10 +211,14 @@ impl Site {
     }
 }
 
+/// Where the console is: `http://HOST[:PORT]` or `https://HOST[:PORT]`.
 #[derive(Debug, Clone)]
 pub struct UpstreamUrl {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// For `https://`: how the console's certificate is checked, and the name sent and
+    /// checked (`upstream_ca`, `upstream_pin`, `upstream_insecure`, `upstream_sni`).
+    pub tls: Option<Arc<crate::upstream_tls::UpstreamTls>>,
 }
 
 impl UpstreamUrl {

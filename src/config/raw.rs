@@ -79,6 +79,10 @@ pub struct Site {
     #[serde(default)]
     pub hosts: Vec<Spanned<String>>,
     pub upstream: Spanned<String>,
+    pub upstream_ca: Option<Spanned<String>>,
+    pub upstream_pin: Option<Spanned<String>>,
+    pub upstream_insecure: Option<Spanned<bool>>,
+    pub upstream_sni: Option<Spanned<String>>,
     pub realm: Option<Spanned<String>>,
     pub first_factor: FirstFactor,
     pub admins: Option<Vec<Spanned<String>>>,

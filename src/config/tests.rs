@@ -77,16 +77,188 @@ fn bad_duration_and_rate_are_placed() {
 }
 
 #[test]
-fn https_upstream_and_paths_are_refused() {
+fn upstream_paths_and_other_schemes_are_refused() {
     for bad in [
-        "https://10.0.0.1",
         "http://10.0.0.1/admin",
+        "https://10.0.0.1/admin",
         "ftp://x",
         "not a url",
     ] {
         let text = GOOD.replace("http://127.0.0.1:9000", bad);
         let e = parse(&text).err();
         assert_eq!(e.map(|e| e.line), Some(11), "{bad}");
+    }
+}
+
+/// [`GOOD`] with an `https://` upstream and more lines in its `[[site]]` (from line 13).
+fn https_site(upstream: &str, lines: &str) -> String {
+    format!("{}{lines}", GOOD.replace("http://127.0.0.1:9000", upstream))
+}
+
+const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn https_upstream_with_a_pin_and_a_server_name() -> Result<(), ConfigError> {
+    use crate::upstream_tls::{parse_pin, Trust};
+    let c = parse(&https_site(
+        "https://192.168.1.1",
+        &format!("upstream_pin = \"{PIN}\"\nupstream_sni = \"router.lan\"\n"),
+    ))?;
+    let up = &c.sites[0].upstream;
+    assert_eq!(up.scheme, Scheme::HTTPS);
+    let tls = up.tls.as_ref().expect("https has TLS settings");
+    assert_eq!(Some(tls.trust.clone()), parse_pin(PIN).map(Trust::Pin));
+    assert_eq!(tls.server_name.to_str(), "router.lan");
+    assert_eq!(
+        up.uri_for("/x?y").map(|u| u.to_string()).ok().as_deref(),
+        Some("https://192.168.1.1/x?y")
+    );
+    // Without upstream_sni the address itself is the name checked.
+    let c = parse(&https_site(
+        "https://[fd00::1]:8443",
+        &format!("upstream_pin = \"{PIN}\"\n"),
+    ))?;
+    let tls = c.sites[0].upstream.tls.clone().expect("tls");
+    assert_eq!(tls.server_name.to_str(), "fd00::1");
+    // upstream_insecure = false is no choice: it combines with a pin.
+    let c = parse(&https_site(
+        "https://router.lan",
+        &format!("upstream_pin = \"{PIN}\"\nupstream_insecure = false\n"),
+    ))?;
+    assert!(matches!(
+        c.sites[0].upstream.tls.as_ref().map(|t| &t.trust),
+        Some(Trust::Pin(_))
+    ));
+    let c = parse(&https_site(
+        "https://router.lan",
+        "upstream_insecure = true\n",
+    ))?;
+    assert!(matches!(
+        c.sites[0].upstream.tls.as_ref().map(|t| &t.trust),
+        Some(Trust::Insecure)
+    ));
+    Ok(())
+}
+
+#[test]
+fn https_upstream_defaults_to_the_system_roots() -> Result<(), ConfigError> {
+    // Needs the system's CA certificates (ca-certificates, installed by scripts/test.sh).
+    let c = parse(&https_site("https://console.example.com:8443", ""))?;
+    let tls = c.sites[0].upstream.tls.clone().expect("tls");
+    assert_eq!(tls.trust, crate::upstream_tls::Trust::SystemRoots);
+    assert_eq!(tls.server_name.to_str(), "console.example.com");
+    assert!(parse(GOOD)?.sites[0].upstream.tls.is_none());
+    Ok(())
+}
+
+#[test]
+fn trust_choices_exclude_each_other() {
+    for (lines, second, col) in [
+        (
+            format!(
+                "upstream_ca = \"/etc/ssl/certs/ca-certificates.crt\"\nupstream_pin = \"{PIN}\"\n"
+            ),
+            "upstream_pin",
+            16,
+        ),
+        (
+            format!("upstream_pin = \"{PIN}\"\nupstream_insecure = true\n"),
+            "upstream_insecure",
+            21,
+        ),
+        (
+            "upstream_ca = \"/etc/ssl/certs/ca-certificates.crt\"\nupstream_insecure = true\n"
+                .to_string(),
+            "upstream_insecure",
+            21,
+        ),
+    ] {
+        let e = parse(&https_site("https://router.lan", &lines)).err();
+        let place = e.as_ref().map(|e| (e.line, e.column));
+        assert_eq!(place, Some((14, col)), "{lines}: {e:?}");
+        let e = e.expect("refused");
+        assert!(
+            e.message.contains("cannot be used together") && e.message.contains(second),
+            "{e}"
+        );
+        assert!(
+            e.hint.contains("upstream_pin") && e.hint.contains("upstream_ca"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn tls_keys_on_an_http_upstream_are_refused() {
+    for (line, key) in [
+        (format!("upstream_pin = \"{PIN}\""), "upstream_pin"),
+        ("upstream_insecure = true".to_string(), "upstream_insecure"),
+        ("upstream_sni = \"router.lan\"".to_string(), "upstream_sni"),
+        (
+            "upstream_ca = \"/nonexistent.pem\"".to_string(),
+            "upstream_ca",
+        ),
+    ] {
+        let e = parse(&format!("{GOOD}{line}\n")).err();
+        assert_eq!(e.as_ref().map(|e| e.line), Some(13), "{line}");
+        let e = e.expect("refused");
+        assert!(
+            e.message == format!("{key} applies only to an https:// upstream")
+                && e.hint.contains("https://127.0.0.1:9000"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn bad_tls_values_are_placed_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "just text\n").expect("write");
+    for (line, col, what, fix) in [
+        (
+            "upstream_pin = \"sha256:abcd\"".to_string(),
+            16,
+            "cannot read this certificate pin",
+            "openssl x509",
+        ),
+        (
+            "upstream_pin = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\""
+                .to_string(),
+            16,
+            "pin",
+            "sha256:",
+        ),
+        (
+            "upstream_ca = \"/nonexistent/ca.pem\"".to_string(),
+            15,
+            "cannot read /nonexistent/ca.pem",
+            "PEM file",
+        ),
+        (
+            format!("upstream_ca = \"{}\"", not_pem.display()),
+            15,
+            "holds no certificate",
+            "PEM file",
+        ),
+        (
+            "upstream_sni = \"not a name\"".to_string(),
+            16,
+            "is not a server name",
+            "DNS name",
+        ),
+    ] {
+        let e = parse(&https_site("https://router.lan", &format!("{line}\n"))).err();
+        assert_eq!(
+            e.as_ref().map(|e| (e.line, e.column)),
+            Some((13, col)),
+            "{line}: {e:?}"
+        );
+        let e = e.expect("refused");
+        assert!(
+            e.message.contains(what) && e.hint.contains(fix),
+            "{line}: {e}"
+        );
     }
 }
 

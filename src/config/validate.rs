@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::uri::Scheme;
-use http::Uri;
 use ipnet::IpNet;
 use toml::Spanned;
 
@@ -380,21 +378,23 @@ fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> 
             "letters, digits, '-', '_', '.'",
         ));
     }
-    let realm = match raw.realm {
+    let realm = match &raw.realm {
         None => name.clone(),
-        Some(r) if is_simple_name(r.get_ref()) => r.into_inner(),
+        Some(r) if is_simple_name(r.get_ref()) => r.get_ref().clone(),
         Some(r) => {
             return Err(at.at(
-                &r,
+                r,
                 "the realm is not a simple name",
                 "letters, digits, '-', '_', '.'",
             ))
         }
     };
     let case_sensitive_users = raw.case_sensitive_users.unwrap_or(false);
+    let hosts = hosts(at, &raw.name, &raw.hosts)?;
+    let upstream = super::upstream::validate(at, &raw)?;
     Ok(Site {
-        hosts: hosts(at, &raw.name, &raw.hosts)?,
-        upstream: upstream_url(at, &raw.upstream)?,
+        hosts,
+        upstream,
         first_factor: super::first_factor::validate(at, raw.first_factor)?,
         strip_headers: raw
             .strip_headers
@@ -449,32 +449,6 @@ fn hosts(
             }
         })
         .collect()
-}
-
-/// The console's address: `http://HOST[:PORT]` without a path.
-fn upstream_url(at: &Locator<'_>, raw: &Spanned<String>) -> Result<UpstreamUrl, ConfigError> {
-    let hint = "http://HOST:PORT, e.g. \"http://127.0.0.1:8080\"";
-    let uri: Uri = raw
-        .get_ref()
-        .parse()
-        .map_err(|_| at.at(raw, "cannot read this upstream URL", hint))?;
-    let path_ok = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
-    match (uri.scheme(), uri.authority()) {
-        (Some(s), Some(a)) if *s == Scheme::HTTP && path_ok => Ok(UpstreamUrl {
-            scheme: s.clone(),
-            authority: a.clone(),
-        }),
-        (Some(s), Some(_)) if *s == Scheme::HTTPS => Err(at.at(
-            raw,
-            "https upstreams are not supported yet",
-            "an http:// upstream on a trusted network or loopback",
-        )),
-        _ => Err(at.at(
-            raw,
-            "the upstream must be http://HOST[:PORT] without a path",
-            hint,
-        )),
-    }
 }
 
 /// Admins are compared with signed-in user names, which have one spelling.

@@ -118,8 +118,9 @@ pub async fn check(
 /// Why a site's probe cannot tell a right password from a wrong one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Miscalibrated {
-    /// The console could not be asked.
-    Unreachable,
+    /// The console could not be asked (why: unreachable, too slow, its TLS certificate
+    /// refused).
+    Unreachable(UpstreamError),
     /// Without credentials the probe path does not answer 401 with `WWW-Authenticate`.
     Unprotected { status: u16 },
     /// A deliberately wrong password looks accepted.
@@ -129,7 +130,7 @@ pub enum Miscalibrated {
 impl std::fmt::Display for Miscalibrated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Miscalibrated::Unreachable => write!(f, "the console cannot be reached"),
+            Miscalibrated::Unreachable(why) => write!(f, "{why}"),
             Miscalibrated::Unprotected { status } => write!(
                 f,
                 "the probe path answers {status} without a password (expected 401 with WWW-Authenticate); set probe_path to a protected page"
@@ -157,7 +158,7 @@ pub async fn calibrate(
 ) -> Result<HeaderValue, Miscalibrated> {
     let (parts, _) = probe(upstream, site, &rules.probe_path, host, None)
         .await
-        .map_err(|_| Miscalibrated::Unreachable)?;
+        .map_err(Miscalibrated::Unreachable)?;
     let challenge = match parts.headers.get(WWW_AUTHENTICATE) {
         Some(c) if parts.status == StatusCode::UNAUTHORIZED => c.clone(),
         _ => {
@@ -166,10 +167,11 @@ pub async fn calibrate(
             })
         }
     };
-    let wrong = wrong_credentials().map_err(|_| Miscalibrated::Unreachable)?;
+    let wrong =
+        wrong_credentials().map_err(|_| Miscalibrated::Unreachable(UpstreamError::Invalid))?;
     let (parts, body) = probe(upstream, site, &rules.probe_path, host, Some(&wrong))
         .await
-        .map_err(|_| Miscalibrated::Unreachable)?;
+        .map_err(Miscalibrated::Unreachable)?;
     if accepted(rules, &parts, &body) {
         return Err(Miscalibrated::WrongPasswordAccepted {
             status: parts.status.as_u16(),
@@ -286,7 +288,7 @@ pub async fn calibrated(gate: &Gate, index: usize) -> Result<HeaderValue, Error>
             tracing::info!(site = %site.name, probe_path = %rules.probe_path, "the console's probe tells right from wrong passwords");
             Calibration::Ready(c.clone())
         }
-        Err(Miscalibrated::Unreachable) => Calibration::Unknown,
+        Err(Miscalibrated::Unreachable(_)) => Calibration::Unknown,
         Err(why) => {
             tracing::error!(site = %site.name, probe_path = %rules.probe_path, "refusing every login: {why}");
             Calibration::Failed { at: now }
@@ -294,7 +296,7 @@ pub async fn calibrated(gate: &Gate, index: usize) -> Result<HeaderValue, Error>
     };
     match result {
         Ok(c) => Ok(c),
-        Err(Miscalibrated::Unreachable) => Err(Error::Upstream(UpstreamError::Unreachable)),
+        Err(Miscalibrated::Unreachable(why)) => Err(Error::Upstream(why)),
         Err(_) => Err(misconfigured()),
     }
 }

@@ -90,6 +90,7 @@ fn toml_list(items: &[&str]) -> String {
 #[derive(Debug, Clone)]
 pub struct GateBuilder {
     upstream: SocketAddr,
+    upstream_scheme: &'static str,
     first_factor: String,
     hosts: Vec<String>,
     site: Vec<String>,
@@ -111,6 +112,7 @@ impl GateBuilder {
     pub fn basic(upstream: SocketAddr) -> GateBuilder {
         GateBuilder {
             upstream,
+            upstream_scheme: "http",
             first_factor: BASIC.to_string(),
             hosts: vec!["127.0.0.1".into(), "localhost".into()],
             site: Vec::new(),
@@ -199,6 +201,13 @@ impl GateBuilder {
         self
     }
 
+    /// The site's console speaks https (`upstream = "https://…"`); its TLS keys
+    /// (`upstream_pin`, …) are [`GateBuilder::site`] lines.
+    pub fn https_upstream(mut self) -> GateBuilder {
+        self.upstream_scheme = "https";
+        self
+    }
+
     /// The site's hosts (127.0.0.1 and localhost unless set).
     pub fn hosts(mut self, hosts: &[&str]) -> GateBuilder {
         self.hosts = hosts.iter().map(|h| h.to_string()).collect();
@@ -260,7 +269,7 @@ per_ip = "{per_ip}"
 [[site]]
 name = "console"
 hosts = {hosts}
-upstream = "http://{upstream}"
+upstream = "{scheme}://{upstream}"
 first_factor = {first_factor}
 {site}{more_sites}"#,
             listen = self.listen,
@@ -272,6 +281,7 @@ first_factor = {first_factor}
             throttle = line(&self.throttle),
             hosts = toml_list(&hosts),
             upstream = self.upstream,
+            scheme = self.upstream_scheme,
             first_factor = self.first_factor,
             site = line(&self.site),
             more_sites = self
