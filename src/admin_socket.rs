@@ -97,7 +97,16 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let by = format!("cli(uid={uid})");
-                users::answer(&*gate.store, Some(&gate.live), &req, &by, gate.now()).await
+                users::answer_keyed(
+                    &*gate.store,
+                    &gate.keys,
+                    &gate.config.totp.issuer,
+                    Some(&gate.live),
+                    &req,
+                    &by,
+                    gate.now(),
+                )
+                .await
             }
             Err(e) => Answer::error(&format!("bad request: {e}")),
         }

@@ -107,6 +107,43 @@ pub enum UserAction {
     Reset { target: String },
     /// Clear a user's lockout after too many wrong codes. REALM/USER.
     Unlock { target: String },
+    /// Issue a one-time enrollment invitation (shown once: a code and a link). REALM/USER.
+    Invite {
+        target: String,
+        /// How long it is valid (at most 30 days).
+        #[arg(long, default_value = "72h")]
+        valid: String,
+    },
+    /// Import a user's existing TOTP secret (sealed at rest like any secret). REALM/USER.
+    Import {
+        target: String,
+        /// An `otpauth://totp/…` URI (SHA1, 6 digits, 30 s).
+        #[arg(
+            long,
+            conflicts_with = "google_authenticator",
+            required_unless_present = "google_authenticator"
+        )]
+        otpauth: Option<String>,
+        /// A pam_google_authenticator file (`~/.google_authenticator`); its scratch codes
+        /// become recovery codes.
+        #[arg(long)]
+        google_authenticator: Option<PathBuf>,
+    },
+    /// Write users' metadata as JSON to a new file (secrets only with --with-secrets).
+    Export {
+        /// REALM/USER (or --all).
+        #[arg(conflicts_with = "all", required_unless_present = "all")]
+        target: Option<String>,
+        /// Every user of every realm.
+        #[arg(long)]
+        all: bool,
+        /// The file to create (mode 0600; an existing path is refused).
+        #[arg(long)]
+        out: PathBuf,
+        /// Include each secret as an otpauth:// URI.
+        #[arg(long)]
+        with_secrets: bool,
+    },
 }
 
 /// Exit code for a configuration mistake.
@@ -201,6 +238,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             let target = |t: &str| {
                 crate::users::parse_target(t).map(|(r, u)| (r.to_string(), u.to_string()))
             };
+            let action = match crate::enrollment_cmd::run(&config, action, json).await {
+                Ok(code) => return code,
+                Err(other) => other,
+            };
             let req = match action {
                 UserAction::List { realm } => Some(Request::List { realm }),
                 UserAction::Show { target: t } => {
@@ -212,6 +253,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 UserAction::Unlock { target: t } => {
                     target(&t).map(|(realm, user)| Request::Unlock { realm, user })
                 }
+                // Handled by `enrollment_cmd::run`.
+                UserAction::Invite { .. }
+                | UserAction::Import { .. }
+                | UserAction::Export { .. } => None,
             };
             match req {
                 Some(req) => crate::user_cmd::run(&config, req, json).await,

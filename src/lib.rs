@@ -11,11 +11,11 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`), [`demo`], [`user_cmd`], [`admin_socket`] |
+//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`admin_socket`] |
 //! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, reload on SIGHUP, systemd |
 //! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there |
 //! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session) |
-//! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock) |
+//! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock), [`enrollment_policy`] (who may enroll; invitations), [`import`] (import and export of secrets) |
 //! | state | [`state`]: the shared [`state::Gate`] and one request's [`state::Ctx`] |
 //! | forwarding | [`proxy`]: the pooled client to the consoles, header hygiene, upgrades |
 //! | pages | [`pages`]: HTML, escaped; [`pages::refusal`] turns an [`error::Error`] into a page or JSON |
@@ -30,11 +30,14 @@ pub mod config;
 pub mod cookies;
 pub mod demo;
 pub mod endpoints;
+pub mod enrollment_cmd;
+pub mod enrollment_policy;
 pub mod error;
 pub mod first_factor;
 pub mod framing;
 pub mod gate;
 pub mod identity;
+pub mod import;
 pub mod keys;
 pub mod live;
 pub mod pages;

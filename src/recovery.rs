@@ -1,6 +1,7 @@
 //! Recovery codes: ten single-use codes shown once after enrollment, stored only as keyed
 //! hashes. A code is ten characters of the Base32 alphabet (50 random bits), shown as
-//! `abcde-fghij`; case, spaces and dashes do not matter when it is typed back.
+//! `abcde-fghij`; case, spaces and dashes do not matter when it is typed back. Scratch
+//! codes imported from pam_google_authenticator (eight digits) are recovery codes too.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
@@ -40,7 +41,10 @@ pub fn normalize(input: &str) -> Option<String> {
         .filter(|c| *c != '-' && *c != ' ')
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    (code.len() == 10 && code.bytes().all(|b| ALPHABET.contains(&b))).then_some(code)
+    let ours = code.len() == 10 && code.bytes().all(|b| ALPHABET.contains(&b));
+    // Scratch codes imported from pam_google_authenticator: eight digits.
+    let scratch = code.len() == 8 && code.bytes().all(|b| b.is_ascii_digit());
+    (ours || scratch).then_some(code)
 }
 
 /// The stored form of a code for (`realm`, `user`).

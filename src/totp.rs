@@ -5,6 +5,9 @@ use totp_rs::{Algorithm, Builder, Secret, Totp};
 
 /// Length of a new secret: 160 bits, as RFC 4226 §4 recommends.
 pub const SECRET_LEN: usize = 20;
+/// Shortest secret checked: 80 bits, what pam_google_authenticator writes; only imported
+/// secrets are shorter than [`SECRET_LEN`].
+pub const MIN_IMPORTED_LEN: usize = 10;
 /// Seconds per step.
 pub const STEP: u64 = 30;
 
@@ -54,13 +57,19 @@ pub fn grouped(secret: &[u8]) -> String {
 }
 
 fn totp(secret: &[u8], skew: u8) -> Result<Totp, totp_rs::TotpError> {
-    Builder::new()
+    let builder = Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(6)
         .with_step_duration(STEP)
         .with_skew(u16::from(skew))
-        .with_secret(Secret::from(secret.to_vec()))
-        .build()
+        .with_secret(Secret::from(secret.to_vec()));
+    // `build` refuses secrets under 128 bits; imported ones may have 80 (what
+    // pam_google_authenticator writes), checked at import.
+    if (MIN_IMPORTED_LEN..16).contains(&secret.len()) {
+        Ok(builder.build_noncompliant())
+    } else {
+        builder.build()
+    }
 }
 
 /// Checks `code` at unix time `now` within `skew` steps on either side; returns the step

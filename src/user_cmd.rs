@@ -23,12 +23,18 @@ pub const EXIT_NO_SUCH_USER: u8 = 3;
 
 /// Runs one request and prints the answer for a person, or as JSON.
 pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
+    let answer = ask(config, &req).await;
+    print(&req, &answer, json)
+}
+
+/// The answer to one request: from the running daemon, or straight from the store.
+pub async fn ask(config: &Config, req: &Request) -> Answer {
     let socket = &config.server.admin_socket;
     // The daemon's user owns its store directory.
     let daemon_uid = std::fs::metadata(&config.store.path).ok().map(|m| m.uid());
-    let answer = match admin_socket::ask_daemon(socket, daemon_uid, &req).await {
+    match admin_socket::ask_daemon(socket, daemon_uid, req).await {
         Ok(a) => a,
-        Err(AskError::NotRunning(_)) => direct(config, &req).await,
+        Err(AskError::NotRunning(_)) => direct(config, req).await,
         Err(AskError::Untrusted(why)) => failure(format!(
             "refusing to use the admin socket {}: {why}. Nothing was sent to it, and the \
              store was not opened either",
@@ -38,8 +44,7 @@ pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
             "cannot talk to the daemon at {}: {e}",
             socket.display()
         )),
-    };
-    print(&req, &answer, json)
+    }
 }
 
 fn failure(error: String) -> Answer {
@@ -145,7 +150,22 @@ async fn direct_on_store(config: &Config, req: &Request) -> Answer {
             }
         }
     };
-    users::answer(&store, None, req, "cli(direct)", SystemClock.now()).await
+    let (by, now) = ("cli(direct)", SystemClock.now());
+    if !matches!(
+        req,
+        Request::Invite { .. } | Request::Import { .. } | Request::Export { .. }
+    ) {
+        return users::answer(&store, None, req, by, now).await;
+    }
+    // Sealing, opening and hashing need the key the store was created with.
+    let keys = match crate::keys::Keys::load(&config.store.key_file) {
+        Ok(k) => k,
+        Err(e) => return failure(format!("cannot read the key file: {e}")),
+    };
+    if let Err(e) = crate::store::Store::check_key(&store, &keys.fingerprint).await {
+        return failure(e.to_string());
+    }
+    users::answer_keyed(&store, &keys, &config.totp.issuer, None, req, by, now).await
 }
 
 fn print(req: &Request, answer: &Answer, json: bool) -> ExitCode {
@@ -177,7 +197,15 @@ fn print(req: &Request, answer: &Answer, json: bool) -> ExitCode {
                 println!("no users");
             }
             for u in users {
-                println!("{}/{}\t{}\tlast login {}", u.realm, u.user, u.state(now), when(u.last_login));
+                println!(
+                    "{}/{}\t{}\tenrolled {} from {}\tlast login {}",
+                    u.realm,
+                    u.user,
+                    u.state(now),
+                    when(u.enrolled_at),
+                    u.enrolled_from.as_deref().unwrap_or("—"),
+                    when(u.last_login)
+                );
             }
         }
         Request::Show { realm, user } => match answer.users.as_deref().and_then(|u| u.first()) {
@@ -192,6 +220,8 @@ fn print(req: &Request, answer: &Answer, json: bool) -> ExitCode {
             Some(ActionResult::Done) => println!("unlocked {realm}/{user}"),
             _ => eprintln!("no user {realm}/{user}"),
         },
+        // Printed by `enrollment_cmd`.
+        Request::Invite { .. } | Request::Import { .. } | Request::Export { .. } => {}
     }
     code
 }
@@ -200,6 +230,13 @@ fn show(u: &UserView, now: u64) {
     println!("user:            {}/{}", u.realm, u.user);
     println!("state:           {}", u.state(now));
     println!("enrolled at:     {}", when(u.enrolled_at));
+    println!(
+        "enrolled from:   {}",
+        u.enrolled_from.as_deref().unwrap_or("—")
+    );
+    if let Some(until) = u.invited_until {
+        println!("invited until:   {}", when(Some(until)));
+    }
     println!("last login:      {}", when(u.last_login));
     println!("failures:        {}", u.failures);
     println!("recovery codes:  {} left", u.recovery_codes_left);

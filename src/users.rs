@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit;
+use crate::enrollment_policy::{self, Invited, Issued};
+use crate::import::{self, ExportedUser, ImportResult, Imported};
+use crate::keys::Keys;
 use crate::live::Live;
 pub use crate::store::UserView;
 use crate::store::{Outcome, Store, StoreError, UserOp};
@@ -15,10 +18,39 @@ use crate::store::{Outcome, Store, StoreError, UserOp};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    List { realm: Option<String> },
-    Show { realm: String, user: String },
-    Reset { realm: String, user: String },
-    Unlock { realm: String, user: String },
+    List {
+        realm: Option<String>,
+    },
+    Show {
+        realm: String,
+        user: String,
+    },
+    Reset {
+        realm: String,
+        user: String,
+    },
+    Unlock {
+        realm: String,
+        user: String,
+    },
+    /// A one-time enrollment invitation, valid for `valid_secs`.
+    Invite {
+        realm: String,
+        user: String,
+        valid_secs: u64,
+    },
+    /// An imported secret (Base32) and scratch codes (recovery codes).
+    Import {
+        realm: String,
+        user: String,
+        secret_b32: String,
+        scratch: Vec<String>,
+    },
+    /// Metadata of one user (`target`) or of all, with their secrets if `with_secrets`.
+    Export {
+        target: Option<(String, String)>,
+        with_secrets: bool,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -31,6 +63,12 @@ pub struct Answer {
     pub users: Option<Vec<UserView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ActionResult>,
+    /// A new invitation (shown once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Issued>,
+    /// An export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported: Option<Vec<ExportedUser>>,
 }
 
 impl Answer {
@@ -67,6 +105,78 @@ pub async fn answer(
         }),
         Request::Reset { realm, user } => reset(store, live, realm, user, by, now).await.map(done),
         Request::Unlock { realm, user } => unlock(store, realm, user, by, now).await.map(done),
+        Request::Invite { .. } | Request::Import { .. } | Request::Export { .. } => {
+            return Answer::error("this request needs the gate's keys")
+        }
+    };
+    result.unwrap_or_else(|e| Answer::error(&e.to_string()))
+}
+
+/// [`answer`], and the requests that need the gate's keys and its TOTP `issuer`:
+/// invitations, import and export.
+pub async fn answer_keyed(
+    store: &dyn Store,
+    keys: &Keys,
+    issuer: &str,
+    live: Option<&Live>,
+    req: &Request,
+    by: &str,
+    now: u64,
+) -> Answer {
+    let result = match req {
+        Request::Invite {
+            realm,
+            user,
+            valid_secs,
+        } => enrollment_policy::invite(store, realm, user, *valid_secs, by, now)
+            .await
+            .map(|invited| match invited {
+                Invited::Issued(issued) => Answer {
+                    ok: true,
+                    invitation: Some(issued),
+                    ..Answer::default()
+                },
+                Invited::AlreadyEnrolled => Answer::error(&format!(
+                    "{realm}/{user} is enrolled already; reset them first (`mfa-gate user reset {realm}/{user}`), then invite"
+                )),
+            }),
+        Request::Import {
+            realm,
+            user,
+            secret_b32,
+            scratch,
+        } => {
+            let secret = match data_encoding::BASE32_NOPAD.decode(secret_b32.as_bytes()) {
+                Ok(s) if s.len() >= import::MIN_SECRET_LEN => s,
+                _ => return Answer::error("bad request: the secret is not valid Base32"),
+            };
+            let imported = Imported {
+                secret,
+                scratch: scratch.clone(),
+            };
+            import::import(store, keys, realm, user, &imported, by, now)
+                .await
+                .map(|r| match r {
+                    ImportResult::Done => done(ActionResult::Done),
+                    ImportResult::AlreadyEnrolled => Answer::error(&format!(
+                        "{realm}/{user} is enrolled already; reset them first (`mfa-gate user reset {realm}/{user}`), then import"
+                    )),
+                })
+        }
+        Request::Export {
+            target,
+            with_secrets,
+        } => {
+            let target = target.as_ref().map(|(r, u)| (r.as_str(), u.as_str()));
+            import::export(store, keys, issuer, target, *with_secrets, by)
+                .await
+                .map(|users| Answer {
+                    ok: true,
+                    exported: Some(users),
+                    ..Answer::default()
+                })
+        }
+        _ => return answer(store, live, req, by, now).await,
     };
     result.unwrap_or_else(|e| Answer::error(&e.to_string()))
 }

@@ -9,6 +9,7 @@
 //! This file holds the typed configuration and the loading; nothing here imports the
 //! store or the first-factor modes.
 
+mod enrollment;
 mod first_factor;
 mod raw;
 #[cfg(test)]
@@ -27,6 +28,8 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, Uri};
 use ipnet::IpNet;
 use toml::Spanned;
+
+pub use enrollment::{Enrollment, EnrollmentPolicy};
 
 /// A mistake in the configuration file, with its place and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +182,9 @@ pub struct Site {
     pub strip_headers: Vec<HeaderName>,
     /// The optional identity check after a password was accepted.
     pub whoami: Option<Whoami>,
+    /// Who may enroll a second factor, from where and until when (the same for every
+    /// site of a realm).
+    pub enrollment: EnrollmentPolicy,
 }
 
 /// A page of the console that names the signed-in user, fetched with the console's new

@@ -91,6 +91,11 @@ pub struct Site {
     pub case_sensitive_users: Option<bool>,
     pub strip_headers: Option<Vec<Spanned<String>>>,
     pub whoami: Option<Whoami>,
+    /// Enrollment policy of the site's realm (see `config::enrollment`).
+    pub enrollment: Option<Spanned<String>>,
+    pub enroll_from: Option<Vec<Spanned<String>>>,
+    pub enroll_until: Option<Spanned<String>>,
+    pub contact: Option<Spanned<String>>,
 }
 
 /// `first_factor = { mode = "...", ... }`: a struct rather than a tagged enum, so every

@@ -116,7 +116,9 @@ fn sites(at: &Locator<'_>, raw: Vec<raw::Site>) -> Result<Vec<Site>, ConfigError
     }
     let mut sites: Vec<Site> = Vec::new();
     for site in raw {
+        let name_span = site.name.span();
         let site = validate_site(at, site)?;
+        super::enrollment::same_in_realm(at, name_span, &site, &sites)?;
         if let Some(other) = sites.iter().find(|s| s.name == site.name) {
             return Err(at.error(
                 0..0,
@@ -184,7 +186,10 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
     })
 }
 
-fn trusted_proxies(at: &Locator<'_>, raw: Vec<Spanned<String>>) -> Result<Vec<IpNet>, ConfigError> {
+pub(super) fn trusted_proxies(
+    at: &Locator<'_>,
+    raw: Vec<Spanned<String>>,
+) -> Result<Vec<IpNet>, ConfigError> {
     raw.iter()
         .map(|cidr| {
             let text = cidr.get_ref();
@@ -392,7 +397,15 @@ fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> 
     let case_sensitive_users = raw.case_sensitive_users.unwrap_or(false);
     let hosts = hosts(at, &raw.name, &raw.hosts)?;
     let upstream = super::upstream::validate(at, &raw)?;
+    let enrollment = super::enrollment::validate(
+        at,
+        raw.enrollment.as_ref(),
+        raw.enroll_from.as_deref(),
+        raw.enroll_until.as_ref(),
+        raw.contact.as_ref(),
+    )?;
     Ok(Site {
+        enrollment,
         hosts,
         upstream,
         first_factor: super::first_factor::validate(at, raw.first_factor)?,

@@ -57,6 +57,26 @@ pub struct UserRecord {
     /// is dead (it can never become an enrollment or release a held console session).
     #[serde(default)]
     pub epoch: u64,
+    /// Where the secret was enrolled from: the client address of a web enrollment, or
+    /// `import` for an imported secret.
+    #[serde(default)]
+    pub enrolled_from: Option<String>,
+    /// The pending enrollment invitation (only its hash), if an admin issued one; a newer
+    /// one replaces it, the enrollment that uses it consumes it, a reset deletes it.
+    #[serde(default)]
+    pub invitation: Option<Invitation>,
+}
+
+/// A one-time enrollment invitation, stored as the SHA-256 of its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// Hex SHA-256 of the 128-bit random value the code encodes.
+    pub hash: String,
+    pub created: u64,
+    /// Not valid from this time on.
+    pub expires: u64,
+    /// Who issued it (`admin alice`, `cli(uid=0)`).
+    pub by: String,
 }
 
 /// What a session's check needs of its user record.
@@ -207,6 +227,65 @@ impl UserRecord {
                 r.epoch += 1;
                 Outcome::Applied
             }
+            UserOp::Enroll {
+                secret,
+                step,
+                recovery,
+                epoch,
+                from,
+                invitation,
+            } => {
+                if r.epoch != *epoch {
+                    return (existed.then_some(r), Outcome::Stale);
+                }
+                if r.enrolled() {
+                    return (existed.then_some(r), Outcome::AlreadyEnrolled);
+                }
+                if *invitation {
+                    match &r.invitation {
+                        Some(i) if now < i.expires => r.invitation = None,
+                        _ => return (existed.then_some(r), Outcome::InvitationInvalid),
+                    }
+                }
+                r.secret = Some((*secret).clone());
+                r.last_step = *step;
+                r.enrolled_at = Some(now);
+                r.enrolled_from = Some((*from).to_string());
+                r.last_login = Some(now);
+                r.recovery = recovery.to_vec();
+                r.failures = 0;
+                r.locked_until = 0;
+                Outcome::Applied
+            }
+            UserOp::Invite { hash, expires, by } => {
+                if r.enrolled() {
+                    return (existed.then_some(r), Outcome::AlreadyEnrolled);
+                }
+                r.invitation = Some(Invitation {
+                    hash: (*hash).to_string(),
+                    created: now,
+                    expires: *expires,
+                    by: (*by).to_string(),
+                });
+                Outcome::Applied
+            }
+            UserOp::Import { secret, recovery } => {
+                if r.enrolled() {
+                    return (existed.then_some(r), Outcome::AlreadyEnrolled);
+                }
+                r.secret = Some((*secret).clone());
+                // Codes of the current step may have been used where the secret comes from.
+                r.last_step = now / crate::totp::STEP;
+                r.enrolled_at = Some(now);
+                r.enrolled_from = Some("import".to_string());
+                r.recovery = recovery.to_vec();
+                r.invitation = None;
+                r.failures = 0;
+                r.locked_until = 0;
+                // Logins in progress were started for another (or no) secret.
+                r.epoch += 1;
+                Outcome::Applied
+            }
         };
         (Some(r), outcome)
     }
@@ -237,11 +316,19 @@ pub struct UserView {
     /// Locked until an admin unlocks.
     pub hard_locked: bool,
     pub recovery_codes_left: usize,
+    /// Where the secret was enrolled from (a client address, or `import`).
+    #[serde(default)]
+    pub enrolled_from: Option<String>,
+    /// Until when the user's pending enrollment invitation is valid, if there is one.
+    #[serde(default)]
+    pub invited_until: Option<u64>,
 }
 
 impl UserView {
     pub fn new(realm: &str, user: &str, r: &UserRecord) -> UserView {
         UserView {
+            enrolled_from: r.enrolled_from.clone(),
+            invited_until: r.invitation.as_ref().map(|i| i.expires),
             realm: realm.to_string(),
             user: user.to_string(),
             enrolled: r.enrolled(),
@@ -261,12 +348,16 @@ impl UserView {
         } else {
             "not enrolled"
         };
+        let base = match self.invited_until {
+            Some(until) if !self.enrolled && until > now => format!("{base}, invited"),
+            _ => base.to_string(),
+        };
         if self.hard_locked {
             format!("{base}, locked until unlocked")
         } else if self.locked_until > now {
             format!("{base}, backing off for {} s", self.locked_until - now)
         } else {
-            base.to_string()
+            base
         }
     }
 }
@@ -296,6 +387,30 @@ pub enum UserOp<'a> {
     Reset,
     /// Clear the lockout.
     Unlock,
+    /// [`UserOp::Activate`] for a web enrollment from `from` (the client address), which
+    /// with `invitation` also consumes the user's unexpired invitation — in the same
+    /// atomic step, or not at all ([`Outcome::InvitationInvalid`]).
+    Enroll {
+        secret: &'a Sealed,
+        step: u64,
+        recovery: &'a [String],
+        epoch: u64,
+        from: &'a str,
+        invitation: bool,
+    },
+    /// Store a new enrollment invitation (replacing an earlier one) for a user who is not
+    /// enrolled.
+    Invite {
+        hash: &'a str,
+        expires: u64,
+        by: &'a str,
+    },
+    /// Set an imported secret (and recovery-code hashes) for a user who is not enrolled;
+    /// ends the user's logins in progress.
+    Import {
+        secret: &'a Sealed,
+        recovery: &'a [String],
+    },
 }
 
 /// What an operation did.
@@ -320,6 +435,8 @@ pub enum Outcome {
         wait: Option<u64>,
     },
     NoSuchUser,
+    /// An enrollment that needs an invitation found none, or only an expired one.
+    InvitationInvalid,
 }
 
 /// A login whose password the console accepted, waiting for its TOTP code.
