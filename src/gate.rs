@@ -120,7 +120,10 @@ async fn gate_page(
     let method = req.method().clone();
     match (&method, rest) {
         (&M::GET | &M::HEAD, "healthz") => html(endpoints::health::check(gate).await),
-        (&M::GET | &M::HEAD, "login") => html(login::page(gate, ctx, req.headers()).await),
+        (&M::GET | &M::HEAD, "login") => {
+            html(login::page(gate, ctx, req.headers(), req.uri().query()).await)
+        }
+        (&M::POST, "invite") => html(endpoints::invite::submit(gate, ctx, req).await),
         (&M::POST, "enroll") => html(login::submit(gate, ctx, req, login::Step::Enroll).await),
         (&M::POST, "verify") => html(login::submit(gate, ctx, req, login::Step::Verify).await),
         (&M::GET | &M::HEAD, "logout") => Ok(endpoints::logout::page(gate, session)),
@@ -129,7 +132,7 @@ async fn gate_page(
         (&M::POST, "recovery") => {
             html(endpoints::recovery::regenerate(gate, ctx, req, session).await)
         }
-        (_, "healthz" | "login" | "enroll" | "verify" | "logout" | "recovery") => Err((
+        (_, "healthz" | "login" | "enroll" | "verify" | "invite" | "logout" | "recovery") => Err((
             Error::MethodNotAllowed {
                 allow: "GET, HEAD, POST",
             },
@@ -194,6 +197,14 @@ async fn admin_page_route(
         (&M::POST, "admin/unlock") => {
             admin_page::submit(gate, ctx, req, admin, Action::Unlock).await
         }
+        (&M::GET | &M::HEAD, "admin/invite") => {
+            let query = req.uri().query().unwrap_or("").to_string();
+            endpoints::admin_invite::confirm(gate, ctx, admin, &query).await
+        }
+        (&M::POST, "admin/invite") => endpoints::admin_invite::submit(gate, ctx, req, admin).await,
+        (_, "admin/invite") => Err(Error::MethodNotAllowed {
+            allow: "GET, HEAD, POST",
+        }),
         (_, "admin" | "admin/confirm") => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
         (_, "admin/reset" | "admin/unlock") => Err(Error::MethodNotAllowed { allow: "POST" }),
         _ => Err(Error::NotFound),

@@ -50,7 +50,10 @@ pub async fn start(
     }
     let record = gate.store.user(&site.realm, a.user).await?;
     let enrolled = record.as_ref().is_some_and(|u| u.enrolled());
-    let enroll_secret = if enrolled {
+    // A user without a secret gets one to enroll only where and when the realm's policy
+    // allows it without more ado; otherwise the login page says what is missing.
+    let may_enroll = crate::enrollment_policy::check(&site.enrollment, ctx.client_ip, now, false);
+    let enroll_secret = if enrolled || may_enroll.is_err() {
         None
     } else {
         Some(new_provisional_secret(gate, &site.realm, a.user)?)

@@ -26,6 +26,10 @@ impl Urls {
     pub fn enroll(&self) -> String {
         self.at("enroll")
     }
+    /// Where an invitation code is posted.
+    pub fn invite(&self) -> String {
+        self.at("invite")
+    }
     pub fn verify(&self) -> String {
         self.at("verify")
     }
@@ -42,6 +46,13 @@ impl Urls {
     /// Where the confirmation page of `action` posts.
     pub fn admin_action(&self, action: &str) -> String {
         self.at(&format!("admin/{action}"))
+    }
+    /// The confirmation page of an invitation for `user`.
+    pub fn admin_invite(&self, user: &str) -> String {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("user", user)
+            .finish();
+        self.at(&format!("admin/invite?{query}"))
     }
     /// The confirmation page of `action` for `user`.
     pub fn admin_confirm(&self, action: &str, user: &str) -> String {

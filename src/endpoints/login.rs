@@ -8,9 +8,11 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::audit;
+use crate::endpoints::invite;
+use crate::enrollment_policy::{self, Enrollment, Refusal};
 use crate::error::Error;
 use crate::first_factor::form;
-use crate::pages::{enroll, recovery as recovery_page, verify};
+use crate::pages::{enroll, message, recovery as recovery_page, verify};
 use crate::pending;
 use crate::recovery;
 use crate::request::{csrf_ok, csrf_token, read_limited, required, same_origin, FORM_LIMIT};
@@ -32,14 +34,53 @@ pub enum Step {
 }
 
 /// `GET login`: the enrollment page for a user without a secret, the verification page
-/// otherwise.
+/// otherwise; the invitation form or a refusal where the realm's policy does not let the
+/// user enroll (yet).
+///
+/// An invitation link (`?invite=CODE`) pre-fills the invitation form of a login in
+/// progress; without one it only says to sign in first (an invitation never signs anyone
+/// in).
 ///
 /// # Errors
 /// No login in progress (400), or the store failed.
-pub async fn page(gate: &Gate, ctx: &Ctx, headers: &HeaderMap) -> Result<Response<Body>, Error> {
-    let (id, p) = pending::current(gate, ctx, headers)
+pub async fn page(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    let invitation = query
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "invite"))
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| v.len() <= 64);
+    let Some((id, p)) = pending::current(gate, ctx, headers).await? else {
+        return match invitation {
+            Some(_) => Ok(message::page(
+                StatusCode::OK,
+                "Sign in first",
+                "This invitation works once you have signed in to the console with your own password: sign in, then open the invitation link again (or type its code on the page you get).",
+                Some(("/", "Sign in to the console")),
+            )),
+            None => Err(Error::SignInExpired),
+        };
+    };
+    let enrolled = gate
+        .store
+        .user(&p.realm, &p.user)
         .await?
-        .ok_or(Error::SignInExpired)?;
+        .is_some_and(|u| u.enrolled());
+    if !enrolled && p.enroll_secret.is_none() {
+        let prefill = invitation.as_deref().unwrap_or("");
+        return Ok(invite::policy_page(
+            gate,
+            ctx,
+            &id,
+            &p,
+            prefill,
+            None,
+            StatusCode::OK,
+        ));
+    }
     render(gate, &id, &p, None, StatusCode::OK).await
 }
 
@@ -81,6 +122,15 @@ pub async fn submit(
             })
         }
         (Step::Verify, false) => render(gate, &id, &p, None, StatusCode::OK).await,
+        (Step::Enroll, false) if p.enroll_secret.is_none() => Ok(invite::policy_page(
+            gate,
+            ctx,
+            &id,
+            &p,
+            "",
+            None,
+            StatusCode::FORBIDDEN,
+        )),
         (Step::Enroll, false) => enroll(gate, &id, &p, code, who).await,
         (Step::Verify, true) => verify(gate, &id, &p, code, who).await,
     }
@@ -125,6 +175,11 @@ async fn enroll(
     }
     let sealed = p.enroll_secret.as_ref().ok_or(Error::SignInExpired)?;
     let now = gate.now();
+    // Checked again at the enrollment itself: the login may have moved since it began.
+    let policy = &gate.site(who.ctx).enrollment;
+    if let Err(refusal) = enrollment_policy::check_place_and_time(policy, who.ctx.client_ip, now) {
+        return Ok(invite::refused(gate, who.ctx, p, refusal));
+    }
     let secret = pending::provisional_secret(gate, p, sealed)?;
     let Some(matched) = totp::check(&secret, code, now, gate.config.totp.skew_steps) else {
         who.audit("enroll_wrong_code");
@@ -134,11 +189,14 @@ async fn enroll(
     let active = seal::seal(&gate.keys.seal, Purpose::Active, &p.realm, &p.user, &secret)?;
     let codes = recovery::generate()?;
     let hashes = recovery::hashes(&gate.keys.recovery, &p.realm, &p.user, &codes);
-    let op = UserOp::Activate {
+    let from = who.ctx.client_ip.to_string();
+    let op = UserOp::Enroll {
         secret: &active,
         step: matched,
         recovery: &hashes,
         epoch: p.epoch,
+        from: &from,
+        invitation: policy.enrollment == Enrollment::Invite,
     };
     match gate.store.apply(&p.realm, &p.user, op, now).await? {
         Outcome::Applied => {
@@ -148,6 +206,9 @@ async fn enroll(
         Outcome::Stale => {
             who.audit("enroll_refused_stale_login");
             Err(Error::SignInExpired)
+        }
+        Outcome::InvitationInvalid => {
+            Ok(invite::refused(gate, who.ctx, p, Refusal::NeedsInvitation))
         }
         _ => {
             let msg = "This account was set up meanwhile; enter a code.";

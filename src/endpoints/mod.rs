@@ -5,10 +5,12 @@
 //! | file | pages |
 //! |---|---|
 //! | [`login`] | `login` (enrollment or verification), `enroll`, `verify` |
+//! | [`invite`] | `invite`; the page of an enrollment the realm's policy refuses (yet) |
 //! | [`recovery`] | `recovery`: new recovery codes after a step-up |
 //! | [`logout`] | `logout` |
 //! | [`health`] | `healthz` |
 //! | [`admin_page`] | `admin`, `admin/confirm`, `admin/reset`, `admin/unlock` |
+//! | [`admin_invite`] | `admin/invite` (GET: the confirmation; POST: the invitation, shown once) |
 //! | [`admin_api`] | `api/users`, `api/users/NAME`, `api/users/NAME/reset` and `…/unlock` |
 //!
 //! Only a person with a valid gate session (password and second factor done) whose user
@@ -18,8 +20,10 @@
 //! step-up) from the admin's own app.
 
 pub mod admin_api;
+pub mod admin_invite;
 pub mod admin_page;
 pub mod health;
+pub mod invite;
 pub mod login;
 pub mod logout;
 pub mod recovery;

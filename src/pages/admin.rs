@@ -70,8 +70,9 @@ pub fn render_list(p: &UserList<'_>) -> String {
         .map(|u| {
             format!(
                 "<tr data-user=\"{user}\"><td>{user}</td><td class=\"state\">{state}</td>\
-<td>{enrolled}</td><td>{last}</td><td class=\"num\">{failures}</td><td class=\"num\">{codes}</td>\
-<td class=\"actions\"><a href=\"{reset}\">Reset…</a><a href=\"{unlock}\">Unlock…</a></td></tr>",
+<td>{enrolled}</td><td class=\"from\">{from}</td><td>{last}</td><td class=\"num\">{failures}</td>\
+<td class=\"num\">{codes}</td><td class=\"actions\"><a href=\"{reset}\">Reset…</a>\
+<a href=\"{unlock}\">Unlock…</a>{invite}</td></tr>",
                 user = esc(&u.user),
                 state = esc(&u.state(p.now)),
                 enrolled = esc(&when(u.enrolled_at)),
@@ -80,6 +81,15 @@ pub fn render_list(p: &UserList<'_>) -> String {
                 codes = u.recovery_codes_left,
                 reset = esc(&p.urls.admin_confirm(Action::Reset.name(), &u.user)),
                 unlock = esc(&p.urls.admin_confirm(Action::Unlock.name(), &u.user)),
+                from = esc(u.enrolled_from.as_deref().unwrap_or("—")),
+                invite = if u.enrolled {
+                    String::new()
+                } else {
+                    format!(
+                        "<a href=\"{}\">Invite…</a>",
+                        esc(&p.urls.admin_invite(&u.user))
+                    )
+                },
             )
         })
         .collect();
@@ -89,17 +99,21 @@ pub fn render_list(p: &UserList<'_>) -> String {
     } else {
         format!(
             "<table id=\"users\"><thead><tr><th>User</th><th>State</th><th>Enrolled at (UTC)</th>\
-<th>Last sign-in (UTC)</th><th>Failures</th><th>Recovery codes left</th><th></th></tr></thead>\
+<th>Enrolled from</th><th>Last sign-in (UTC)</th><th>Failures</th><th>Recovery codes left</th><th></th></tr></thead>\
 <tbody>{rows}</tbody></table>"
         )
     };
     let body = format!(
         "{ADMIN_STYLE}<h1>Users of realm {realm}</h1>\
 <p class=\"muted\">Signed in as <strong>{admin}</strong>, administrator of this realm. \
-Times are UTC. <a href=\"{logout}\">Sign out</a></p>{table}",
+Times are UTC. <a href=\"{logout}\">Sign out</a></p>{table}\
+<form method=\"get\" action=\"{invite}\" id=\"invite\"><label for=\"invite-user\">Invite a user to set up \
+two-factor authentication</label><input type=\"text\" id=\"invite-user\" name=\"user\" required>\
+<button type=\"submit\">Invite…</button></form>",
         realm = esc(p.realm),
         admin = esc(p.admin),
         logout = esc(&p.urls.logout()),
+        invite = esc(&p.urls.admin_action("invite")),
     );
     layout(&format!("Users of realm {}", p.realm), &body)
 }
@@ -208,6 +222,8 @@ mod tests {
             locked_until: 0,
             hard_locked: false,
             recovery_codes_left: 10,
+            enrolled_from: Some("10.0.0.1".into()),
+            invited_until: None,
         }
     }
 

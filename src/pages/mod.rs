@@ -4,7 +4,9 @@
 //! refusal becomes a page (or JSON).
 
 pub mod admin;
+pub mod admin_invite;
 pub mod enroll;
+pub mod enroll_policy;
 pub mod message;
 pub mod recovery;
 pub mod refusal;
