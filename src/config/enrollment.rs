@@ -51,7 +51,7 @@ impl Default for EnrollmentPolicy {
 pub(super) fn validate(
     at: &Locator<'_>,
     enrollment: Option<&Spanned<String>>,
-    enroll_from: Option<&[Spanned<String>]>,
+    enroll_from: Option<&Spanned<Vec<Spanned<String>>>>,
     enroll_until: Option<&Spanned<String>>,
     contact: Option<&Spanned<String>>,
 ) -> Result<EnrollmentPolicy, ConfigError> {
@@ -70,14 +70,14 @@ pub(super) fn validate(
     };
     let enroll_from = match enroll_from {
         None => Vec::new(),
-        Some([]) => {
-            return Err(at.error(
-                0..0,
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(at.at(
+                list,
                 "enroll_from is empty, so nobody could ever enroll",
                 "networks such as enroll_from = [\"10.0.0.0/8\"], or leave it out to allow any",
             ))
         }
-        Some(list) => super::validate::trusted_proxies(at, list.to_vec())?,
+        Some(list) => super::validate::trusted_proxies(at, list.get_ref().clone())?,
     };
     let enroll_until = enroll_until
         .map(|u| {

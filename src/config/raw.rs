@@ -93,7 +93,7 @@ pub struct Site {
     pub whoami: Option<Whoami>,
     /// Enrollment policy of the site's realm (see `config::enrollment`).
     pub enrollment: Option<Spanned<String>>,
-    pub enroll_from: Option<Vec<Spanned<String>>>,
+    pub enroll_from: Option<Spanned<Vec<Spanned<String>>>>,
     pub enroll_until: Option<Spanned<String>>,
     pub contact: Option<Spanned<String>>,
 }

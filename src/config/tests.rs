@@ -422,3 +422,74 @@ fn unknown_mode_is_an_error() {
     let text = GOOD.replace("mode = \"basic\"", "mode = \"magic\"");
     assert!(parse(&text).is_err_and(|e| e.line == 12 && e.message.contains("magic")));
 }
+
+#[test]
+fn enrollment_policy_is_read_and_defaults_to_open() -> Result<(), ConfigError> {
+    let c = parse(GOOD)?;
+    assert_eq!(c.sites[0].enrollment, EnrollmentPolicy::default());
+    assert_eq!(c.sites[0].enrollment.enrollment, Enrollment::Open);
+    let c = parse(&format!(
+        "{GOOD}enrollment = \"invite\"\nenroll_from = [\"10.0.0.0/8\", \"::1\"]\n\
+         enroll_until = \"2027-01-31T00:00:00Z\"\ncontact = \"the IT desk, extension 4242\"\n"
+    ))?;
+    let p = &c.sites[0].enrollment;
+    assert_eq!(p.enrollment, Enrollment::Invite);
+    assert_eq!(p.enroll_from.len(), 2);
+    assert_eq!(p.enroll_until, Some(1_801_353_600));
+    assert_eq!(p.contact, "the IT desk, extension 4242");
+    Ok(())
+}
+
+#[test]
+fn enrollment_policy_mistakes_name_line_column_and_the_fix() {
+    let err = |extra: &str| {
+        let e = parse(&format!("{GOOD}{extra}\n")).err();
+        e.map(|e| (e.line, e.column, e.message, e.hint))
+            .unwrap_or_default()
+    };
+    // GOOD's last line is line 12; the extra line is line 13.
+    let (line, column, message, hint) = err("enrollment = \"closed\"");
+    assert_eq!((line, column), (13, 14));
+    assert!(
+        message.contains("\"closed\"") && hint.contains("\"invite\""),
+        "{message} / {hint}"
+    );
+    let (line, column, message, hint) = err("enroll_from = [\"10.0.0.0/8\", \"10.0.0.0/33\"]");
+    assert_eq!((line, column), (13, 30));
+    assert!(
+        message.contains("not a CIDR") && hint.contains("10.0.0.0/8"),
+        "{message}"
+    );
+    let (line, column, message, hint) = err("enroll_until = \"31.01.2027\"");
+    assert_eq!((line, column), (13, 16));
+    assert!(
+        message.contains("date") && hint.contains("2027-01-31T00:00:00Z"),
+        "{message}"
+    );
+    let (line, column, _, hint) = err("contact = \"\"");
+    assert_eq!((line, column), (13, 11));
+    assert!(hint.contains("whom to ask"), "{hint}");
+    let (line, column, message, hint) = err("enroll_from = []");
+    assert_eq!((line, column), (13, 15));
+    assert!(message.contains("nobody could ever enroll") && hint.contains("leave it out"));
+    let (line, column, message, _) = err("enrolment = \"invite\"");
+    assert_eq!((line, column), (13, 1));
+    assert!(message.contains("enrolment"), "{message}");
+}
+
+#[test]
+fn sites_of_one_realm_state_one_enrollment_policy() {
+    let second =
+        "\n[[site]]\nname = \"router2\"\nrealm = \"router\"\nhosts = [\"router2.example.com\"]\n\
+                  upstream = \"http://127.0.0.1:9001\"\nfirst_factor = { mode = \"basic\" }\n";
+    assert!(parse(&format!("{GOOD}{second}")).is_ok());
+    let e = parse(&format!("{GOOD}{second}enrollment = \"invite\"\n")).err();
+    let e = e
+        .map(|e| (e.line, e.column, e.message, e.hint))
+        .unwrap_or_default();
+    assert_eq!((e.0, e.1), (15, 8), "the second site's name");
+    assert!(
+        e.2.contains("realm \"router\"") && e.3.contains("every [[site]] of a realm"),
+        "{e:?}"
+    );
+}

@@ -400,7 +400,7 @@ fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> 
     let enrollment = super::enrollment::validate(
         at,
         raw.enrollment.as_ref(),
-        raw.enroll_from.as_deref(),
+        raw.enroll_from.as_ref(),
         raw.enroll_until.as_ref(),
         raw.contact.as_ref(),
     )?;
