@@ -43,17 +43,21 @@ pub async fn start(
     let site = gate.site(ctx);
     let now = gate.now();
     let login_page = gate.urls.login();
-    if let Some((_, existing)) = current(gate, ctx, headers).await? {
-        if existing.user == a.user && same_binding(&existing.binding, a.bind) {
-            return Ok(redirect(&login_page, None));
-        }
-    }
     let record = gate.store.user(&site.realm, a.user).await?;
     let enrolled = record.as_ref().is_some_and(|u| u.enrolled());
     // A user without a secret gets one to enroll only where and when the realm's policy
     // allows it without more ado; otherwise the login page says what is missing.
-    let may_enroll = crate::enrollment_policy::check(&site.enrollment, ctx.client_ip, now, false);
-    let enroll_secret = if enrolled || may_enroll.is_err() {
+    let may_enroll = crate::enrollment_policy::check(&site.enrollment, ctx.client_ip, now, false)
+        .is_ok()
+        && !enrolled;
+    if let Some((_, existing)) = current(gate, ctx, headers).await? {
+        // (Not one the policy kept from enrolling where it now may: that one starts anew.)
+        let stuck = may_enroll && existing.enroll_secret.is_none();
+        if existing.user == a.user && same_binding(&existing.binding, a.bind) && !stuck {
+            return Ok(redirect(&login_page, None));
+        }
+    }
+    let enroll_secret = if !may_enroll {
         None
     } else {
         Some(new_provisional_secret(gate, &site.realm, a.user)?)

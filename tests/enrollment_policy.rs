@@ -361,6 +361,13 @@ async fn enrollment_from_a_refused_network_is_refused_and_from_an_allowed_one_wo
     assert!(page.body.contains("ops@example.com"));
     assert_no_secret(&page);
     assert_eq!(show(&gate, "console/alice").await, Value::Null);
+    // The same browser, back inside the network: a new login that may enroll.
+    assert_eq!(
+        get_from(&alice, "/", "10.0.0.5").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let qr = get_from(&alice, "/.mfa/login", "10.0.0.5").await;
+    assert!(qr.body.contains("id=\"secret\""), "{}", qr.body);
 
     // From inside: the usual QR page, and the enrollment is listed with its address.
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
