@@ -66,7 +66,8 @@ pub enum Command {
         /// The TOML configuration file.
         config: PathBuf,
     },
-    /// List, show, reset or unlock users (through the running daemon, or on the store).
+    /// List, show, reset, unlock, invite, import or export users (through the running
+    /// daemon, or on the store).
     User {
         #[command(subcommand)]
         action: UserAction,
@@ -117,7 +118,8 @@ pub enum UserAction {
     /// Import a user's existing TOTP secret (sealed at rest like any secret). REALM/USER.
     Import {
         target: String,
-        /// An `otpauth://totp/…` URI (SHA1, 6 digits, 30 s).
+        /// An `otpauth://totp/…` URI (SHA1, 6 digits, 30 s); `-` reads it from standard
+        /// input (out of `ps` and the shell history).
         #[arg(
             long,
             conflicts_with = "google_authenticator",

@@ -39,6 +39,17 @@ pub async fn run(config: &Config, action: UserAction, json: bool) -> Result<Exit
             google_authenticator,
         } => {
             let source = match (otpauth, google_authenticator) {
+                // `-`: from standard input, out of `ps` and the shell's history.
+                (Some(uri), _) if uri == "-" => {
+                    let mut text = String::new();
+                    match std::io::Read::read_to_string(
+                        &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+                        &mut text,
+                    ) {
+                        Ok(_) => import::parse_otpauth(&text),
+                        Err(e) => return Ok(usage(&format!("cannot read standard input: {e}"))),
+                    }
+                }
                 (Some(uri), _) => import::parse_otpauth(&uri),
                 (None, Some(file)) => match std::fs::read_to_string(&file) {
                     Ok(text) => import::parse_google_authenticator(&text),

@@ -8,8 +8,8 @@
 //!   scratch code works once as a recovery code; a counter-based (HOTP) file and URIs the
 //!   gate cannot verify are refused with the reason; an enrolled user is not overwritten;
 //! - an export without secrets has none; with `--with-secrets` it is a new 0600 file (an
-//!   existing path is refused) whose `otpauth://` URI imports into another gate, where the
-//!   user signs in with the same app.
+//!   existing path is refused) whose `otpauth://` URI imports into another gate (read from
+//!   standard input), where the user signs in with the same app.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -232,13 +232,33 @@ async fn exports_hold_secrets_only_when_asked_in_a_new_0600_file_that_imports_el
 
     // Round trip: into another gate, where alice signs in with the same app.
     let other = GateBuilder::basic(console.addr).start().await;
-    let (code, _, err) = user_cli(
-        &other.config_file(),
-        &["import", "console/alice", "--otpauth", &uri],
-        RunAs::Me,
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
+    // The URI on standard input (`--otpauth -`), out of `ps`.
+    let mut child = tokio::process::Command::new(common::daemon::BIN)
+        .args([
+            "user",
+            "import",
+            "console/alice",
+            "--otpauth",
+            "-",
+            "--config",
+        ])
+        .arg(other.config_file())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{uri}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     other.clock.advance(30);
     let there = Browser::new(&other, Some(("alice", "pw-a")));
     let done = sign_in(&there, &oathtool(&secret, other.now())).await;
