@@ -14,6 +14,7 @@ use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::metrics::Event;
 use crate::state::Gate;
 pub use crate::users::{Answer, Request};
 
@@ -97,7 +98,15 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let by = format!("cli(uid={uid})");
-                users::answer(&*gate.store, Some(&gate.live), &req, &by, gate.now()).await
+                let answer =
+                    users::answer(&*gate.store, Some(&gate.live), &req, &by, gate.now()).await;
+                if answer.result == Some(users::ActionResult::Done) {
+                    gate.metrics.event(match req {
+                        Request::Reset { .. } => Event::Reset,
+                        _ => Event::Unlock,
+                    });
+                }
+                answer
             }
             Err(e) => Answer::error(&format!("bad request: {e}")),
         }

@@ -22,6 +22,7 @@
 //! | data | [`config`] (TOML → validated), [`store`] (the contract, sealing, sled) |
 //! | core | [`error`], [`upstream_tls`] (trusting an https console), [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`audit`], [`framing`], [`clock`] |
 
+pub mod access_log;
 pub mod admin_socket;
 pub mod audit;
 pub mod cli;
@@ -37,6 +38,7 @@ pub mod gate;
 pub mod identity;
 pub mod keys;
 pub mod live;
+pub mod metrics;
 pub mod pages;
 pub mod passthrough;
 pub mod pending;

@@ -39,6 +39,21 @@ pub async fn current(
     let Some(raw) = cookies.exact(gate.names.session) else {
         return Ok(None);
     };
+    let checked = check(gate, ctx, headers, &cookies, raw).await;
+    if let Ok(s) = &checked {
+        gate.metrics.session_checked(s.is_some());
+    }
+    checked
+}
+
+/// [`current`] for the session cookie `raw` the request carries.
+async fn check(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    cookies: &RequestCookies<'_>,
+    raw: &str,
+) -> Result<Option<Arc<Session>>, Error> {
     let site = gate.site(ctx);
     // What the session is bound to, as the request carries it.
     let proof = match &site.first_factor {
@@ -51,7 +66,7 @@ pub async fn current(
             let Some(s) = session::open_session(raw, &gate.names, &gate.keys.cookie) else {
                 return Ok(None);
             };
-            if !bound(gate, ctx, &s, headers, &cookies) {
+            if !bound(gate, ctx, &s, headers, cookies) {
                 let changed = matches!(site.first_factor, FirstFactor::Basic(_))
                     && headers.contains_key(AUTHORIZATION);
                 if changed && s.site == site.name && !gate.store.session_revoked(&s.id).await? {
