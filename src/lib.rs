@@ -38,6 +38,7 @@ pub mod gate;
 pub mod identity;
 pub mod keys;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod pages;
 pub mod passthrough;
