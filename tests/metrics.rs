@@ -1,6 +1,6 @@
 //! Prometheus metrics on their own listener (`[metrics] listen`): a scrape sees the
-//! counters move with a login, a wrong code, a forwarded request and a reset, and the
-//! gate's public address never serves them.
+//! counters move with a login, a wrong code, a forwarded request and a reset; the gate's
+//! public address never serves them; a reloaded gate counts on in the same registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -160,4 +160,35 @@ async fn the_public_address_never_serves_the_metrics() {
         .get("/")
         .await;
     assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_reloaded_gate_counts_on_in_the_same_registry() {
+    let console = Console::start(&[("mia", "pw-m")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let builder = GateBuilder::basic(console.addr);
+    let clock = std::sync::Arc::new(mfa_gate::clock::ManualClock::new(T0));
+    let gate = mfa_gate::server::open_gate(builder.config(dir.path()), clock, false)
+        .await
+        .unwrap();
+    gate.site_metrics[0].request(StatusCode::OK);
+    // A new configuration with one more site.
+    let other = Console::start(&[]).await;
+    let reloaded = gate.reloaded(
+        builder
+            .second_site("other", &["other.example"], other.addr)
+            .config(dir.path()),
+    );
+    assert!(std::sync::Arc::ptr_eq(&gate.metrics, &reloaded.metrics));
+    assert_eq!(
+        reloaded.site_metrics[0].requests("2xx"),
+        1,
+        "same site, same counts"
+    );
+    assert_eq!(reloaded.site_metrics[1].requests("2xx"), 0);
+    reloaded.site_metrics[0].request(StatusCode::OK);
+    assert!(reloaded
+        .metrics
+        .render()
+        .contains("mfa_gate_requests_total{site=\"console\",status=\"2xx\"} 2\n"));
 }
