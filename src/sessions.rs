@@ -12,6 +12,7 @@ use crate::config::FirstFactor;
 use crate::cookies::RequestCookies;
 use crate::error::Error;
 use crate::identity::{basic_identity, binding, same_binding};
+use crate::metrics::Metrics;
 use crate::session::{self, Session};
 use crate::state::{Ctx, Gate};
 
@@ -39,21 +40,11 @@ pub async fn current(
     let Some(raw) = cookies.exact(gate.names.session) else {
         return Ok(None);
     };
-    let checked = check(gate, ctx, headers, &cookies, raw).await;
-    if let Ok(s) = &checked {
-        gate.metrics.session_checked(s.is_some());
-    }
-    checked
-}
-
-/// [`current`] for the session cookie `raw` the request carries.
-async fn check(
-    gate: &Gate,
-    ctx: &Ctx,
-    headers: &HeaderMap,
-    cookies: &RequestCookies<'_>,
-    raw: &str,
-) -> Result<Option<Arc<Session>>, Error> {
+    // Counted as invalid on every way out but the last.
+    let mut counted = Counted {
+        metrics: &gate.metrics,
+        valid: false,
+    };
     let site = gate.site(ctx);
     // What the session is bound to, as the request carries it.
     let proof = match &site.first_factor {
@@ -66,7 +57,7 @@ async fn check(
             let Some(s) = session::open_session(raw, &gate.names, &gate.keys.cookie) else {
                 return Ok(None);
             };
-            if !bound(gate, ctx, &s, headers, cookies) {
+            if !bound(gate, ctx, &s, headers, &cookies) {
                 let changed = matches!(site.first_factor, FirstFactor::Basic(_))
                     && headers.contains_key(AUTHORIZATION);
                 if changed && s.site == site.name && !gate.store.session_revoked(&s.id).await? {
@@ -92,7 +83,21 @@ async fn check(
     if !user.enrolled || reset_since || gate.store.session_revoked(&s.id).await? {
         return Ok(None);
     }
+    counted.valid = true;
     Ok(Some(s))
+}
+
+/// A request's session cookie, counted in the metrics when the check is over (a store
+/// failure counts as invalid: the request is refused).
+struct Counted<'a> {
+    metrics: &'a Metrics,
+    valid: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.metrics.session_checked(self.valid);
+    }
 }
 
 /// Whether session `s` is bound to the first-factor credentials of the request.
