@@ -14,6 +14,7 @@ use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::metrics::Event;
 use crate::state::Gate;
 pub use crate::users::{Answer, Request};
 
@@ -97,7 +98,7 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let by = format!("cli(uid={uid})");
-                users::answer_keyed(
+                let answer = users::answer_keyed(
                     &*gate.store,
                     &gate.keys,
                     &gate.config.totp.issuer,
@@ -106,7 +107,18 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
                     &by,
                     gate.now(),
                 )
-                .await
+                .await;
+                if answer.result == Some(users::ActionResult::Done) {
+                    let event = match req {
+                        Request::Reset { .. } => Some(Event::Reset),
+                        Request::Unlock { .. } => Some(Event::Unlock),
+                        _ => None,
+                    };
+                    if let Some(event) = event {
+                        gate.metrics.event(event);
+                    }
+                }
+                answer
             }
             Err(e) => Answer::error(&format!("bad request: {e}")),
         }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::users::Request;
 
 #[derive(Debug, Parser)]
@@ -18,33 +18,29 @@ use crate::users::Request;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log format: `text` (human, for a terminal; without timestamps when not a terminal,
-    /// as journald adds its own), or `json` (one object per line).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format: `auto` (human on a terminal; under systemd plain lines with a syslog
+    /// priority and no timestamp, as journald adds its own; plain with timestamps
+    /// elsewhere), `human`, or `json` (one object per line). Wins over `[log] format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
 }
 
-/// How log lines are written (to standard error).
+/// `--log-format` (`text` is the earlier name of `human`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
+pub enum LogFormatArg {
+    Auto,
+    #[value(alias = "text")]
+    Human,
     Json,
 }
 
-/// Sets up logging: `RUST_LOG` filters (default `info`); audit events are on the target
-/// `mfa_gate::audit`.
-pub fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let terminal = std::io::stderr().is_terminal();
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text if terminal => builder.init(),
-        LogFormat::Text => builder.with_ansi(false).without_time().init(),
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> LogFormat {
+        match arg {
+            LogFormatArg::Auto => LogFormat::Auto,
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        }
     }
 }
 
@@ -170,6 +166,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         // Before anything opens the store, the key file or the admin socket.
         private_files();
     }
+    let log_format = cli.log_format.map(LogFormat::from);
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::logging::init(log_format.unwrap_or_default());
+    }
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
@@ -216,6 +216,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            crate::logging::init(log_format.unwrap_or(config.log.format));
             match crate::server::serve(config, Some(path), new_store, |_| {}).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -5,7 +5,8 @@
 //! the reserved prefix, or the console. The router resolves the site, the client address
 //! and the session the request carries once, and hands the handlers plain values; what
 //! they refuse becomes a page (or JSON for the API) here, through
-//! [`crate::pages::refusal`].
+//! [`crate::pages::refusal`]. Every answered request is counted and logged here too
+//! ([`crate::access_log`]).
 //!
 //! | request | handler |
 //! |---|---|
@@ -26,6 +27,7 @@ use http::header::{
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
+use crate::access_log::{self, Seen};
 use crate::config::FirstFactor;
 use crate::endpoints::{self, admin_api, admin_page, login, Action};
 use crate::error::Error;
@@ -47,7 +49,9 @@ pub async fn handle(
     peer: SocketAddr,
     tls: bool,
 ) -> Response<Body> {
-    let mut resp = match route(gate, req, peer, tls).await {
+    let record = access_log::start(gate, &req);
+    let mut seen = Seen::default();
+    let mut resp = match route(gate, req, peer, tls, &mut seen).await {
         Ok(resp) => resp,
         Err((e, format)) => refusal::render(&e, format),
     };
@@ -56,6 +60,7 @@ pub async fn handle(
             .entry(STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| hsts.clone());
     }
+    access_log::finish(gate, record, &seen, resp.status());
     resp
 }
 
@@ -65,8 +70,17 @@ fn html<T>(r: Result<T, Error>) -> Result<T, (Error, Format)> {
     r.map_err(|e| (e, Format::Html))
 }
 
-async fn route(gate: &Gate, req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Routed {
+/// Routes `req`, noting in `seen` its site and session as they are found (for its
+/// access line and counts).
+async fn route(
+    gate: &Gate,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+    seen: &mut Seen,
+) -> Routed {
     let ctx = html(check_request(gate, &req, peer, tls))?;
+    seen.site = Some(ctx.site_index);
     let path = req.uri().path().to_string();
     let route = target::route(&path, &gate.config.server.prefix)
         .map_err(|bad| (Error::BadRequest(bad.explain().into()), Format::Html))?;
@@ -88,6 +102,7 @@ async fn route(gate: &Gate, req: Request<Incoming>, peer: SocketAddr, tls: bool)
         }
     }
     let session = html(sessions::current(gate, &ctx, req.headers()).await)?;
+    seen.session.clone_from(&session);
     match route {
         Route::Gate(rest) => gate_page(gate, &ctx, req, rest, session).await,
         Route::Console => html(console(gate, &ctx, req, session).await),

@@ -11,17 +11,18 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`admin_socket`] |
-//! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, reload on SIGHUP, systemd |
-//! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there |
+//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`admin_socket`], [`logging`] (log formats) |
+//! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, reload on SIGHUP, systemd, the metrics listener |
+//! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there; [`access_log`]: each request's count and access line |
 //! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session) |
 //! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock), [`enrollment_policy`] (who may enroll; invitations), [`import`] (import and export of secrets) |
 //! | state | [`state`]: the shared [`state::Gate`] and one request's [`state::Ctx`] |
 //! | forwarding | [`proxy`]: the pooled client to the consoles, header hygiene, upgrades |
 //! | pages | [`pages`]: HTML, escaped; [`pages::refusal`] turns an [`error::Error`] into a page or JSON |
 //! | data | [`config`] (TOML → validated), [`store`] (the contract, sealing, sled) |
-//! | core | [`error`], [`upstream_tls`] (trusting an https console), [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`audit`], [`framing`], [`clock`] |
+//! | core | [`error`], [`upstream_tls`] (trusting an https console), [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`audit`], [`metrics`] (the registry), [`framing`], [`clock`] |
 
+pub mod access_log;
 pub mod admin_socket;
 pub mod audit;
 pub mod cli;
@@ -40,6 +41,8 @@ pub mod identity;
 pub mod import;
 pub mod keys;
 pub mod live;
+pub mod logging;
+pub mod metrics;
 pub mod pages;
 pub mod passthrough;
 pub mod pending;

@@ -1,4 +1,5 @@
-//! The `mfa-gate` binary: parse the command line, set up logging, run the command.
+//! The `mfa-gate` binary: parse the command line, run the command (which sets up logging:
+//! `serve` once it has read the configuration's `[log] format`).
 //!
 //! The command runs on a single-threaded runtime; `serve` (and `demo`) add one more such
 //! runtime per worker thread ([`mfa_gate::server::serve`]), so each connection is served
@@ -10,7 +11,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = mfa_gate::cli::Cli::parse();
-    mfa_gate::cli::init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

@@ -9,6 +9,7 @@ use http::Response;
 use crate::config::FirstFactor;
 use crate::error::Error;
 use crate::identity::{basic_identity, same_binding};
+use crate::metrics::Login;
 use crate::response::{redirect, Body};
 use crate::session;
 use crate::state::{Ctx, Gate};
@@ -40,6 +41,7 @@ pub async fn start(
     headers: &HeaderMap,
     a: Accepted<'_>,
 ) -> Result<Response<Body>, Error> {
+    gate.metrics.login(Login::PasswordAccepted);
     let site = gate.site(ctx);
     let now = gate.now();
     let login_page = gate.urls.login();

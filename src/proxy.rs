@@ -21,6 +21,7 @@ use crate::config::Site;
 use crate::cookies::{self, ConsoleCookie};
 use crate::error::UpstreamError;
 use crate::live::Live;
+use crate::metrics::{SiteMetrics, UpstreamFailure};
 use crate::response::{self, Body, BoxError};
 use crate::session::Session;
 use crate::upstream_tls::{HttpsConnector, TlsFailure, UpstreamTls};
@@ -132,6 +133,8 @@ pub struct Forwarding<'a> {
     pub strip: &'a [HeaderName],
     /// Remove the client's `Authorization` (form mode).
     pub drop_authorization: bool,
+    /// Where the console's response time (and failures) are counted.
+    pub metrics: Option<&'a SiteMetrics>,
 }
 
 /// Most bytes read ahead from a console connection (hyper's default grows to ~400 KiB per
@@ -263,7 +266,17 @@ impl ConsoleClient {
         prepare_request_headers(&mut parts.headers, site, fwd, upgrade.as_ref());
         let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
 
-        let mut resp = self.send(req, site).await?;
+        let started = std::time::Instant::now();
+        let sent = self.send(req, site).await;
+        if let Some(m) = fwd.metrics {
+            match &sent {
+                Ok(_) => m.upstream().observe(started.elapsed()),
+                Err(UpstreamError::Timeout) => m.upstream_failed(UpstreamFailure::Timeout),
+                Err(UpstreamError::Tls) => m.upstream_failed(UpstreamFailure::Tls),
+                Err(_) => m.upstream_failed(UpstreamFailure::Unreachable),
+            }
+        }
+        let mut resp = sent?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
                 let console_side = hyper::upgrade::on(&mut resp);

@@ -6,6 +6,7 @@
 
 use crate::audit;
 use crate::error::Error;
+use crate::metrics::Event;
 use crate::recovery;
 use crate::session::Session;
 use crate::state::{Ctx, Gate};
@@ -109,6 +110,11 @@ pub async fn check(
         Outcome::NotEnrolled => Checked::NotEnrolled,
         wrong => {
             if hard || locked_until > now {
+                gate.metrics.event(if hard {
+                    Event::HardLock
+                } else {
+                    Event::Backoff
+                });
                 let detail = format!("{failures} consecutive failures, hard lock: {hard}");
                 audit::warn(
                     "account_locked",

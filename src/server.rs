@@ -9,11 +9,13 @@
 //! | [`activity`] | one connection's record (requests in flight, idle since) and its deadline rule |
 //! | [`activation`] | the listening socket systemd passes (socket activation, `LISTEN_FDS`) |
 //! | [`reload`] | SIGHUP: the configuration and certificates read again and swapped in |
+//! | [`metrics_endpoint`] | the separate Prometheus listener (`[metrics] listen`) |
 
 pub mod activation;
 pub mod activity;
 pub mod connection;
 pub mod limits;
+pub mod metrics_endpoint;
 pub mod reload;
 
 use std::future::Future;
@@ -200,8 +202,10 @@ pub async fn serve(
     let workers = config.server.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    let scrape = metrics_endpoint::bind(&config).await?;
     let gate = open_gate(config, Arc::new(SystemClock), new_store).await?;
     let (first, others) = listen(addr, workers, inherited)?;
+    let scrape = scrape.map(|l| metrics_endpoint::spawn(l, Arc::clone(&gate.metrics)));
     let bound = first.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, tls = tls.is_some(), workers, "mfa-gate listening");
     let admin = bind_admin(&gate).await;
@@ -221,6 +225,9 @@ pub async fn serve(
         reload,
     };
     serve_bound(first, others, started, shutdown, up).await;
+    if let Some(task) = scrape {
+        task.abort();
+    }
     Ok(())
 }
 
@@ -309,13 +316,22 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 }
 
 /// Accepts connections until `shutdown` resolves, then waits (up to 30 s) for open
-/// connections to finish.
+/// connections to finish. Serves the metrics listener too when the configuration names
+/// one (a failure to bind it is logged).
 pub async fn run(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gate: Gate,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Metrics first: a caller waiting for the admin socket finds both bound.
+    let scrape = match metrics_endpoint::bind(&gate.config).await {
+        Ok(l) => l.map(|l| metrics_endpoint::spawn(l, Arc::clone(&gate.metrics))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve metrics");
+            None
+        }
+    };
     let admin = bind_admin(&gate).await;
     let started = Started {
         gate,
@@ -324,6 +340,9 @@ pub async fn run(
         reload: None,
     };
     serve_bound(listener, Vec::new(), started, shutdown, || {}).await;
+    if let Some(task) = scrape {
+        task.abort();
+    }
 }
 
 /// What [`serve_bound`] serves with.

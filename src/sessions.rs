@@ -12,6 +12,7 @@ use crate::config::FirstFactor;
 use crate::cookies::RequestCookies;
 use crate::error::Error;
 use crate::identity::{basic_identity, binding, same_binding};
+use crate::metrics::Metrics;
 use crate::session::{self, Session};
 use crate::state::{Ctx, Gate};
 
@@ -38,6 +39,11 @@ pub async fn current(
     let cookies = RequestCookies::parse(headers);
     let Some(raw) = cookies.exact(gate.names.session) else {
         return Ok(None);
+    };
+    // Counted as invalid on every way out but the last.
+    let mut counted = Counted {
+        metrics: &gate.metrics,
+        valid: false,
     };
     let site = gate.site(ctx);
     // What the session is bound to, as the request carries it.
@@ -77,7 +83,21 @@ pub async fn current(
     if !user.enrolled || reset_since || gate.store.session_revoked(&s.id).await? {
         return Ok(None);
     }
+    counted.valid = true;
     Ok(Some(s))
+}
+
+/// A request's session cookie, counted in the metrics when the check is over (a store
+/// failure counts as invalid: the request is refused).
+struct Counted<'a> {
+    metrics: &'a Metrics,
+    valid: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.metrics.session_checked(self.valid);
+    }
 }
 
 /// Whether session `s` is bound to the first-factor credentials of the request.

@@ -14,6 +14,7 @@ use crate::cookies::ConsoleCookie;
 use crate::error::Error;
 use crate::keys::Keys;
 use crate::live::Live;
+use crate::metrics::{Metrics, SiteMetrics};
 use crate::proxy::{ConsoleClient, Forwarding};
 use crate::request::BodyDeadline;
 use crate::session::{Names, Session};
@@ -51,6 +52,12 @@ pub struct Inner {
     /// held across the calibration probes, so concurrent first logins wait for one
     /// calibration instead of starting several.
     pub calibrations: Vec<tokio::sync::Mutex<Calibration>>,
+    /// The metrics registry: made once per process and handed from gate to gate
+    /// ([`Gate::reloaded`]), so counters survive a new configuration.
+    pub metrics: Arc<Metrics>,
+    /// Each site's counters, in the order of `config.sites` (found by index per request;
+    /// a site keeps its counters across a reload as long as it keeps its name).
+    pub site_metrics: Vec<Arc<SiteMetrics>>,
 }
 
 /// Logs at start how each `https://` console's certificate is checked, loudly where it
@@ -112,7 +119,15 @@ impl Gate {
             .iter()
             .map(|_| tokio::sync::Mutex::new(Calibration::Unknown))
             .collect();
-        Gate::build(config, store, keys, clock, Live::default(), calibrations)
+        Gate::build(
+            config,
+            store,
+            keys,
+            clock,
+            Live::default(),
+            calibrations,
+            Metrics::new(),
+        )
     }
 
     /// The gate of a reloaded configuration (`server reload`): the same open store, keys
@@ -144,6 +159,7 @@ impl Gate {
             Arc::clone(&self.clock),
             self.live.clone(),
             calibrations,
+            Arc::clone(&self.metrics),
         )
     }
 
@@ -154,6 +170,7 @@ impl Gate {
         clock: Arc<dyn Clock>,
         live: Live,
         calibrations: Vec<tokio::sync::Mutex<Calibration>>,
+        metrics: Arc<Metrics>,
     ) -> Gate {
         let names = Names::new(config.server.public_https);
         let hsts = config
@@ -162,8 +179,11 @@ impl Gate {
             .filter(|_| config.server.public_https)
             .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
         announce_upstream_tls(&config);
+        let site_metrics = metrics.sites(config.sites.iter().map(|s| s.name.as_str()));
         Gate {
             inner: Arc::new(Inner {
+                metrics,
+                site_metrics,
                 urls: Urls::new(&config.server.prefix),
                 config,
                 store,
@@ -185,6 +205,11 @@ impl Gate {
         &self.config.sites[ctx
             .site_index
             .min(self.config.sites.len().saturating_sub(1))]
+    }
+
+    /// The counters of the site of a request.
+    pub fn site_metrics(&self, ctx: &Ctx) -> Option<&SiteMetrics> {
+        self.site_metrics.get(ctx.site_index).map(|s| &**s)
     }
 
     pub fn now(&self) -> u64 {
@@ -255,6 +280,7 @@ impl Gate {
             console_cookie,
             strip: &site.strip_headers,
             drop_authorization,
+            metrics: self.site_metrics(ctx),
         }
     }
 }

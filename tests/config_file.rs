@@ -37,6 +37,13 @@ fn the_shipped_example_is_valid() {
     assert!(c.server.public_https && c.server.hsts_max_age.is_some());
     assert!(c.server.tls.is_some());
     assert_eq!(c.totp.issuer, "Acme consoles");
+    let metrics = c.metrics.as_ref().map(|m| m.listen.to_string());
+    assert_eq!(
+        metrics.as_deref(),
+        Some("127.0.0.1:9300"),
+        "metrics on loopback"
+    );
+    assert!(c.log.access && c.log.format == mfa_gate::config::LogFormat::Auto);
     // And through the binary.
     let file = dir.path().join("mfa-gate.toml");
     std::fs::write(&file, &text).unwrap();

@@ -11,6 +11,7 @@
 
 mod enrollment;
 mod first_factor;
+mod observe;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -83,7 +84,41 @@ pub struct Config {
     pub totp: Totp,
     pub session: Session,
     pub throttle: Throttle,
+    /// The Prometheus metrics listener; `None`: no metrics are served.
+    pub metrics: Option<MetricsListener>,
+    pub log: Log,
     pub sites: Vec<Site>,
+}
+
+/// `[metrics]`: where the Prometheus text is served (`GET /metrics`), never on the
+/// gate's own address.
+#[derive(Debug, Clone)]
+pub struct MetricsListener {
+    /// Loopback unless the file says `allow_remote = true`.
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: how log lines are written.
+#[derive(Debug, Clone, Default)]
+pub struct Log {
+    /// The format (the command line's `--log-format` wins over it).
+    pub format: LogFormat,
+    /// One access line per request (target `mfa_gate::access`).
+    pub access: bool,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human on a terminal (colours, timestamps); for journald (`JOURNAL_STREAM` names
+    /// standard error) plain lines with a syslog priority and no timestamp; plain
+    /// lines with timestamps anywhere else (a file, a pipe).
+    #[default]
+    Auto,
+    /// Human lines without colours, with timestamps.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Clone)]

@@ -11,8 +11,24 @@ pub struct File {
     pub totp: Option<Totp>,
     pub session: Option<Session>,
     pub throttle: Option<Throttle>,
+    pub metrics: Option<Metrics>,
+    pub log: Option<Log>,
     #[serde(default)]
     pub site: Vec<Site>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub listen: Spanned<String>,
+    pub allow_remote: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: Option<Spanned<String>>,
+    pub access: Option<bool>,
 }
 
 #[derive(Deserialize)]

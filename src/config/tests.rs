@@ -441,6 +441,35 @@ fn enrollment_policy_is_read_and_defaults_to_open() -> Result<(), ConfigError> {
 }
 
 #[test]
+fn metrics_are_off_by_default_and_only_on_loopback() -> Result<(), ConfigError> {
+    assert!(parse(GOOD)?.metrics.is_none());
+    let with = |table: &str| parse(&format!("{GOOD}[metrics]\n{table}\n"));
+    let c = with("listen = \"127.0.0.1:9300\"")?;
+    assert_eq!(
+        c.metrics.map(|m| m.listen),
+        Some("127.0.0.1:9300".parse().unwrap_or_else(|_| unreachable!()))
+    );
+    assert!(with("listen = \"[::1]:9300\"").is_ok());
+    let e = with("listen = \"0.0.0.0:9300\"").err();
+    assert!(
+        e.as_ref().is_some_and(|e| (e.line, e.column) == (14, 10)
+            && e.message.contains("not on loopback")
+            && e.hint.contains("allow_remote")),
+        "{e:?}"
+    );
+    assert!(with("listen = \"10.1.2.3:9300\"\nallow_remote = true").is_ok());
+    // Never the gate's own address.
+    let e = with("listen = \"127.0.0.1:8080\"").err();
+    assert!(
+        e.is_some_and(|e| e.line == 14 && e.message.contains("the gate's own address")),
+        "the public address does not serve metrics"
+    );
+    assert!(with("listen = \"localhost:9300\"").is_err_and(|e| e.line == 14));
+    assert!(with("listen = \"127.0.0.1:9300\"\npath = \"/m\"").is_err());
+    Ok(())
+}
+
+#[test]
 fn enrollment_policy_mistakes_name_line_column_and_the_fix() {
     let err = |extra: &str| {
         let e = parse(&format!("{GOOD}{extra}\n")).err();
@@ -492,4 +521,18 @@ fn sites_of_one_realm_state_one_enrollment_policy() {
         e.2.contains("realm \"router\"") && e.3.contains("every [[site]] of a realm"),
         "{e:?}"
     );
+}
+
+#[test]
+fn log_format_and_access_lines() -> Result<(), ConfigError> {
+    let c = parse(GOOD)?;
+    assert_eq!((c.log.format, c.log.access), (LogFormat::Auto, true));
+    let c = parse(&format!("{GOOD}[log]\nformat = \"json\"\naccess = false\n"))?;
+    assert_eq!((c.log.format, c.log.access), (LogFormat::Json, false));
+    let e = parse(&format!("{GOOD}[log]\nformat = \"xml\"\n")).err();
+    assert!(
+        e.is_some_and(|e| (e.line, e.column) == (14, 10) && e.hint.contains("\"json\"")),
+        "the place and the fix"
+    );
+    Ok(())
 }

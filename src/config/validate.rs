@@ -15,8 +15,11 @@ use super::values::{
 use super::*;
 
 pub(super) fn file(at: &Locator<'_>, raw: raw::File) -> Result<Config, ConfigError> {
+    let server = validate_server(at, raw.server)?;
     Ok(Config {
-        server: validate_server(at, raw.server)?,
+        metrics: super::observe::metrics(at, raw.metrics, &server)?,
+        log: super::observe::log(at, raw.log.unwrap_or_default())?,
+        server,
         store: validate_store(at, raw.store)?,
         totp: totp(at, raw.totp.unwrap_or_default())?,
         session: session(at, raw.session.unwrap_or_default())?,

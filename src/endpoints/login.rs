@@ -12,6 +12,7 @@ use crate::endpoints::invite;
 use crate::enrollment_policy::{self, Enrollment, Refusal};
 use crate::error::Error;
 use crate::first_factor::form;
+use crate::metrics::{Event, Login};
 use crate::pages::{enroll, message, recovery as recovery_page, verify};
 use crate::pending;
 use crate::recovery;
@@ -183,6 +184,7 @@ async fn enroll(
     let secret = pending::provisional_secret(gate, p, sealed)?;
     let Some(matched) = totp::check(&secret, code, now, gate.config.totp.skew_steps) else {
         who.audit("enroll_wrong_code");
+        gate.metrics.event(Event::EnrollWrongCode);
         let msg = "That code is not right. Check that the app shows this account and try the current code.";
         return render(gate, id, p, Some(msg), StatusCode::FORBIDDEN).await;
     };
@@ -201,6 +203,7 @@ async fn enroll(
     match gate.store.apply(&p.realm, &p.user, op, now).await? {
         Outcome::Applied => {
             who.audit("enrolled");
+            gate.metrics.event(Event::Enrolled);
             finish(gate, id, p, now, Some(&codes)).await
         }
         Outcome::Stale => {
@@ -241,6 +244,7 @@ async fn verify(
         }
         Checked::Locked { wait } => {
             who.audit("login_refused_locked");
+            gate.metrics.login(Login::Locked);
             Err(Error::Locked { wait })
         }
         Checked::NotEnrolled => Err(Error::SignInExpired),
@@ -248,10 +252,20 @@ async fn verify(
             if recovery {
                 who.audit("recovery_code_used");
             }
+            gate.metrics.login(if recovery {
+                Login::RecoveryCode
+            } else {
+                Login::CodeOk
+            });
             who.audit("login_ok");
             finish(gate, id, p, gate.now(), None).await
         }
         Checked::Refused { replayed } => {
+            gate.metrics.login(if replayed {
+                Login::CodeReplayed
+            } else {
+                Login::CodeWrong
+            });
             who.audit(if replayed {
                 "login_replayed_code"
             } else {

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use crate::audit;
 use crate::error::Error;
 use crate::identity::acceptable_user;
+use crate::metrics::Event;
 use crate::session::Session;
 use crate::state::{Ctx, Gate};
 use crate::users::{self, ActionResult};
@@ -103,10 +104,18 @@ pub async fn act(
 ) -> Result<ActionResult, Error> {
     let by = format!("admin {}", admin.session.user);
     let now = gate.now();
-    Ok(match action {
-        Action::Reset => {
-            users::reset(&*gate.store, Some(&gate.live), &admin.realm, user, &by, now).await?
-        }
-        Action::Unlock => users::unlock(&*gate.store, &admin.realm, user, &by, now).await?,
-    })
+    let (result, event) = match action {
+        Action::Reset => (
+            users::reset(&*gate.store, Some(&gate.live), &admin.realm, user, &by, now).await?,
+            Event::Reset,
+        ),
+        Action::Unlock => (
+            users::unlock(&*gate.store, &admin.realm, user, &by, now).await?,
+            Event::Unlock,
+        ),
+    };
+    if result == ActionResult::Done {
+        gate.metrics.event(event);
+    }
+    Ok(result)
 }

@@ -19,6 +19,7 @@ use crate::audit;
 use crate::config::{BasicLogin, FirstFactor, Site};
 use crate::error::{Error, UpstreamError};
 use crate::identity::{basic_identity, credentials};
+use crate::metrics::Login;
 use crate::pending::{self, Accepted};
 use crate::proxy::{self, ConsoleClient};
 use crate::response::{self, Body};
@@ -225,10 +226,12 @@ pub async fn login<B>(gate: &Gate, ctx: &Ctx, req: &Request<B>) -> Result<Respon
     match check(&gate.console, site, rules, &ctx.host, authorization).await? {
         Verdict::Refused(resp) => {
             audit::info("password_refused", &who);
+            gate.metrics.login(Login::PasswordRefused);
             Ok(resp)
         }
         Verdict::RefusedOtherwise => {
             audit::info("password_refused", &who);
+            gate.metrics.login(Login::PasswordRefused);
             Err(Error::Challenge(challenge))
         }
         Verdict::Accepted => {

@@ -21,6 +21,7 @@ use crate::config::{FirstFactor, FormLogin};
 use crate::cookies::ConsoleCookie;
 use crate::error::Error;
 use crate::identity::{binding, canonical_user};
+use crate::metrics::Login;
 use crate::pending::{self, Accepted};
 use crate::request::{read_limited, wants_html};
 use crate::response::{self, redirect, Body};
@@ -210,6 +211,7 @@ pub async fn submit(
         &form.username_field,
     )
     .map_err(|why| {
+        gate.metrics.login(Login::PasswordRejected);
         audit::warn(
             "login_refused_ambiguous",
             &audit::Event {
@@ -242,6 +244,7 @@ pub async fn submit(
     let fwd = gate.forwarding(ctx, None, console_cookie, !form.forward_authorization);
     let mut resp = gate.console.forward(req, site, &fwd).await?;
     let Some(value) = succeeded(form, resp.status().as_u16(), resp.headers()) else {
+        gate.metrics.login(Login::PasswordRefused);
         if let Some(user) = &user {
             audit::info(
                 "password_refused",

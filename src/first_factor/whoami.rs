@@ -10,6 +10,7 @@ use crate::audit;
 use crate::config::WhoamiSource;
 use crate::error::Error;
 use crate::identity::canonical_user;
+use crate::metrics::Login;
 use crate::state::{Ctx, Gate};
 
 /// Most of a `whoami` page the gate reads.
@@ -55,6 +56,7 @@ pub async fn confirm(
         "the console named {named:?} (status {})",
         parts.status.as_u16()
     );
+    gate.metrics.login(Login::PasswordRejected);
     audit::warn(
         "login_refused_identity_mismatch",
         &audit::Event {

@@ -65,6 +65,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Counted open until it ends (the guard holds the registry, not the gate).
+    let _open = shared.serving.load().gate.metrics.connection_opened();
     let state = Arc::clone(slot.state());
     // This connection's certificate and deadlines: those in force when it was accepted
     // (copied out, so an open connection does not keep a replaced gate alive).

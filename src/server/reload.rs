@@ -16,7 +16,8 @@
 //!
 //! What only a restart changes ([`keep_restart_only`]): the listening address, the
 //! number of workers, TLS on or off, whether browsers use https (it names the cookies),
-//! the admin socket, the store and the key file. A reload keeps the running value of
+//! the admin socket, the store and the key file, the metrics listener's address and the
+//! log format. A reload keeps the running value of
 //! each and logs that it needs a restart. Everything else is reloaded.
 //!
 //! A file that does not load, or a certificate that does not, refuses the whole reload:
@@ -192,6 +193,17 @@ pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     if new.store.key_file != old.store.key_file {
         new.store.key_file.clone_from(&old.store.key_file);
         kept.push("store.key_file");
+    }
+    // The metrics listener is bound once; the registry itself carries over.
+    let listen = |c: &Config| c.metrics.as_ref().map(|m| m.listen);
+    if listen(new) != listen(old) {
+        new.metrics.clone_from(&old.metrics);
+        kept.push("metrics.listen");
+    }
+    // The log format is set up once (`[log] access` is read per request and reloads).
+    if new.log.format != old.log.format {
+        new.log.format = old.log.format;
+        kept.push("log.format");
     }
     kept
 }

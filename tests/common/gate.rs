@@ -95,6 +95,7 @@ pub struct GateBuilder {
     hosts: Vec<String>,
     site: Vec<String>,
     more_sites: Vec<String>,
+    tables: Vec<String>,
     listen: SocketAddr,
     admin_socket: Option<PathBuf>,
     server: Vec<String>,
@@ -117,6 +118,7 @@ impl GateBuilder {
             hosts: vec!["127.0.0.1".into(), "localhost".into()],
             site: Vec::new(),
             more_sites: Vec::new(),
+            tables: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_socket: None,
             server: Vec::new(),
@@ -225,6 +227,12 @@ impl GateBuilder {
         self
     }
 
+    /// One more table at the end of the file, e.g. `"[metrics]\nlisten = \"127.0.0.1:9300\""`.
+    pub fn table(mut self, text: &str) -> GateBuilder {
+        self.tables.push(text.to_string());
+        self
+    }
+
     /// The clock the gate reads (a fresh [`ManualClock`] at [`T0`] unless set).
     pub fn clock(mut self, clock: Arc<ManualClock>) -> GateBuilder {
         self.clock = Some(clock);
@@ -271,7 +279,7 @@ name = "console"
 hosts = {hosts}
 upstream = "{scheme}://{upstream}"
 first_factor = {first_factor}
-{site}{more_sites}"#,
+{site}{more_sites}{tables}"#,
             listen = self.listen,
             sock = sock.display(),
             server = line(&self.server),
@@ -288,6 +296,11 @@ first_factor = {first_factor}
                 .more_sites
                 .iter()
                 .map(|s| format!("\n{s}"))
+                .collect::<String>(),
+            tables = self
+                .tables
+                .iter()
+                .map(|t| format!("\n{t}\n"))
                 .collect::<String>(),
         )
     }
