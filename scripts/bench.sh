@@ -253,6 +253,9 @@ key_file = "$GATE_DIR/master.key"
 issuer = "bench"
 [throttle]
 per_ip = "100000/min"
+# Like the nginx proxy's access_log off: no line per request.
+[log]
+access = false
 [[site]]
 name = "console"
 hosts = ["127.0.0.1", "localhost"]
@@ -732,7 +735,7 @@ EOF
 - All on 127.0.0.1 on this machine: wrk, the upstream, the nginx proxy and the gate share the $(nproc) CPUs, so CPU a proxy spends is throughput lost.
 - Upstream: nginx (\`worker_processes auto\`, access log off) serving a $(wc -c <"$CONSOLE_DIR/www/index.html")-byte \`index.html\` at \`/\` and a 1 MiB \`big.bin\`, both behind \`auth_basic\` (\`{PLAIN}\` password file).
 - nginx proxy: \`proxy_pass\` over an upstream block with \`keepalive 64\`, HTTP/1.1, nginx's default response buffering (its error log noted $NGINX_SPOOLED response(s) spooled to a temporary file in this run).
-- mfa-gate: \`serve\` in basic mode, embedded store in a temp dir, default logging (to a file). One user enrolled and logged in through the real flow (curl + \`oathtool --totp\`); wrk sends that session cookie and the Basic credentials. The gate re-issues a session cookie whose activity stamp is 60 s old on every response (wrk keeps the old one), so the script logs in again before a gate run would reach that age.
+- mfa-gate: \`serve\` in basic mode, embedded store in a temp dir, no access lines (\`[log] access = false\`, as nginx's \`access_log off\`), other logging to a file. One user enrolled and logged in through the real flow (curl + \`oathtool --totp\`); wrk sends that session cookie and the Basic credentials. The gate re-issues a session cookie whose activity stamp is 60 s old on every response (wrk keeps the old one), so the script logs in again before a gate run would reach that age.
 - Each round runs direct, nginx, gate in turn; a turn is $([ "$WARMUP" != 0 ] && echo "a $WARMUP warm-up on \`/\` (not recorded), ")the measured run on \`/\` ($DURATION), $([ "$AUDIT" != 0 ] && echo "a $AUDIT status audit on \`/\` (a Lua script counts statuses: wrk counts a 3xx, e.g. a redirect to the login page, as success), ")and the measured 1 MiB run ($BIG_DURATION). Each column is the median over the rounds; × nginx and × direct are ratios of the medians.
 - Command per run: \`$WRK_CMD\`
 - req/s and p99: wrk's \`Requests/sec\` and the 99 % line of \`--latency\`. 1 MiB MiB/s: requests/s of the 1 MiB GET (one body = 1 MiB).
