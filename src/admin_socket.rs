@@ -18,7 +18,7 @@ use crate::metrics::Event;
 use crate::state::Gate;
 pub use crate::users::{Answer, Request};
 
-use crate::users;
+use crate::{tokens, users};
 
 /// Binds the socket at `path` (replacing a stale one) with mode 0600.
 ///
@@ -93,11 +93,13 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
                 ..crate::audit::Event::default()
             },
         );
-        Answer::error("permission denied: only root or the gate's own user may administer it")
+        serde_json::to_string(&Answer::error(
+            "permission denied: only root or the gate's own user may administer it",
+        ))
     } else {
+        let by = format!("cli(uid={uid})");
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
-                let by = format!("cli(uid={uid})");
                 let answer = users::answer_keyed(
                     &*gate.store,
                     &gate.keys,
@@ -118,12 +120,17 @@ async fn connection(stream: UnixStream, gate: &Gate, owner: Option<u32>) -> std:
                         gate.metrics.event(event);
                     }
                 }
-                answer
+                serde_json::to_string(&answer)
             }
-            Err(e) => Answer::error(&format!("bad request: {e}")),
+            Err(e) => match serde_json::from_str::<tokens::Request>(&line) {
+                Ok(req) => serde_json::to_string(
+                    &tokens::answer(&*gate.store, &gate.config, &req, &by, gate.now()).await,
+                ),
+                Err(_) => serde_json::to_string(&Answer::error(&format!("bad request: {e}"))),
+            },
         }
     };
-    let mut text = serde_json::to_string(&answer).unwrap_or_else(|_| "{\"ok\":false}".into());
+    let mut text = answer.unwrap_or_else(|_| "{\"ok\":false}".into());
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     write.shutdown().await
@@ -155,6 +162,18 @@ pub async fn ask_daemon(
     daemon_uid: Option<u32>,
     req: &Request,
 ) -> Result<Answer, AskError> {
+    ask_daemon_with(path, daemon_uid, req).await
+}
+
+/// [`ask_daemon`] for any request and answer type (`users`' or `tokens`').
+///
+/// # Errors
+/// As [`ask_daemon`].
+pub async fn ask_daemon_with<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+    path: &Path,
+    daemon_uid: Option<u32>,
+    req: &Q,
+) -> Result<A, AskError> {
     if let Err(e) = std::fs::symlink_metadata(path) {
         return Err(match e.kind() {
             std::io::ErrorKind::NotFound => AskError::NotRunning(e),
@@ -230,7 +249,21 @@ pub async fn ask(path: &Path, req: &Request) -> std::io::Result<Answer> {
     exchange(UnixStream::connect(path).await?, req).await
 }
 
-async fn exchange(stream: UnixStream, req: &Request) -> std::io::Result<Answer> {
+/// [`ask`] for any request and answer type.
+///
+/// # Errors
+/// As [`ask`].
+pub async fn ask_with<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+    path: &Path,
+    req: &Q,
+) -> std::io::Result<A> {
+    exchange(UnixStream::connect(path).await?, req).await
+}
+
+async fn exchange<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+    stream: UnixStream,
+    req: &Q,
+) -> std::io::Result<A> {
     let (read, mut write) = stream.into_split();
     let mut text = serde_json::to_string(req).map_err(std::io::Error::other)?;
     text.push('\n');

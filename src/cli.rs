@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `demo`.
+//! The command line: `serve`, `check-config`, `user …`, `token …`, `demo`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +68,23 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
         /// The TOML configuration file (names the admin socket and the store).
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/mfa-gate/mfa-gate.toml"
+        )]
+        config: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Create, list or revoke machine tokens for scripts (through the running daemon, or
+    /// on the store).
+    Token {
+        #[command(subcommand)]
+        action: crate::token_cmd::TokenAction,
+        /// The TOML configuration file (names the admin socket, the store and the sites).
         #[arg(
             long,
             short,
@@ -161,7 +178,7 @@ fn private_files() {
 pub async fn run(cli: Cli) -> ExitCode {
     if matches!(
         cli.command,
-        Command::Serve { .. } | Command::User { .. } | Command::Demo { .. }
+        Command::Serve { .. } | Command::User { .. } | Command::Token { .. } | Command::Demo { .. }
     ) {
         // Before anything opens the store, the key file or the admin socket.
         private_files();
@@ -265,6 +282,26 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Some(req) => crate::user_cmd::run(&config, req, json).await,
                 None => {
                     eprintln!("mfa-gate: name the user as REALM/USER, e.g. router/alice");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Token {
+            action,
+            config,
+            json,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match crate::token_cmd::request(action) {
+                Ok(req) => crate::token_cmd::run(&config, req, json).await,
+                Err(why) => {
+                    eprintln!("mfa-gate: {why}");
                     ExitCode::from(EXIT_CONFIG)
                 }
             }

@@ -95,6 +95,18 @@ pub enum Error {
     /// Sealing or opening a secret failed (500: fail closed).
     #[error("{0}")]
     Seal(#[from] SealError),
+    /// A client that is not a browser (its `Accept` names no `text/html`) asked for a
+    /// console page without a session: it cannot do the code step (401, never a redirect).
+    #[error("second factor required")]
+    SecondFactorRequired,
+    /// A machine token that is unknown, revoked or expired, or a token header that is not
+    /// one token (401); the reason for the client.
+    #[error("machine token refused: {0}")]
+    TokenRefused(&'static str),
+    /// A machine token outside its scope (site, network, method, path), or sent to the
+    /// gate's own pages (403); the reason for the client.
+    #[error("machine token out of scope: {0}")]
+    TokenOutOfScope(&'static str),
 }
 
 impl From<getrandom::Error> for Error {

@@ -6,7 +6,9 @@
 //! and the session the request carries once, and hands the handlers plain values; what
 //! they refuse becomes a page (or JSON for the API) here, through
 //! [`crate::pages::refusal`]. Every answered request is counted and logged here too
-//! ([`crate::access_log`]).
+//! ([`crate::access_log`]). On the console's side only a browser (its `Accept` names
+//! `text/html`) gets pages; other clients get short text, or JSON when they ask for it,
+//! and never a redirect to a login page.
 //!
 //! | request | handler |
 //! |---|---|
@@ -14,6 +16,7 @@
 //! | `PREFIX recovery`, `logout`, `healthz` | [`endpoints::recovery`], [`endpoints::logout`], [`endpoints::health`] |
 //! | `PREFIX admin…`, `api/users…` | [`endpoints::admin_page`], [`endpoints::admin_api`] (admins only) |
 //! | console, form login path, POST | [`first_factor::form::submit`] (judged, session or not) |
+//! | anything with a machine token (`X-MFA-Gate-Token`) | [`machine::forward`] (403 under the prefix) |
 //! | console, with a session | [`passthrough::forward`] |
 //! | console, without a session | [`first_factor::basic::login`] or [`first_factor::form::without_session`] |
 
@@ -32,9 +35,11 @@ use crate::config::FirstFactor;
 use crate::endpoints::{self, admin_api, admin_page, login, Action};
 use crate::error::Error;
 use crate::first_factor::{basic, form};
+use crate::machine;
 use crate::pages::refusal::{self, Format};
 use crate::passthrough;
 use crate::proxy::client_ip;
+use crate::request::wants_html;
 use crate::response::{self, Body};
 use crate::session::Session;
 use crate::sessions;
@@ -84,6 +89,13 @@ async fn route(
     let path = req.uri().path().to_string();
     let route = target::route(&path, &gate.config.server.prefix)
         .map_err(|bad| (Error::BadRequest(bad.explain().into()), Format::Html))?;
+    // A machine token decides alone, before any session or login is looked at.
+    if req.headers().contains_key(crate::tokens::HEADER) {
+        let format = Format::for_machine(req.headers());
+        return machine::forward(gate, &ctx, req, route)
+            .await
+            .map_err(|e| (e, format));
+    }
     // A login POST is judged as a new login, session or not: it must not switch the
     // console to another user behind an existing session; other requests to the login
     // path must not be logins the gate did not judge.
@@ -105,7 +117,12 @@ async fn route(
     seen.session.clone_from(&session);
     match route {
         Route::Gate(rest) => gate_page(gate, &ctx, req, rest, session).await,
-        Route::Console => html(console(gate, &ctx, req, session).await),
+        Route::Console => {
+            let format = Format::for_client(req.headers());
+            console(gate, &ctx, req, session)
+                .await
+                .map_err(|e| (e, format))
+        }
     }
 }
 
@@ -173,13 +190,18 @@ async fn admin_call(
     session: Option<Arc<Session>>,
     format: Format,
 ) -> Routed {
-    if session.is_none() && format == Format::Html {
+    let browser = wants_html(req.headers());
+    if session.is_none() && format == Format::Html && browser {
         return Ok(response::redirect("/", None));
     }
-    let admin = endpoints::admin(gate, ctx, session).map_err(|e| (e, format))?;
+    let refusal = match format {
+        Format::Html if !browser => Format::for_machine(req.headers()),
+        f => f,
+    };
+    let admin = endpoints::admin(gate, ctx, session).map_err(|e| (e, refusal))?;
     let result = match format {
         Format::Html => admin_page_route(gate, ctx, req, rest, &admin).await,
-        Format::Json => admin_api_route(gate, ctx, req, rest, &admin).await,
+        Format::Json | Format::Text => admin_api_route(gate, ctx, req, rest, &admin).await,
     };
     let resp = match result {
         Ok(resp) => resp,

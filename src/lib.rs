@@ -11,11 +11,11 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`admin_socket`], [`logging`] (log formats) |
+//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`, `token …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`token_cmd`], [`admin_socket`], [`logging`] (log formats) |
 //! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, reload on SIGHUP, systemd, the metrics listener |
 //! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there; [`access_log`]: each request's count and access line |
-//! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session) |
-//! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock), [`enrollment_policy`] (who may enroll; invitations), [`import`] (import and export of secrets) |
+//! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session), [`machine`] (a request with a machine token) |
+//! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock), [`enrollment_policy`] (who may enroll; invitations), [`import`] (import and export of secrets), [`tokens`] (machine tokens: scope, create/list/revoke) |
 //! | state | [`state`]: the shared [`state::Gate`] and one request's [`state::Ctx`] |
 //! | forwarding | [`proxy`]: the pooled client to the consoles, header hygiene, upgrades |
 //! | pages | [`pages`]: HTML, escaped; [`pages::refusal`] turns an [`error::Error`] into a page or JSON |
@@ -42,6 +42,7 @@ pub mod import;
 pub mod keys;
 pub mod live;
 pub mod logging;
+pub mod machine;
 pub mod metrics;
 pub mod pages;
 pub mod passthrough;
@@ -58,6 +59,8 @@ pub mod state;
 pub mod store;
 pub mod target;
 pub mod throttle;
+pub mod token_cmd;
+pub mod tokens;
 pub mod totp;
 pub mod upstream_tls;
 pub mod urls;

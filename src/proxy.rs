@@ -81,14 +81,16 @@ const IDENTITY: [&str; 26] = [
 ];
 
 /// Prefixes of whole families of identity and forwarding headers (client certificates
-/// that a TLS front proxy would pass included).
-const IDENTITY_PREFIXES: [&str; 6] = [
+/// that a TLS front proxy would pass included), and the gate's own request headers (the
+/// machine token, `X-MFA-Gate-Token`: a console never sees it, in any spelling).
+const IDENTITY_PREFIXES: [&str; 7] = [
     "x-forwarded-",
     "x-auth-request-",
     "x-remote-",
     "x-ssl-client-",
     "x-client-cert-",
     "ssl-client-",
+    "x-mfa-gate-",
 ];
 
 /// The pooled client to the consoles.
@@ -548,6 +550,9 @@ mod tests {
             "x.authenticated.user",
             "X-SSL-Client-Cert",
             "ssl_client_cert",
+            "X-MFA-Gate-Token",
+            "x_mfa_gate_token",
+            "X.Mfa.Gate.Token",
         ] {
             let n = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
             assert!(is_identity_header(&n), "{name}");

@@ -127,13 +127,40 @@ pub fn same_origin(headers: &HeaderMap, host: &HeaderValue, https: bool) -> bool
     }
 }
 
-/// Whether the client is a browser navigating (it accepts HTML).
+/// Whether the client is a browser navigating: its `Accept` names `text/html` itself
+/// (not `*/*`, as curl and most libraries send, nor `text/*`) with a non-zero quality.
 pub fn wants_html(headers: &HeaderMap) -> bool {
+    accepts(headers, |t| t == "text/html")
+}
+
+/// Whether the client's `Accept` names `application/json` (or a `+json` type of
+/// `application/`) with a non-zero quality.
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    accepts(headers, |t| {
+        t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+    })
+}
+
+/// Whether some media range of `Accept` passes `named` (given in lower case, without
+/// parameters) and is not refused with `q=0`.
+fn accepts(headers: &HeaderMap, named: impl Fn(&str) -> bool) -> bool {
     headers
         .get_all(ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/html"))
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            named(&media) && !refused
+        })
 }
 
 #[cfg(test)]
@@ -197,6 +224,27 @@ mod tests {
             true
         ));
         assert!(same_origin(&HeaderMap::new(), &host, true));
+    }
+
+    #[test]
+    fn only_an_explicit_text_html_is_a_browser() {
+        let with = |accept: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT, HeaderValue::from_static(accept));
+            h
+        };
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert!(wants_html(&with(browser)));
+        assert!(wants_html(&with("TEXT/HTML")));
+        assert!(!wants_html(&with("*/*")), "curl");
+        assert!(!wants_html(&with("text/*")));
+        assert!(!wants_html(&with("text/html;q=0, */*")));
+        assert!(!wants_html(&with("application/json")));
+        assert!(!wants_html(&HeaderMap::new()), "no Accept at all");
+        assert!(wants_json(&with("application/json")));
+        assert!(wants_json(&with("application/problem+json, */*;q=0.1")));
+        assert!(!wants_json(&with("*/*")));
+        assert!(!wants_json(&with("application/json;q=0")));
     }
 
     #[test]

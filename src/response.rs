@@ -60,6 +60,23 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     resp
 }
 
+/// Plain UTF-8 text that no cache keeps (refusals for clients that are not browsers).
+pub fn plain(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 /// A JSON answer that no cache keeps.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let (status, bytes) = match serde_json::to_vec(value) {

@@ -58,6 +58,8 @@ pub struct Inner {
     /// Each site's counters, in the order of `config.sites` (found by index per request;
     /// a site keeps its counters across a reload as long as it keeps its name).
     pub site_metrics: Vec<Arc<SiteMetrics>>,
+    /// Recent machine-token traffic: batched last-use writes and audit events.
+    pub tokens: crate::tokens::Uses,
 }
 
 /// Logs at start how each `https://` console's certificate is checked, loudly where it
@@ -195,6 +197,7 @@ impl Gate {
                 verified: Verified::default(),
                 hsts,
                 calibrations,
+                tokens: crate::tokens::Uses::default(),
             }),
         }
     }

@@ -73,7 +73,7 @@ async fn direct(config: &Config, req: &Request) -> Answer {
 /// entry is opened relative to its directory without following links, and only what root
 /// owns — directories, and regular files with a single link (never a hard link to a file
 /// elsewhere) — changes owner, through the open descriptor.
-fn give_back(store: &Path) -> std::io::Result<()> {
+pub fn give_back(store: &Path) -> std::io::Result<()> {
     if !rustix::process::geteuid().is_root() {
         return Ok(());
     }

@@ -15,7 +15,7 @@ use mfa_gate::clock::ManualClock;
 use mfa_gate::keys::Keys;
 use mfa_gate::store::sled::SledStore;
 use mfa_gate::store::{
-    Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, UserOp, UserRecord,
+    Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, TokenRecord, UserOp, UserRecord,
 };
 
 /// The real sled store behind a switch that makes every call fail like a full disk.
@@ -105,6 +105,35 @@ impl Store for Faulty {
     async fn sweep(&self, now: u64) -> Result<(), StoreError> {
         self.check()?;
         self.inner.sweep(now).await
+    }
+    async fn put_token(&self, hash: &str, t: &TokenRecord) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_token(hash, t).await
+    }
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.token(hash).await
+    }
+    async fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        self.check()?;
+        self.inner.tokens().await
+    }
+    async fn revoke_token(&self, hash: &str, now: u64) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.revoke_token(hash, now).await
+    }
+    async fn token_used(&self, hash: &str, at: u64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.token_used(hash, at).await
+    }
+    async fn attempt_wait(
+        &self,
+        key: &str,
+        now_ms: u64,
+        quota: mfa_gate::throttle::Quota,
+    ) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        self.inner.attempt_wait(key, now_ms, quota).await
     }
 }
 

@@ -22,6 +22,7 @@ use crate::identity::{basic_identity, credentials};
 use crate::metrics::Login;
 use crate::pending::{self, Accepted};
 use crate::proxy::{self, ConsoleClient};
+use crate::request::wants_html;
 use crate::response::{self, Body};
 use crate::state::{Calibration, Ctx, Gate};
 use crate::target::safe_return_to;
@@ -212,6 +213,11 @@ pub async fn login<B>(gate: &Gate, ctx: &Ctx, req: &Request<B>) -> Result<Respon
     else {
         return Err(Error::Challenge(challenge));
     };
+    // A client that is not a browser cannot do the code step: it learns so, without a
+    // probe (nor a login in progress) on its behalf.
+    if !wants_html(req.headers()) {
+        return Err(Error::SecondFactorRequired);
+    }
     let fold = !site.case_sensitive_users;
     let (user, bind) = basic_identity(&gate.keys.binding, &site.realm, fold, req.headers())
         .ok_or(Error::BadUserName)?;

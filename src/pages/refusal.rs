@@ -17,6 +17,30 @@ use crate::response::{self, Body};
 pub enum Format {
     Html,
     Json,
+    /// One short line of plain text (clients that are not browsers and ask for no JSON).
+    Text,
+}
+
+impl Format {
+    /// The format a client gets on the console's side: a page for a browser (its
+    /// `Accept` names `text/html`), else JSON when it names `application/json`, else text.
+    pub fn for_client(headers: &http::HeaderMap) -> Format {
+        if crate::request::wants_html(headers) {
+            Format::Html
+        } else {
+            Format::for_machine(headers)
+        }
+    }
+
+    /// JSON when `Accept` names `application/json`, else text: for a request with a
+    /// machine token, whatever else it accepts.
+    pub fn for_machine(headers: &http::HeaderMap) -> Format {
+        if crate::request::wants_json(headers) {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
 }
 
 /// The answer for `e`.
@@ -26,6 +50,7 @@ pub fn render(e: &Error, format: Format) -> Response<Body> {
     let mut resp = match format {
         Format::Json => response::json(status, &Answer { error: &text }),
         Format::Html => page(status, title, &text, link(e)),
+        Format::Text => response::plain(status, format!("{title}: {text}\n")),
     };
     let h = resp.headers_mut();
     match e {
@@ -41,10 +66,17 @@ pub fn render(e: &Error, format: Format) -> Response<Body> {
         Error::Challenge(challenge) => {
             h.insert(WWW_AUTHENTICATE, challenge.clone());
         }
+        Error::SecondFactorRequired | Error::TokenRefused(_) => {
+            // Not the console's Basic challenge: a browser must not prompt for a password.
+            h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(TOKEN_CHALLENGE));
+        }
         _ => {}
     }
     resp
 }
+
+/// The challenge of a 401 that a machine token would answer.
+const TOKEN_CHALLENGE: &str = "MFA-Gate-Token header=\"X-MFA-Gate-Token\"";
 
 #[derive(Serialize)]
 struct Answer<'a> {
@@ -120,6 +152,21 @@ fn words(e: &Error) -> (StatusCode, &'static str, Cow<'_, str>) {
         Error::Upstream(UpstreamError::Invalid) => (S::BAD_GATEWAY, "The console is unreachable", "The gate could not get a valid answer from the console behind it."),
         Error::Store(_) => (S::SERVICE_UNAVAILABLE, "Sign-in is unavailable", "The gate cannot read or write its data right now, so it lets nobody in. Try again shortly; if it persists, tell your administrator."),
         Error::Random | Error::Seal(_) => (S::INTERNAL_SERVER_ERROR, "Sign-in is unavailable", "The gate hit an internal failure, so it lets nobody in. Tell your administrator."),
+        Error::SecondFactorRequired => (S::UNAUTHORIZED, "Second factor required", "This console is behind two-factor authentication: sign in with a browser, or send a machine token in the X-MFA-Gate-Token header."),
+        Error::TokenRefused(why) => {
+            return (
+                S::UNAUTHORIZED,
+                "Token refused",
+                format!("The machine token in X-MFA-Gate-Token is not valid ({why}).").into(),
+            )
+        }
+        Error::TokenOutOfScope(why) => {
+            return (
+                S::FORBIDDEN,
+                "Token out of scope",
+                format!("The machine token does not allow this request ({why}).").into(),
+            )
+        }
     };
     (status, title, Cow::Borrowed(text))
 }

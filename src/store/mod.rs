@@ -525,6 +525,61 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Drops expired pending logins, revocations and attempt quotas.
     async fn sweep(&self, now: u64) -> Result<(), StoreError>;
+
+    // Machine tokens (see `crate::tokens`): records keyed by the hex SHA-256 of the
+    // token, which itself is never stored.
+
+    /// Stores a new machine token under `hash` (durable before it returns).
+    async fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
+
+    /// The machine token stored under `hash`, revoked and expired ones included.
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every machine token with its hash, in no particular order.
+    async fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError>;
+
+    /// Marks the token under `hash` revoked at `now` (durable before it returns); `false`
+    /// when there is no such token or it was revoked already.
+    async fn revoke_token(&self, hash: &str, now: u64) -> Result<bool, StoreError>;
+
+    /// Records a use of the token under `hash` at `at` (never moves it back). Callers
+    /// batch these (see `crate::tokens::Uses`); not flushed on its own.
+    async fn token_used(&self, hash: &str, at: u64) -> Result<(), StoreError>;
+
+    /// Like [`Store::take_attempt`] without taking one: `None` when an attempt would be
+    /// allowed now, or the milliseconds to wait.
+    async fn attempt_wait(
+        &self,
+        key: &str,
+        now_ms: u64,
+        quota: crate::throttle::Quota,
+    ) -> Result<Option<u64>, StoreError>;
+}
+
+/// A machine token as stored: its scope, its times, never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// A short public id (for `token revoke ID` and the logs).
+    pub id: String,
+    /// The name the admin gave it (unique among live tokens).
+    pub name: String,
+    /// The one site it opens.
+    pub site: String,
+    /// Path patterns: exact, or a prefix ending in `*`, on the canonical path.
+    pub paths: Vec<String>,
+    /// Upper-case methods (`GET` allows `HEAD` as well).
+    pub methods: Vec<String>,
+    /// Client networks (CIDR text); empty: any.
+    pub from: Vec<String>,
+    pub created: u64,
+    pub expires: u64,
+    #[serde(default)]
+    pub revoked: Option<u64>,
+    #[serde(default)]
+    pub last_used: Option<u64>,
+    /// Who created it (`cli(uid=0)`, `cli(direct)`).
+    #[serde(default)]
+    pub created_by: String,
 }
 
 /// Whether a pending login was stored.

@@ -3,7 +3,8 @@
 //! Trees: `users` (`realm \0 user` → JSON [`UserRecord`]), `pending` (id → JSON
 //! [`PendingLogin`]), `pending_by_user` (`realm \0 user \0 created \0 id`, the index the
 //! per-user cap walks), `revoked` (session id → expiry, big-endian u64), `attempts`
-//! (client key → GCRA time in ms, big-endian u64), `meta`.
+//! (client key → GCRA time in ms, big-endian u64), `meta`, `tokens` (hex SHA-256 of a
+//! machine token → JSON [`TokenRecord`]).
 //! Changes go through compare-and-swap on a single key and are flushed before the
 //! method returns.
 //!
@@ -21,7 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, UserOp, UserRecord, UserState,
+    Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, TokenRecord, UserOp, UserRecord,
+    UserState,
 };
 
 /// The sled-backed store. Cheap to clone (sled handles are `Arc`s).
@@ -34,6 +36,8 @@ pub struct SledStore {
     revoked: sled::Tree,
     attempts: sled::Tree,
     meta: sled::Tree,
+    /// Machine tokens (see [`Store::put_token`]).
+    tokens: sled::Tree,
     /// The view in memory (std `Mutex`: held for map operations and sled's synchronous
     /// calls, never across an await).
     view: Arc<Mutex<View>>,
@@ -176,6 +180,7 @@ impl SledStore {
             revoked,
             attempts: db.open_tree("attempts").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
+            tokens: db.open_tree("tokens").map_err(io)?,
             db,
         })
     }
@@ -453,6 +458,90 @@ impl Store for SledStore {
             }
         }
         self.flush().await
+    }
+
+    async fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens.insert(hash, encode(token)?).map_err(io)?;
+        self.flush().await
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens
+            .get(hash)
+            .map_err(io)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tokens.iter() {
+            let (k, v) = item.map_err(io)?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    async fn revoke_token(&self, hash: &str, now: u64) -> Result<bool, StoreError> {
+        let revoked = self.update_token(hash, |t| {
+            if t.revoked.is_some() {
+                return false;
+            }
+            t.revoked = Some(now);
+            true
+        })?;
+        self.flush().await?;
+        Ok(revoked)
+    }
+
+    async fn token_used(&self, hash: &str, at: u64) -> Result<(), StoreError> {
+        self.update_token(hash, |t| {
+            let newer = t.last_used.is_none_or(|last| last < at);
+            if newer {
+                t.last_used = Some(at);
+            }
+            newer
+        })?;
+        Ok(())
+    }
+
+    async fn attempt_wait(
+        &self,
+        key: &str,
+        now_ms: u64,
+        quota: crate::throttle::Quota,
+    ) -> Result<Option<u64>, StoreError> {
+        let tat = self.attempts.get(key).map_err(io)?.as_deref().map(be_u64);
+        Ok(crate::throttle::gcra(tat, now_ms, quota).err())
+    }
+}
+
+impl SledStore {
+    /// Changes one token record atomically; `change` says whether it changed anything
+    /// (and may run more than once). `false` when there is no such token.
+    fn update_token(
+        &self,
+        hash: &str,
+        change: impl Fn(&mut TokenRecord) -> bool,
+    ) -> Result<bool, StoreError> {
+        loop {
+            let Some(old) = self.tokens.get(hash).map_err(io)? else {
+                return Ok(false);
+            };
+            let mut record: TokenRecord = decode(&old)?;
+            if !change(&mut record) {
+                return Ok(false);
+            }
+            let new = encode(&record)?;
+            if self
+                .tokens
+                .compare_and_swap(hash, Some(old), Some(new))
+                .map_err(io)?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
     }
 }
 
