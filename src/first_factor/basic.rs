@@ -194,7 +194,9 @@ const RECALIBRATE_AFTER: u64 = 30;
 
 /// A request without a gate session to a Basic site: the console's challenge without
 /// credentials; with them, the probe judges the password (never the request itself, which
-/// could have side effects before the second factor), and an accepted one starts a login.
+/// could have side effects before the second factor), and an accepted one starts a login
+/// — for a browser; a client whose `Accept` names no `text/html` gets 401 instead
+/// ([`Error::SecondFactorRequired`]).
 ///
 /// # Errors
 /// The refusal to send: the challenge, an unusable name, the client's quota, a probe that
@@ -213,11 +215,6 @@ pub async fn login<B>(gate: &Gate, ctx: &Ctx, req: &Request<B>) -> Result<Respon
     else {
         return Err(Error::Challenge(challenge));
     };
-    // A client that is not a browser cannot do the code step: it learns so, without a
-    // probe (nor a login in progress) on its behalf.
-    if !wants_html(req.headers()) {
-        return Err(Error::SecondFactorRequired);
-    }
     let fold = !site.case_sensitive_users;
     let (user, bind) = basic_identity(&gate.keys.binding, &site.realm, fold, req.headers())
         .ok_or(Error::BadUserName)?;
@@ -239,6 +236,18 @@ pub async fn login<B>(gate: &Gate, ctx: &Ctx, req: &Request<B>) -> Result<Respon
             audit::info("password_refused", &who);
             gate.metrics.login(Login::PasswordRefused);
             Err(Error::Challenge(challenge))
+        }
+        // A client that is not a browser cannot do the code step: it learns so, and no
+        // login in progress is opened for it.
+        Verdict::Accepted if !wants_html(req.headers()) => {
+            audit::info(
+                "second_factor_required",
+                &audit::Event {
+                    detail: Some("not a browser"),
+                    ..who
+                },
+            );
+            Err(Error::SecondFactorRequired)
         }
         Verdict::Accepted => {
             let mut ask = HeaderMap::new();

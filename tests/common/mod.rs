@@ -379,6 +379,11 @@ pub struct Browser {
     base: String,
     pub cookies: Arc<Mutex<BTreeMap<String, String>>>,
     pub auth: Option<(String, String)>,
+    /// Whether its requests say `Accept: text/html` as a browser's do. On by default for
+    /// a browser with Basic credentials (the Basic-mode tests are browsers; a client that
+    /// accepts no HTML gets 401 there, never the code step); off otherwise, so the form
+    /// tests say when they navigate (`browse::navigate`).
+    pub html: bool,
 }
 
 impl Browser {
@@ -392,6 +397,7 @@ impl Browser {
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             base: format!("http://{addr}"),
             cookies: Arc::default(),
+            html: auth.is_some(),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
         }
     }
@@ -416,6 +422,9 @@ impl Browser {
         }
         if let Some(c) = self.cookie_header() {
             b = b.header("cookie", c);
+        }
+        if self.html {
+            b = b.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
         }
         b
     }
@@ -555,6 +564,7 @@ impl Browser {
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             base,
             cookies: Arc::default(),
+            html: auth.is_some(),
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
         }
     }
