@@ -91,6 +91,13 @@ pub fn request(action: TokenAction) -> Result<Request, String> {
 
 /// Runs one request and prints the answer for a person, or as JSON.
 pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
+    // Argument mistakes are told before anything is sent (the daemon checks again).
+    if let Request::TokenCreate(new) = &req {
+        if let Err(why) = new.clone().validated(config) {
+            eprintln!("mfa-gate: {why}");
+            return ExitCode::from(crate::cli::EXIT_CONFIG);
+        }
+    }
     let socket = &config.server.admin_socket;
     let daemon_uid = std::fs::metadata(&config.store.path).ok().map(|m| m.uid());
     let answer = match admin_socket::ask_daemon_with(socket, daemon_uid, &req).await {

@@ -336,7 +336,8 @@ async fn without_a_session_there_is_no_access() {
     let token = api_token(&alice).await;
 
     // No credentials, no cookie.
-    let anon = Browser::new(&w.gate, None);
+    let mut anon = Browser::new(&w.gate, None);
+    anon.html = true;
     // Alice's password but no gate session (a new browser).
     let password_only = site1(&w, "alice");
     // Alice's session cookie without her password (Basic mode binds the two).

@@ -31,7 +31,7 @@ async fn login_target(gate: &TestGate, user: &str, target: &str) -> Outcome {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
     let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
     let head = format!(
-        "GET {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {token}\r\nConnection: close\r\n\r\n",
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {token}\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
         gate.addr
     );
     s.write_all(head.as_bytes()).await.unwrap();

@@ -289,6 +289,8 @@ async fn curl(gate: SocketAddr, dir: &Path, args: &[&str], path: &str) -> String
             "10",
             "-u",
             "alice:pw-a",
+            "-H",
+            "Accept: text/html,*/*;q=0.8",
             "--cacert",
         ])
         .arg(dir.join("cert.pem"))

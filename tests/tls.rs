@@ -24,6 +24,8 @@ impl Curl {
             "20",
             "-u",
             "alice:pw-a",
+            "-H",
+            "Accept: text/html,*/*;q=0.8",
             "-b",
         ])
         .arg(&self.jar)
