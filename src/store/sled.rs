@@ -769,4 +769,53 @@ mod tests {
         assert_eq!(mode(&open)?, 0o2700, "group and others taken off");
         Ok(())
     }
+
+    #[tokio::test]
+    async fn tokens_are_kept_revoked_once_and_their_last_use_only_moves_on(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s");
+        let token = TokenRecord {
+            id: "0a1b".into(),
+            name: "backup".into(),
+            site: "router".into(),
+            paths: vec!["/api/*".into()],
+            methods: vec!["GET".into()],
+            from: vec![],
+            created: 100,
+            expires: 1000,
+            revoked: None,
+            last_used: None,
+            created_by: "test".into(),
+        };
+        {
+            let store = SledStore::open(&path)?;
+            store.put_token("h1", &token).await?;
+            store.token_used("h1", 200).await?;
+            store.token_used("h1", 150).await?;
+            store.token_used("nope", 150).await?;
+            assert!(store.revoke_token("h1", 300).await?);
+            assert!(!store.revoke_token("h1", 400).await?, "once");
+            assert!(!store.revoke_token("nope", 400).await?);
+        }
+        let store = SledStore::open(&path)?;
+        let kept = store.token("h1").await?;
+        assert_eq!(
+            kept,
+            Some(TokenRecord {
+                revoked: Some(300),
+                last_used: Some(200),
+                ..token
+            })
+        );
+        assert_eq!(store.token("h2").await?, None);
+        assert_eq!(store.tokens().await?.len(), 1);
+        // Peeking at a quota takes nothing from it.
+        let q = crate::throttle::Quota::per_minute(1);
+        assert_eq!(store.attempt_wait("k", 1_000, q).await?, None);
+        assert_eq!(store.attempt_wait("k", 1_000, q).await?, None);
+        assert_eq!(store.take_attempt("k", 1_000, q).await?, None);
+        assert_eq!(store.attempt_wait("k", 1_000, q).await?, Some(60_000));
+        Ok(())
+    }
 }
