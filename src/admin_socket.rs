@@ -60,15 +60,21 @@ fn bind_in(staging: &Path, path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves admin requests until the listener fails.
-pub async fn serve(listener: UnixListener, gate: Gate, path: std::path::PathBuf) {
+/// Serves admin requests until the listener fails; each connection with the gate
+/// `current` gives then (the one in force after any reload: `token create` checks its
+/// sites).
+pub async fn serve(
+    listener: UnixListener,
+    current: impl Fn() -> Gate + Send + 'static,
+    path: std::path::PathBuf,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         // The socket file's owner is the user the daemon runs as.
         let owner = std::fs::metadata(&path).map(|m| m.uid()).ok();
-        let gate = gate.clone();
+        let gate = current();
         tokio::spawn(async move {
             if let Err(e) = connection(stream, &gate, owner).await {
                 tracing::debug!(error = %e, "admin socket connection failed");

@@ -437,13 +437,15 @@ impl Background {
     ) -> Background {
         let mut tasks = Vec::new();
         // The admin socket uses the store, the registry of long-lived traffic and the
-        // clock, which every reloaded gate shares; the first gate serves it throughout.
+        // clock, which every reloaded gate shares, and the sites of the gate in force
+        // (`token create` checks them).
         let gate = &shared.serving.load().gate;
         let socket = admin.map(|l| {
             let path = gate.config.server.admin_socket.clone();
+            let current = Arc::clone(shared);
             tasks.push(tokio::spawn(crate::admin_socket::serve(
                 l,
-                gate.clone(),
+                move || current.serving.load().gate.clone(),
                 path.clone(),
             )));
             path

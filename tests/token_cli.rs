@@ -135,3 +135,76 @@ async fn tokens_are_shown_once_listed_without_the_secret_and_revocable() {
     let (code, out, err) = token_cli(&config, &create).await;
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// The real daemon: a token works at once, is refused at once after `token revoke`
+/// through its admin socket, and `token create` knows a site added by a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_running_daemon_revocation_is_immediate_and_reloaded_sites_count() {
+    let (console, other) = (
+        Console::start(&[("alice", "pw-a")]).await,
+        Console::start(&[("alice", "pw-a")]).await,
+    );
+    let builder = GateBuilder::basic(console.addr).hosts(&["127.0.0.1"]);
+    let mut d = Daemon::spawn(&builder).await;
+    let (code, out, err) = token_cli(
+        &d.config,
+        &[
+            "create",
+            "--name",
+            "probe",
+            "--site",
+            "console",
+            "--paths",
+            "/*",
+            "--expires",
+            "1h",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let token = out
+        .lines()
+        .find(|l| l.starts_with("mfagt_"))
+        .unwrap()
+        .to_string();
+    let b = Browser::at(d.addr, Some(("alice", "pw-a")));
+    let with_token = |path: &str| {
+        b.request("GET", path)
+            .header("x-mfa-gate-token", &token)
+            .body(full(""))
+            .unwrap()
+    };
+    assert_eq!(b.send(with_token("/a")).await.status, http::StatusCode::OK);
+    let (code, out, err) = token_cli(&d.config, &["revoke", "probe"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let got = b.send(with_token("/b")).await;
+    assert_eq!(got.status, http::StatusCode::UNAUTHORIZED, "{got:?}");
+    assert!(
+        !console.forwarded().iter().any(|s| s.path == "/b"),
+        "nothing forwarded after the revocation"
+    );
+
+    // A site added by a reload: the daemon (which checks the sites again) knows it.
+    let changed = builder
+        .clone()
+        .second_site("other", &["localhost"], other.addr);
+    d.rewrite(&changed);
+    d.reload().await;
+    let (code, out, err) = token_cli(
+        &d.config,
+        &[
+            "create",
+            "--name",
+            "other",
+            "--site",
+            "other",
+            "--paths",
+            "/*",
+            "--expires",
+            "1h",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("for site other"), "{out}");
+}
