@@ -17,8 +17,9 @@
 //!   minute per token (and per token and client), so a busy script neither writes the
 //!   store nor floods the audit log on every request.
 //!
-//! [`answer`] is the one answer to `mfa-gate token …`, through the daemon's admin socket
-//! or directly on a stopped daemon's store.
+//! [`admin`] holds `token create|list|revoke`: [`answer`] is the one answer to
+//! `mfa-gate token …`, through the daemon's admin socket or directly on a stopped
+//! daemon's store.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,13 +30,13 @@ use base64::Engine;
 use http::header::HeaderName;
 use http::{HeaderMap, Method};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::audit;
-use crate::config::Config;
 pub use crate::store::TokenRecord;
-use crate::store::{Store, StoreError};
+
+pub mod admin;
+
+pub use admin::{answer, list, Answer, NewToken, Request, TokenView};
 
 /// The request header a token travels in.
 pub const HEADER: HeaderName = HeaderName::from_static("x-mfa-gate-token");
@@ -191,7 +192,7 @@ fn path_matches(pattern: &str, canonical: &str) -> bool {
 }
 
 /// A network as written: a CIDR or a single address.
-fn parse_network(text: &str) -> Option<IpNet> {
+pub(crate) fn parse_network(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
@@ -199,7 +200,7 @@ fn parse_network(text: &str) -> Option<IpNet> {
 }
 
 /// Checks a path pattern given at creation.
-fn check_pattern(p: &str) -> Result<(), String> {
+pub(crate) fn check_pattern(p: &str) -> Result<(), String> {
     let base = p.strip_suffix('*').unwrap_or(p);
     if base.contains('*') {
         return Err(format!(
@@ -218,295 +219,6 @@ fn check_pattern(p: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// What `token create` asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewToken {
-    pub name: String,
-    pub site: String,
-    pub paths: Vec<String>,
-    pub methods: Vec<String>,
-    /// Client networks; empty: any.
-    pub from: Vec<String>,
-    /// Lifetime in seconds.
-    pub lifetime: u64,
-}
-
-impl NewToken {
-    /// Checks the request against the configuration; returns it with methods upper-cased
-    /// and networks written canonically.
-    ///
-    /// # Errors
-    /// What is wrong, for the person at the CLI.
-    pub fn validated(mut self, config: &Config) -> Result<NewToken, String> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !name_ok {
-            return Err("the name must be 1 to 64 letters, digits, '-', '_' or '.'".into());
-        }
-        if !config.sites.iter().any(|s| s.name == self.site) {
-            let names: Vec<&str> = config.sites.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!(
-                "no site {:?} in the configuration (sites: {})",
-                self.site,
-                names.join(", ")
-            ));
-        }
-        if self.paths.is_empty() {
-            return Err("name at least one path (e.g. --paths '/api/*')".into());
-        }
-        for p in &self.paths {
-            check_pattern(p)?;
-        }
-        if self.methods.is_empty() {
-            return Err("name at least one method (e.g. --methods GET)".into());
-        }
-        for m in &mut self.methods {
-            *m = m.to_ascii_uppercase();
-            if Method::from_bytes(m.as_bytes()).is_err() || m == "CONNECT" {
-                return Err(format!("{m:?} is not a method a token can allow"));
-            }
-        }
-        let mut from = Vec::with_capacity(self.from.len());
-        for n in &self.from {
-            match parse_network(n) {
-                Some(net) => from.push(net.to_string()),
-                None => {
-                    return Err(format!(
-                        "{n:?} is not a network such as \"10.0.0.0/8\" or \"192.0.2.7\""
-                    ))
-                }
-            }
-        }
-        self.from = from;
-        if self.lifetime == 0 || self.lifetime > MAX_LIFETIME {
-            return Err("the expiry must be between one second and ten years".into());
-        }
-        Ok(self)
-    }
-}
-
-/// One token as an admin sees it. Never contains the token or its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenView {
-    pub id: String,
-    pub name: String,
-    pub site: String,
-    pub paths: Vec<String>,
-    pub methods: Vec<String>,
-    pub from: Vec<String>,
-    pub created: u64,
-    pub expires: u64,
-    pub revoked: Option<u64>,
-    pub last_used: Option<u64>,
-    pub created_by: String,
-}
-
-impl TokenView {
-    fn new(t: &TokenRecord) -> TokenView {
-        TokenView {
-            id: t.id.clone(),
-            name: t.name.clone(),
-            site: t.site.clone(),
-            paths: t.paths.clone(),
-            methods: t.methods.clone(),
-            from: t.from.clone(),
-            created: t.created,
-            expires: t.expires,
-            revoked: t.revoked,
-            last_used: t.last_used,
-            created_by: t.created_by.clone(),
-        }
-    }
-
-    /// `active`, `expired` or `revoked` at `now`.
-    pub fn state(&self, now: u64) -> &'static str {
-        if self.revoked.is_some() {
-            "revoked"
-        } else if now >= self.expires {
-            "expired"
-        } else {
-            "active"
-        }
-    }
-}
-
-/// A request of `mfa-gate token …`, over the admin socket or on the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    TokenCreate(NewToken),
-    TokenList {
-        site: Option<String>,
-    },
-    /// By name (of a token not revoked yet) or id.
-    TokenRevoke {
-        token: String,
-    },
-}
-
-/// The answer to a [`Request`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The new token, in the answer to a create only (shown once, stored nowhere).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens: Option<Vec<TokenView>>,
-    /// A revoke that found no such token.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub not_found: bool,
-}
-
-impl Answer {
-    fn error(text: impl Into<String>) -> Answer {
-        Answer {
-            ok: false,
-            error: Some(text.into()),
-            ..Answer::default()
-        }
-    }
-}
-
-/// Answers a token request on `store`, acting as `by` at `now`.
-pub async fn answer(
-    store: &dyn Store,
-    config: &Config,
-    req: &Request,
-    by: &str,
-    now: u64,
-) -> Answer {
-    let result = match req {
-        Request::TokenCreate(new) => match new.clone().validated(config) {
-            Ok(new) => create(store, new, by, now).await,
-            Err(why) => return Answer::error(why),
-        },
-        Request::TokenList { site } => list(store, site.as_deref()).await.map(|t| Answer {
-            ok: true,
-            tokens: Some(t),
-            ..Answer::default()
-        }),
-        Request::TokenRevoke { token } => revoke(store, token, by, now).await,
-    };
-    result.unwrap_or_else(|e| Answer::error(e.to_string()))
-}
-
-async fn create(
-    store: &dyn Store,
-    new: NewToken,
-    by: &str,
-    now: u64,
-) -> Result<Answer, StoreError> {
-    let taken = store
-        .tokens()
-        .await?
-        .into_iter()
-        .any(|(_, t)| t.name == new.name && t.revoked.is_none() && now < t.expires);
-    if taken {
-        return Ok(Answer::error(format!(
-            "a token named {:?} exists already; revoke it first or choose another name",
-            new.name
-        )));
-    }
-    let token = new_token().map_err(|e| StoreError::Io(format!("random generator: {e}")))?;
-    let mut id = [0u8; 6];
-    getrandom::fill(&mut id).map_err(|e| StoreError::Io(format!("random generator: {e}")))?;
-    let record = TokenRecord {
-        id: data_encoding::HEXLOWER.encode(&id),
-        name: new.name,
-        site: new.site,
-        paths: new.paths,
-        methods: new.methods,
-        from: new.from,
-        created: now,
-        expires: now.saturating_add(new.lifetime),
-        revoked: None,
-        last_used: None,
-        created_by: by.to_string(),
-    };
-    store.put_token(&hash(&token), &record).await?;
-    audit::info(
-        "token_created",
-        &audit::Event {
-            site: Some(&record.site),
-            by: Some(by),
-            detail: Some(&record.name),
-            ..audit::Event::default()
-        },
-    );
-    Ok(Answer {
-        ok: true,
-        token: Some(token),
-        tokens: Some(vec![TokenView::new(&record)]),
-        ..Answer::default()
-    })
-}
-
-/// Every token (of one site), oldest first.
-///
-/// # Errors
-/// The store cannot be read.
-pub async fn list(store: &dyn Store, site: Option<&str>) -> Result<Vec<TokenView>, StoreError> {
-    let mut out: Vec<TokenView> = store
-        .tokens()
-        .await?
-        .iter()
-        .filter(|(_, t)| site.is_none_or(|s| t.site == s))
-        .map(|(_, t)| TokenView::new(t))
-        .collect();
-    out.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
-    Ok(out)
-}
-
-async fn revoke(store: &dyn Store, which: &str, by: &str, now: u64) -> Result<Answer, StoreError> {
-    let all = store.tokens().await?;
-    let by_id: Vec<&(String, TokenRecord)> = all.iter().filter(|(_, t)| t.id == which).collect();
-    let matches: Vec<&(String, TokenRecord)> = if by_id.is_empty() {
-        all.iter()
-            .filter(|(_, t)| t.name == which && t.revoked.is_none())
-            .collect()
-    } else {
-        by_id
-    };
-    let (hash, token) = match matches.as_slice() {
-        [] => {
-            return Ok(Answer {
-                not_found: true,
-                ..Answer::error(format!("no token {which:?} (that is not revoked yet)"))
-            })
-        }
-        [one] => (&one.0, &one.1),
-        _ => {
-            return Ok(Answer::error(format!(
-                "several tokens are named {which:?}; revoke one by its id (see token list)"
-            )))
-        }
-    };
-    store.revoke_token(hash, now).await?;
-    audit::info(
-        "token_revoked",
-        &audit::Event {
-            site: Some(&token.site),
-            by: Some(by),
-            detail: Some(&token.name),
-            ..audit::Event::default()
-        },
-    );
-    let mut view = TokenView::new(token);
-    view.revoked = view.revoked.or(Some(now));
-    Ok(Answer {
-        ok: true,
-        tokens: Some(vec![view]),
-        ..Answer::default()
-    })
 }
 
 /// Seconds between two last-use writes of one token, and between two audit events of one
