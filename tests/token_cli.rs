@@ -7,23 +7,8 @@ mod common;
 
 use std::path::Path;
 
+use common::tokens::token_cli;
 use common::*;
-
-async fn token_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(common::daemon::BIN)
-        .arg("token")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Every byte of every file under `dir`.
 fn all_bytes(dir: &Path) -> Vec<u8> {

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod php_console;
 pub mod servlet;
 pub mod systemd;
+pub mod tokens;
 
 // Not every test binary uses all of them.
 #[allow(unused_imports)]
