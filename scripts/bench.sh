@@ -276,7 +276,9 @@ GATE_PIDS=("$GATE_PID")
 GATE=http://127.0.0.1:$GATE_PORT
 AUTH="Basic $(printf '%s:%s' "$USER_NAME" "$PASSWORD" | base64 -w0)"
 JAR=$TMP/cookies.txt
-curl_gate() { curl -sS --max-time 10 -H "Authorization: $AUTH" -b "$JAR" -c "$JAR" "$@"; }
+# The login is a browser's (it asks for HTML): a client that does not is answered 401.
+BROWSER_ACCEPT="Accept: text/html,application/xhtml+xml,*/*;q=0.8"
+curl_gate() { curl -sS --max-time 10 -H "$BROWSER_ACCEPT" -H "Authorization: $AUTH" -b "$JAR" -c "$JAR" "$@"; }
 
 check_target() { # $1 url, rest = curl args; prints the status ("200" only with the right body)
     local url=$1
@@ -295,7 +297,8 @@ for t in direct nginx; do
     [ "$(check_target "http://127.0.0.1:$port/")" = 200 ] || die "$t does not serve /"
     [ "$(check_target "http://127.0.0.1:$port/big.bin")" = 200 ] || die "$t does not serve /big.bin"
 done
-[ "$(check_target "$GATE/")" = 303-without-console-page ] || die "the gate passes requests without a session"
+[ "$(check_target "$GATE/" -H "$BROWSER_ACCEPT")" = 303-without-console-page ] || die "the gate passes a browser's request without a session"
+[ "$(check_target "$GATE/")" = 401-without-console-page ] || die "the gate passes a script's request without a session"
 
 # A session, through the real flow: password -> pending cookie -> login page -> TOTP code
 # (enrollment the first time, verification later) -> session cookie. The gate re-issues a
