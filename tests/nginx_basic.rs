@@ -10,7 +10,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,6 @@ use common::*;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const NGINX: &str = "/usr/sbin/nginx";
 const REALM: &str = "Legacy Router Admin";
 const MARKER: &str = "nginx-index-marker-7d41c2";
 const USER: &str = "alice";
@@ -50,31 +48,17 @@ fn write_site(d: &Path) {
     std::fs::write(www.join("probe"), "probe ok\n").unwrap();
     let htpasswd = d.join("htpasswd");
     std::fs::write(&htpasswd, format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
-    open_permissions(d);
 }
 
 /// nginx's configuration: everything in `d`, listening on `addr`, the whole site behind
 /// `auth_basic`, every request logged.
 fn nginx_conf(d: &Path, addr: SocketAddr) -> String {
     let (www, htpasswd) = (d.join("www"), d.join("htpasswd"));
-    let p = |name: &str| d.join(name).display().to_string();
     format!(
-        r#"daemon off;
-master_process off;
-user root;
-worker_processes 1;
-pid "{pid}";
-error_log "{error_log}" info;
-events {{ worker_connections 64; }}
-http {{
+        r#"{preamble}http {{
     log_format gate '$request_method|$request_uri|$status|$remote_user|$http_cookie';
     access_log "{access_log}" gate;
-    client_body_temp_path "{body}";
-    proxy_temp_path "{proxy}";
-    fastcgi_temp_path "{fastcgi}";
-    uwsgi_temp_path "{uwsgi}";
-    scgi_temp_path "{scgi}";
-    types {{ text/html html; }}
+{temp_paths}    types {{ text/html html; }}
     default_type text/plain;
     server {{
         listen {addr};
@@ -86,14 +70,9 @@ http {{
     }}
 }}
 "#,
-        pid = p("nginx.pid"),
-        error_log = p("error.log"),
-        access_log = p("access.log"),
-        body = p("client_body"),
-        proxy = p("proxy"),
-        fastcgi = p("fastcgi"),
-        uwsgi = p("uwsgi"),
-        scgi = p("scgi"),
+        preamble = nginx::preamble(d),
+        temp_paths = nginx::temp_paths(d),
+        access_log = d.join("access.log").display(),
         www = www.display(),
         htpasswd = htpasswd.display(),
     )
@@ -102,84 +81,29 @@ http {{
 /// A real nginx with `auth_basic`, killed on drop.
 struct Nginx {
     addr: SocketAddr,
-    child: Child,
-    dir: tempfile::TempDir,
+    process: nginx::NginxProcess,
     syncs: AtomicU32,
 }
 
 impl Nginx {
     fn start() -> Nginx {
-        assert!(
-            Path::new(NGINX).exists(),
-            "nginx is required for this test and was not found at {NGINX} \
-             (apt-get install -y nginx); this test does not skip"
-        );
-        // The port is free when we look; nginx could lose it to someone else before it
-        // binds, so try a few times.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            match Nginx::try_start() {
-                Ok(n) => return n,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    fn try_start() -> Result<Nginx, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        write_site(d);
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let conf_path = d.join("nginx.conf");
-        std::fs::write(&conf_path, nginx_conf(d, addr)).unwrap();
-
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(d)
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {NGINX}: {e}"));
-        let mut nginx = Nginx {
+        let addr = std::sync::Mutex::new(None);
+        let process = nginx::NginxProcess::start(|d| {
+            write_site(d);
+            let a = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            *addr.lock().unwrap() = Some(a);
+            (nginx_conf(d, a), vec![a])
+        });
+        let addr = addr.into_inner().unwrap().unwrap();
+        Nginx {
             addr,
-            child,
-            dir,
+            process,
             syncs: AtomicU32::new(0),
-        };
-
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = nginx.child.try_wait().unwrap() {
-                return Err(format!(
-                    "nginx exited with {status}; error log:\n{}",
-                    nginx.error_log()
-                ));
-            }
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return Ok(nginx);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "nginx does not accept on {addr}; error log:\n{}",
-                    nginx.error_log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.path("error.log")).unwrap_or_default()
+        self.process.path(name)
     }
 
     fn raw_log(&self) -> Vec<Logged> {
@@ -239,27 +163,6 @@ impl Nginx {
             .filter(|l| l.uri != "/probe")
             .collect()
     }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A temp dir is 0700; make the tree readable whatever user nginx ends up as.
-fn open_permissions(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let mode = if path.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        if path.is_dir() {
-            open_permissions(&path);
-        }
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 async fn nginx_and_gate() -> (Nginx, TestGate) {

@@ -16,7 +16,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::captured_log::captured_log;
@@ -26,7 +26,6 @@ use http::StatusCode;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const NGINX: &str = "/usr/sbin/nginx";
 const REALM: &str = "Appliance Admin";
 const MARKER: &str = "https-console-marker-51c9e0";
 const USER: &str = "alice";
@@ -131,8 +130,7 @@ fn logged_form(fingerprint: &str) -> String {
 struct Nginx {
     self_signed: SocketAddr,
     ca_signed: SocketAddr,
-    child: Child,
-    dir: tempfile::TempDir,
+    process: nginx::NginxProcess,
 }
 
 /// One line of nginx's access log.
@@ -148,63 +146,33 @@ struct Logged {
 
 impl Nginx {
     fn start() -> Nginx {
-        assert!(
-            Path::new(NGINX).exists(),
-            "nginx is required for this test and was not found at {NGINX} \
-             (apt-get install -y nginx); this test does not skip"
-        );
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            match Nginx::try_start() {
-                Ok(n) => return n,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    fn try_start() -> Result<Nginx, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        certs::make_cert(d);
-        make_ca_and_leaf(d);
-        let www = d.join("www");
-        std::fs::create_dir(&www).unwrap();
-        std::fs::write(www.join("index.html"), format!("<p>{MARKER}</p>\n")).unwrap();
-        std::fs::write(www.join("probe"), "probe ok\n").unwrap();
-        std::fs::write(d.join("htpasswd"), format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
-        let self_signed = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let ca_signed = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let conf = d.join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(d, self_signed, ca_signed)).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(d)
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {NGINX}: {e}"));
-        let mut child = wait_until_listening(child, self_signed, &d.join("error.log"), "nginx")?;
-        if let Err(e) = wait_until_listening_again(ca_signed) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-        Ok(Nginx {
+        let addrs = std::sync::Mutex::new(None);
+        let process = nginx::NginxProcess::start(|d| {
+            certs::make_cert(d);
+            make_ca_and_leaf(d);
+            let www = d.join("www");
+            std::fs::create_dir(&www).unwrap();
+            std::fs::write(www.join("index.html"), format!("<p>{MARKER}</p>\n")).unwrap();
+            std::fs::write(www.join("probe"), "probe ok\n").unwrap();
+            std::fs::write(d.join("htpasswd"), format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
+            let self_signed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let ca_signed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            *addrs.lock().unwrap() = Some((self_signed, ca_signed));
+            (
+                nginx_conf(d, self_signed, ca_signed),
+                vec![self_signed, ca_signed],
+            )
+        });
+        let (self_signed, ca_signed) = addrs.into_inner().unwrap().unwrap();
+        Nginx {
             self_signed,
             ca_signed,
-            child,
-            dir,
-        })
+            process,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.process.path(name)
     }
 
     /// nginx's log once it holds a request of the console's index page: nginx writes a
@@ -242,24 +210,6 @@ impl Nginx {
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until_listening_again(addr: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("nginx does not accept on {addr}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 fn nginx_conf(d: &Path, self_signed: SocketAddr, ca_signed: SocketAddr) -> String {
     let p = |name: &str| d.join(name).display().to_string();
     let server = |addr: SocketAddr, cert: &str, key: &str| {
@@ -282,33 +232,16 @@ fn nginx_conf(d: &Path, self_signed: SocketAddr, ca_signed: SocketAddr) -> Strin
         )
     };
     format!(
-        r#"daemon off;
-master_process off;
-user root;
-worker_processes 1;
-pid "{pid}";
-error_log "{error_log}" info;
-events {{ worker_connections 64; }}
-http {{
+        r#"{preamble}http {{
     log_format gate '$server_port|$ssl_protocol|$ssl_server_name|$http_host|$remote_user|$request_uri';
     access_log "{access_log}" gate;
-    client_body_temp_path "{body}";
-    proxy_temp_path "{proxy}";
-    fastcgi_temp_path "{fastcgi}";
-    uwsgi_temp_path "{uwsgi}";
-    scgi_temp_path "{scgi}";
-    types {{ text/html html; }}
+{temp_paths}    types {{ text/html html; }}
     default_type text/plain;
 {self_signed}{ca_signed}}}
 "#,
-        pid = p("nginx.pid"),
-        error_log = p("error.log"),
+        preamble = nginx::preamble(d),
+        temp_paths = nginx::temp_paths(d),
         access_log = p("access.log"),
-        body = p("client_body"),
-        proxy = p("proxy"),
-        fastcgi = p("fastcgi"),
-        uwsgi = p("uwsgi"),
-        scgi = p("scgi"),
         self_signed = server(self_signed, "cert.pem", "key.pem"),
         ca_signed = server(ca_signed, "leaf.pem", "leaf.key"),
     )

@@ -4,12 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::free_port;
-
-pub const NGINX: &str = "/usr/sbin/nginx";
+use super::nginx::{preamble, temp_paths, NginxProcess};
 pub const REALM: &str = "Token Router";
 pub const MARKER: &str = "api-status-marker-51c3";
 pub const USER: &str = "alice";
@@ -20,61 +17,53 @@ pub const PASSWORD: &str = "router-pw-1";
 /// token header (with underscores allowed, so `X_MFA_Gate_Token` would be logged too).
 pub struct Nginx {
     pub addr: SocketAddr,
-    child: Child,
-    dir: tempfile::TempDir,
+    process: NginxProcess,
 }
 
 impl Nginx {
     pub fn start() -> Nginx {
-        assert!(
-            Path::new(NGINX).exists(),
-            "nginx is required (apt-get install -y nginx); this test does not skip"
-        );
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Nginx::try_start() {
-                Ok(n) => return n,
-                Err(e) => last = e,
-            }
-        }
-        panic!("nginx did not start: {last}");
+        let addr = std::sync::Mutex::new(None);
+        let process = NginxProcess::start(|d| {
+            let a = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            *addr.lock().unwrap() = Some(a);
+            (site(d, a), vec![a])
+        });
+        let addr = addr.into_inner().unwrap().unwrap();
+        Nginx { addr, process }
     }
 
-    fn try_start() -> Result<Nginx, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let www = d.join("www");
-        std::fs::create_dir_all(www.join("api")).unwrap();
-        std::fs::create_dir_all(www.join("admin")).unwrap();
-        std::fs::write(www.join("probe"), "probe ok\n").unwrap();
-        std::fs::write(
-            www.join("api/status.json"),
-            format!("{{\"status\":\"{MARKER}\"}}\n"),
-        )
-        .unwrap();
-        std::fs::write(www.join("admin/index.html"), "<h1>admin area</h1>\n").unwrap();
-        std::fs::write(d.join("htpasswd"), format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
-        open_permissions(d);
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let p = |name: &str| d.join(name).display().to_string();
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-user root;
-worker_processes 1;
-pid "{pid}";
-error_log "{error_log}" info;
-events {{ worker_connections 64; }}
-http {{
+    /// The access log so far: `method|uri|status|user|token` lines, the probe left out.
+    /// nginx writes a line as it finishes a request, before curl has the answer's end.
+    pub fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.process.path("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("GET|/probe|"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Writes the site (`/probe`, `/api/status.json`, `/admin/index.html`) and its password
+/// file into `d`; returns nginx's configuration for `addr`.
+fn site(d: &Path, addr: SocketAddr) -> String {
+    let www = d.join("www");
+    std::fs::create_dir_all(www.join("api")).unwrap();
+    std::fs::create_dir_all(www.join("admin")).unwrap();
+    std::fs::write(www.join("probe"), "probe ok\n").unwrap();
+    std::fs::write(
+        www.join("api/status.json"),
+        format!("{{\"status\":\"{MARKER}\"}}\n"),
+    )
+    .unwrap();
+    std::fs::write(www.join("admin/index.html"), "<h1>admin area</h1>\n").unwrap();
+    std::fs::write(d.join("htpasswd"), format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
+    format!(
+        r#"{preamble}http {{
     log_format gate '$request_method|$request_uri|$status|$remote_user|$http_x_mfa_gate_token';
     access_log "{access_log}" gate;
     underscores_in_headers on;
-    client_body_temp_path "{body}";
-    proxy_temp_path "{proxy}";
-    fastcgi_temp_path "{fastcgi}";
-    uwsgi_temp_path "{uwsgi}";
-    scgi_temp_path "{scgi}";
-    types {{ text/html html; application/json json; }}
+{temp_paths}    types {{ text/html html; application/json json; }}
     default_type text/plain;
     server {{
         listen {addr};
@@ -86,76 +75,12 @@ http {{
     }}
 }}
 "#,
-            pid = p("nginx.pid"),
-            error_log = p("error.log"),
-            access_log = p("access.log"),
-            body = p("client_body"),
-            proxy = p("proxy"),
-            fastcgi = p("fastcgi"),
-            uwsgi = p("uwsgi"),
-            scgi = p("scgi"),
-            www = www.display(),
-            htpasswd = p("htpasswd"),
-        );
-        let conf_path = d.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(NGINX)
-            .arg("-p")
-            .arg(d)
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Err(format!("nginx exited with {status}"));
-            }
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return Ok(Nginx { addr, child, dir });
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return Err("nginx does not accept".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The access log so far: `method|uri|status|user|token` lines, the probe left out.
-    /// nginx writes a line as it finishes a request, before curl has the answer's end.
-    pub fn log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.starts_with("GET|/probe|"))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn open_permissions(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let mode = if path.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        if path.is_dir() {
-            open_permissions(&path);
-        }
-    }
+        preamble = preamble(d),
+        temp_paths = temp_paths(d),
+        access_log = d.join("access.log").display(),
+        www = www.display(),
+        htpasswd = d.join("htpasswd").display(),
+    )
 }
 
 /// `mfa-gate token ARGS --config CONFIG`: exit code, stdout, stderr.
