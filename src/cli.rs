@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
+pub use crate::user_cmd::{UserAction, EXIT_CONFIG};
 use crate::users::Request;
 
 #[derive(Debug, Parser)]
@@ -106,63 +107,6 @@ pub enum Command {
         dir: PathBuf,
     },
 }
-
-#[derive(Debug, Subcommand)]
-pub enum UserAction {
-    /// List the users of a realm (or of all realms).
-    List {
-        /// Only this realm.
-        realm: Option<String>,
-    },
-    /// Show one user: REALM/USER.
-    Show { target: String },
-    /// Clear a user's authenticator, recovery codes and lockout and end their sessions;
-    /// they enroll again at the next login. REALM/USER.
-    Reset { target: String },
-    /// Clear a user's lockout after too many wrong codes. REALM/USER.
-    Unlock { target: String },
-    /// Issue a one-time enrollment invitation (shown once: a code and a link). REALM/USER.
-    Invite {
-        target: String,
-        /// How long it is valid (at most 30 days).
-        #[arg(long, default_value = "72h")]
-        valid: String,
-    },
-    /// Import a user's existing TOTP secret (sealed at rest like any secret). REALM/USER.
-    Import {
-        target: String,
-        /// An `otpauth://totp/…` URI (SHA1, 6 digits, 30 s); `-` reads it from standard
-        /// input (out of `ps` and the shell history).
-        #[arg(
-            long,
-            conflicts_with = "google_authenticator",
-            required_unless_present = "google_authenticator"
-        )]
-        otpauth: Option<String>,
-        /// A pam_google_authenticator file (`~/.google_authenticator`); its scratch codes
-        /// become recovery codes.
-        #[arg(long)]
-        google_authenticator: Option<PathBuf>,
-    },
-    /// Write users' metadata as JSON to a new file (secrets only with --with-secrets).
-    Export {
-        /// REALM/USER (or --all).
-        #[arg(conflicts_with = "all", required_unless_present = "all")]
-        target: Option<String>,
-        /// Every user of every realm.
-        #[arg(long)]
-        all: bool,
-        /// The file to create (mode 0600; an existing path is refused).
-        #[arg(long)]
-        out: PathBuf,
-        /// Include each secret as an otpauth:// URI.
-        #[arg(long)]
-        with_secrets: bool,
-    },
-}
-
-/// Exit code for a configuration mistake.
-pub const EXIT_CONFIG: u8 = 2;
 
 /// Makes every file and directory this process creates from now on private to its user,
 /// whatever umask it inherited (umask 000 outside systemd would leave the store 0777 and

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{UserAction, EXIT_CONFIG};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Site};
 use crate::enrollment_policy::invitation_link;
 use crate::import::{self, ExportedUser};
 use crate::user_cmd::{ask, EXIT_NO_SUCH_USER};
+use crate::user_cmd::{UserAction, EXIT_CONFIG};
 use crate::users::{parse_target, Answer, Request};
 
 /// The longest an invitation may be valid.

@@ -66,3 +66,4 @@ pub mod upstream_tls;
 pub mod urls;
 pub mod user_cmd;
 pub mod users;
+pub mod verified;

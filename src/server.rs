@@ -9,6 +9,7 @@
 //! | [`activity`] | one connection's record (requests in flight, idle since) and its deadline rule |
 //! | [`activation`] | the listening socket systemd passes (socket activation, `LISTEN_FDS`) |
 //! | [`reload`] | SIGHUP: the configuration and certificates read again and swapped in |
+//! | [`serving`] | what connections are served with (gate, TLS acceptor, deadlines), swapped by a reload |
 //! | [`metrics_endpoint`] | the separate Prometheus listener (`[metrics] listen`) |
 
 pub mod activation;
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod limits;
 pub mod metrics_endpoint;
 pub mod reload;
+pub mod serving;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -384,7 +386,7 @@ async fn serve_bound(
     } = started;
     let shared = Arc::new(connection::Shared {
         tracker: limits::Tracker::new(connection_limits(&gate.config)),
-        serving: reload::Current::from_pointee(reload::Serving::new(gate, tls)),
+        serving: serving::Current::from_pointee(serving::Serving::new(gate, tls)),
     });
     let background = Background::start(&shared, admin, reload);
     let (stop, stopping) = watch::channel(false);

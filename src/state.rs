@@ -18,10 +18,10 @@ use crate::metrics::{Metrics, SiteMetrics};
 use crate::proxy::{ConsoleClient, Forwarding};
 use crate::request::BodyDeadline;
 use crate::session::{Names, Session};
-use crate::sessions::Verified;
 use crate::store::Store;
 use crate::throttle;
 use crate::urls::Urls;
+use crate::verified::Verified;
 
 /// The gate's state; a cheap `Clone` over an `Arc`.
 #[derive(Clone, Debug)]

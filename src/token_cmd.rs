@@ -95,7 +95,7 @@ pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
     if let Request::TokenCreate(new) = &req {
         if let Err(why) = new.clone().validated(config) {
             eprintln!("mfa-gate: {why}");
-            return ExitCode::from(crate::cli::EXIT_CONFIG);
+            return ExitCode::from(crate::user_cmd::EXIT_CONFIG);
         }
     }
     let socket = &config.server.admin_socket;

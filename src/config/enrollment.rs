@@ -77,7 +77,7 @@ pub(super) fn validate(
                 "networks such as enroll_from = [\"10.0.0.0/8\"], or leave it out to allow any",
             ))
         }
-        Some(list) => super::validate::trusted_proxies(at, list.get_ref().clone())?,
+        Some(list) => super::values::networks(at, list.get_ref().clone())?,
     };
     let enroll_until = enroll_until
         .map(|u| {

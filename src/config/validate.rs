@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use toml::Spanned;
 
 use super::values::{
-    bytes_per_second, count, duration, has_control, header_name, is_simple_name, per_minute,
-    positive, readable_file,
+    bytes_per_second, count, duration, has_control, header_name, is_simple_name, networks,
+    per_minute, positive, readable_file,
 };
 use super::*;
 
@@ -166,7 +165,7 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
         hsts_max_age: hsts_max_age(at, raw.hsts_max_age.as_ref())?,
         listen,
         tls,
-        trusted_proxies: trusted_proxies(at, raw.trusted_proxies.unwrap_or_default())?,
+        trusted_proxies: networks(at, raw.trusted_proxies.unwrap_or_default())?,
         prefix: prefix(at, raw.prefix)?,
         header_timeout: duration(at, raw.header_timeout.as_ref(), Duration::from_secs(10))?,
         max_header_bytes: 64 * 1024,
@@ -187,26 +186,6 @@ fn validate_server(at: &Locator<'_>, raw: raw::Server) -> Result<Server, ConfigE
             }
         },
     })
-}
-
-pub(super) fn trusted_proxies(
-    at: &Locator<'_>,
-    raw: Vec<Spanned<String>>,
-) -> Result<Vec<IpNet>, ConfigError> {
-    raw.iter()
-        .map(|cidr| {
-            let text = cidr.get_ref();
-            text.parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    at.at(
-                        cidr,
-                        &format!("{text:?} is not a CIDR"),
-                        "an address or network such as \"10.0.0.0/8\" or \"::1\"",
-                    )
-                })
-        })
-        .collect()
 }
 
 fn prefix(at: &Locator<'_>, raw: Option<Spanned<String>>) -> Result<String, ConfigError> {

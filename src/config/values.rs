@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderName;
+use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{ConfigError, Locator};
@@ -142,4 +143,25 @@ pub(super) fn is_simple_name(s: &str) -> bool {
 
 pub(super) fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
+}
+
+/// A list of networks (CIDR, or a single address): `trusted_proxies`, `enroll_from`.
+pub(super) fn networks(
+    at: &Locator<'_>,
+    raw: Vec<Spanned<String>>,
+) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .map(|cidr| {
+            let text = cidr.get_ref();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    at.at(
+                        cidr,
+                        &format!("{text:?} is not a CIDR"),
+                        "an address or network such as \"10.0.0.0/8\" or \"::1\"",
+                    )
+                })
+        })
+        .collect()
 }

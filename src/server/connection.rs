@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use super::activity::{Busy, ConnState, Timing};
 use super::limits::Admitted;
-use super::reload::Current;
+use super::serving::Current;
 use crate::response::{Body, BoxError};
 
 /// How long a connection told to close gracefully may take before it is dropped.

@@ -2,7 +2,7 @@
 //! and key are read again and swapped in, without closing a connection or ending a
 //! session.
 //!
-//! What a connection is served with is one [`Serving`] behind an [`ArcSwap`]: a
+//! What a connection is served with is one [`Serving`] behind an [`arc_swap::ArcSwap`] ([`super::serving`]): a
 //! connection reads it once when it is accepted (TLS acceptor, deadlines, head size), and
 //! each request reads the [`Gate`] once, so a request sees one configuration from start
 //! to end and requests in flight finish on the one they began with.
@@ -28,41 +28,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::signal::unix::Signal;
-use tokio_rustls::TlsAcceptor;
 
-use super::activity::Timing;
 use super::connection::Shared;
 use crate::config::Config;
-use crate::state::Gate;
 
-/// What connections are served with; swapped whole by a reload.
-pub struct Serving {
-    pub gate: Gate,
-    /// The TLS acceptor of the current certificate (`None`: plain TCP).
-    pub tls: Option<TlsAcceptor>,
-    pub timing: Timing,
-    pub max_header_bytes: usize,
-}
-
-impl Serving {
-    pub fn new(gate: Gate, tls: Option<TlsAcceptor>) -> Serving {
-        let server = &gate.config.server;
-        Serving {
-            timing: Timing {
-                header_timeout: server.header_timeout,
-                keepalive_idle: server.keepalive_idle,
-            },
-            max_header_bytes: server.max_header_bytes,
-            tls,
-            gate,
-        }
-    }
-}
-
-/// The current [`Serving`], read by connections and swapped by a reload.
-pub type Current = ArcSwap<Serving>;
+use super::serving::Serving;
 
 /// What the reload task needs: the file to read again and the SIGHUP stream (installed
 /// before READY=1, since SIGHUP's default action would end the process).
