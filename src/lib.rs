@@ -20,7 +20,7 @@
 //! | forwarding | [`proxy`]: the pooled client to the consoles, header hygiene, upgrades |
 //! | pages | [`pages`]: HTML, escaped; [`pages::refusal`] turns an [`error::Error`] into a page or JSON |
 //! | data | [`config`] (TOML → validated), [`store`] (the contract, sealing, sled) |
-//! | core | [`error`], [`upstream_tls`] (trusting an https console), [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`audit`], [`metrics`] (the registry), [`framing`], [`clock`] |
+//! | core | [`error`], [`upstream_tls`] (trusting an https console), [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`verified`] (sessions already verified), [`audit`], [`metrics`] (the registry), [`framing`], [`clock`] |
 
 pub mod access_log;
 pub mod admin_socket;
