@@ -54,6 +54,9 @@ pub async fn handle(
     peer: SocketAddr,
     tls: bool,
 ) -> Response<Body> {
+    // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d: one spelling for
+    // every comparison below (trusted proxies, networks, limits, logs).
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let record = access_log::start(gate, &req);
     let mut seen = Seen::default();
     let mut resp = match route(gate, req, peer, tls, &mut seen).await {

@@ -337,6 +337,29 @@ async fn post_from(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_on_a_dual_stack_listener_the_client_address_decides() {
+    // The proxy at 127.0.0.1 reaches a `[::]` listener as ::ffff:127.0.0.1; it must still be
+    // the trusted proxy, so the client's own address is the one judged, not the proxy's.
+    let console = Console::start(USERS).await;
+    let gate = GateBuilder::basic(console.addr)
+        .listen("[::]:0".parse().unwrap())
+        .trusted_proxies(&["127.0.0.1/32"])
+        .site(r#"enroll_from = ["127.0.0.0/8"]"#)
+        .start()
+        .await;
+    let alice = Browser::new(&gate, Some(("alice", "pw-a")));
+    get_from(&alice, "/", "203.0.113.9").await;
+    let page = get_from(&alice, "/.mfa/login", "203.0.113.9").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(
+        page.body.contains("your network (203.0.113.9)"),
+        "{}",
+        page.body
+    );
+    assert_no_secret(&page);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_from_a_refused_network_is_refused_and_from_an_allowed_one_works() {
     let console = Console::start(USERS).await;
     let gate = GateBuilder::basic(console.addr)

@@ -366,8 +366,16 @@ impl TestGate {
         let gate = mfa_gate::server::open_gate(config, self.clock.clone(), false)
             .await
             .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        self.addr = listener.local_addr().unwrap();
+        // `[::]` in the builder: a dual-stack listener, reached over IPv4 (the client
+        // arrives as ::ffff:127.0.0.1); anything else: 127.0.0.1:0.
+        let dual_stack = self.addr.ip() == std::net::Ipv6Addr::UNSPECIFIED;
+        let listener = if dual_stack {
+            TcpListener::bind("[::]:0").await.unwrap()
+        } else {
+            TcpListener::bind("127.0.0.1:0").await.unwrap()
+        };
+        let port = listener.local_addr().unwrap().port();
+        self.addr = SocketAddr::from(([127, 0, 0, 1], port));
         let (stop, stopped) = oneshot::channel::<()>();
         self.stop = Some(stop);
         self.task = Some(tokio::spawn(mfa_gate::server::run(
