@@ -306,6 +306,63 @@ async fn an_expired_invitation_is_refused_also_between_entering_it_and_enrolling
     assert_eq!(show(&gate, "console/bob").await["enrolled"], false);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_invitation_ends_a_login_that_entered_the_older_one() {
+    let (_console, gate) = invite_only(true).await;
+    let (first, _, _) = invite(&gate, "console/bob", "1h").await;
+    let bob = Browser::new(&gate, Some(("bob", "pw-b")));
+    let page = password_step(&bob).await;
+    let ok = bob
+        .post_form(
+            "/.mfa/invite",
+            &[("invitation", &first), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    let qr = bob.get("/.mfa/login").await;
+    let secret = qr.secret_b32();
+    // The first link leaked: the admin issues a new one.
+    let (second, _, _) = invite(&gate, "console/bob", "1h").await;
+    let late = bob
+        .post_form(
+            "/.mfa/enroll",
+            &[
+                ("code", &oathtool(&secret, gate.now())),
+                ("csrf", &qr.csrf()),
+            ],
+        )
+        .await;
+    assert_ne!(late.status, StatusCode::OK, "{late:?}");
+    assert!(late.recovery_codes().is_empty());
+    let listed = show(&gate, "console/bob").await;
+    assert_eq!(listed["enrolled"], false);
+    assert!(
+        listed["invited_until"].is_u64(),
+        "the new invitation is unused"
+    );
+    // The new code works in a new login.
+    let again = Browser::new(&gate, Some(("bob", "pw-b")));
+    let page = password_step(&again).await;
+    let ok = again
+        .post_form(
+            "/.mfa/invite",
+            &[("invitation", &second), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    let qr = again.get("/.mfa/login").await;
+    let done = again
+        .post_form(
+            "/.mfa/enroll",
+            &[
+                ("code", &oathtool(&qr.secret_b32(), gate.now())),
+                ("csrf", &qr.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{done:?}");
+}
+
 /// GET and form POST from `ip`, as a trusted proxy in front of the gate says.
 async fn get_from(b: &Browser, path: &str, ip: &str) -> Got {
     let req = b

@@ -267,6 +267,9 @@ impl UserRecord {
                     expires: *expires,
                     by: (*by).to_string(),
                 });
+                // A newer invitation cancels the older one and every login in progress,
+                // also one that entered the older code (its link may have leaked).
+                r.epoch += 1;
                 Outcome::Applied
             }
             UserOp::Import { secret, recovery } => {
