@@ -82,6 +82,15 @@ pub async fn forward(
             now,
         ),
     };
+    // Judged on the request line's method: a request that asks for another one is not in
+    // any token's scope.
+    let verdict = verdict.and_then(|()| {
+        if tokens::asks_another_method(req.method(), req.headers()) {
+            Err(Refusal::Method)
+        } else {
+            Ok(())
+        }
+    });
     let token = match (verdict, record) {
         (Ok(()), Some(token)) => token,
         (Err(why), record) => {

@@ -97,6 +97,23 @@ async fn token_scope_by_path_method_network_and_expiry_against_nginx() {
             vec!["-X", "POST", "-d", "x=1"],
         ),
         ("method", "/api/status.json", vec!["-X", "DELETE"]),
+        // Another method asked for another way: frameworks honour override headers, and
+        // a GET with a body is not what a GET-only token was judged on.
+        (
+            "method",
+            "/api/status.json",
+            vec!["-H", "X-HTTP-Method-Override: DELETE"],
+        ),
+        (
+            "method",
+            "/api/status.json",
+            vec!["-H", "X_Method_Override: PUT"],
+        ),
+        (
+            "method",
+            "/api/status.json",
+            vec!["-X", "GET", "-d", "role=admin"],
+        ),
     ] {
         let mut args = vec!["-u", &auth, "-H", &header];
         args.extend(extra);

@@ -183,6 +183,41 @@ pub fn judge(
     Ok(())
 }
 
+/// Headers through which web frameworks let a request name another method than its own.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether a request asks for another method than its request line says: an override
+/// header (in any spelling a lenient stack folds to one: any case, any punctuation), or a
+/// body on a GET or HEAD. A console may act on either, so a token judged on the method
+/// line refuses them.
+pub fn asks_another_method(method: &Method, headers: &HeaderMap) -> bool {
+    let folded = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    let overrides = headers
+        .keys()
+        .any(|n| METHOD_OVERRIDES.contains(&folded(n.as_str()).as_str()));
+    let body = (method == Method::GET || method == Method::HEAD)
+        && (headers.contains_key(http::header::TRANSFER_ENCODING)
+            || headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .any(|v| v.as_bytes() != b"0"));
+    overrides || body
+}
+
 /// Whether a canonical path matches a pattern: exact, or a prefix when it ends in `*`.
 fn path_matches(pattern: &str, canonical: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -381,6 +416,49 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(HEADER, http::HeaderValue::from_static("Bearer x"));
         assert_eq!(presented(&h), Presented::Malformed);
+    }
+
+    #[test]
+    fn another_method_asked_for_is_seen() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, http::HeaderValue::from_static(value));
+            h
+        };
+        let none = HeaderMap::new();
+        assert!(!asks_another_method(&Method::GET, &none));
+        assert!(asks_another_method(
+            &Method::GET,
+            &with("x-http-method-override", "DELETE")
+        ));
+        assert!(asks_another_method(
+            &Method::GET,
+            &with("x_method_override", "PUT")
+        ));
+        assert!(asks_another_method(
+            &Method::GET,
+            &with("x.http.method", "PUT")
+        ));
+        assert!(asks_another_method(
+            &Method::GET,
+            &with("content-length", "11")
+        ));
+        assert!(asks_another_method(
+            &Method::HEAD,
+            &with("transfer-encoding", "chunked")
+        ));
+        assert!(!asks_another_method(
+            &Method::GET,
+            &with("content-length", "0")
+        ));
+        assert!(!asks_another_method(
+            &Method::POST,
+            &with("content-length", "11")
+        ));
+        assert!(!asks_another_method(
+            &Method::GET,
+            &with("x-http-method-overrides", "x")
+        ));
     }
 
     #[test]
