@@ -260,9 +260,19 @@ async fn revoke(store: &dyn Store, which: &str, by: &str, now: u64) -> Result<An
     let all = store.tokens().await?;
     let by_id: Vec<&(String, TokenRecord)> = all.iter().filter(|(_, t)| t.id == which).collect();
     let matches: Vec<&(String, TokenRecord)> = if by_id.is_empty() {
-        all.iter()
-            .filter(|(_, t)| t.name == which && t.revoked.is_none())
-            .collect()
+        // By name: the live token of that name (an expired one may share it, since
+        // names of expired tokens can be used again; it opens nothing any more).
+        let named = |live: bool| -> Vec<&(String, TokenRecord)> {
+            all.iter()
+                .filter(|(_, t)| {
+                    t.name == which && t.revoked.is_none() && (!live || now < t.expires)
+                })
+                .collect()
+        };
+        match named(true) {
+            live if live.is_empty() => named(false),
+            live => live,
+        }
     } else {
         by_id
     };
@@ -297,4 +307,57 @@ async fn revoke(store: &dyn Store, which: &str, by: &str, now: u64) -> Result<An
         tokens: Some(vec![view]),
         ..Answer::default()
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store::sled::SledStore;
+
+    fn record(id: &str, expires: u64) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            name: "backup".into(),
+            site: "router".into(),
+            paths: vec!["/api/*".into()],
+            methods: vec!["GET".into()],
+            from: Vec::new(),
+            created: 100,
+            expires,
+            revoked: None,
+            last_used: None,
+            created_by: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn revoking_by_name_takes_the_live_token_over_an_expired_namesake() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("s")).unwrap();
+        store.put_token("h-old", &record("old", 500)).await.unwrap();
+        store
+            .put_token("h-new", &record("new", 5000))
+            .await
+            .unwrap();
+        let answer = revoke(&store, "backup", "test", 1000).await.unwrap();
+        assert!(answer.ok, "{answer:?}");
+        assert!(store
+            .token("h-new")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_some());
+        assert!(store
+            .token("h-old")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_none());
+        // With only expired namesakes left, the name still finds one to revoke.
+        let answer = revoke(&store, "backup", "test", 1000).await.unwrap();
+        assert!(answer.ok, "{answer:?}");
+    }
 }
