@@ -133,6 +133,9 @@ async fn direct(config: &Config, req: &Request) -> Answer {
             config.store.path.display()
         ));
     }
+    if let Err(why) = crate::user_cmd::safe_for_root(&config.store.path) {
+        return failure(why);
+    }
     let answer = match SledStore::open(&config.store.path) {
         Ok(store) => {
             tokens::answer(&store, config, req, "cli(direct)", SystemClock.now()).await

@@ -186,6 +186,71 @@ fn give_back_in(dir: &OwnedFd, uid: Uid, gid: Gid) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Root may open a stopped daemon's store only if nothing in it can send root's writes
+/// elsewhere: the store belongs to a less trusted user, who could have replaced sled's
+/// files by links to root's (sled follows them). So, when root opens a store it does not
+/// own, every entry must be a directory or a regular file with a single link; otherwise
+/// the command is refused and should run as the store's owner.
+///
+/// # Errors
+/// What was found, and what to run instead.
+pub fn safe_for_root(store: &Path) -> Result<(), String> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let refuse = |what: &str| {
+        Err(format!(
+            "the store {} {what}; root does not open a store its owner could point elsewhere. \
+             Remove it, or run the command as the store's owner (e.g. sudo -u mfa-gate mfa-gate …)",
+            store.display()
+        ))
+    };
+    let dir = match rustix::fs::open(store, no_follow() | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::LOOP | Errno::NOTDIR) => return refuse("is a link or not a directory"),
+        Err(e) => return Err(format!("cannot open the store {}: {e}", store.display())),
+    };
+    let owner = rustix::fs::fstat(&dir).map_err(|e| e.to_string())?;
+    if owner.st_uid == 0 {
+        return Ok(());
+    }
+    match first_link(&dir) {
+        Ok(None) => Ok(()),
+        Ok(Some(name)) => refuse(&format!("holds a link or special file ({name})")),
+        Err(e) => Err(format!("cannot read the store {}: {e}", store.display())),
+    }
+}
+
+/// The first entry below `dir` that is neither a directory nor a regular file with one
+/// link (read without following anything).
+fn first_link(dir: &OwnedFd) -> std::io::Result<Option<String>> {
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let shown = name.to_string_lossy().into_owned();
+        let fd = match rustix::fs::openat(dir, name, no_follow(), Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NXIO) => return Ok(Some(shown)),
+            Err(e) => return Err(e.into()),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                if let Some(inner) = first_link(&fd)? {
+                    return Ok(Some(format!("{shown}/{inner}")));
+                }
+            }
+            FileType::RegularFile if st.st_nlink == 1 => {}
+            _ => return Ok(Some(shown)),
+        }
+    }
+    Ok(None)
+}
+
 async fn direct_on_store(config: &Config, req: &Request) -> Answer {
     // Only the daemon begins a store (next to its key file).
     if !config.store.path.exists() {
@@ -194,6 +259,9 @@ async fn direct_on_store(config: &Config, req: &Request) -> Answer {
             config.server.admin_socket.display(),
             config.store.path.display()
         ));
+    }
+    if let Err(why) = safe_for_root(&config.store.path) {
+        return failure(why);
     }
     let store = match SledStore::open(&config.store.path) {
         Ok(s) => s,

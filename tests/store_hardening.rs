@@ -199,10 +199,24 @@ async fn root_using_the_cli_on_a_stopped_store_leaves_it_to_the_daemons_user() {
     std::os::unix::fs::symlink(&soft, s.store().join("planted-soft")).unwrap();
 
     let config = s.dir.join("mfa-gate.toml");
+    // While the links are there, root does not open the store at all (sled follows a
+    // link that replaced one of its files, e.g. `db`, and would write root's file).
     let (code, out, err) = user_cli(&config, &["reset", "console/alice"], RunAs::Umask000).await;
-    assert_eq!(code, 0, "{out}{err}");
-    // Root's files stayed root's; the files sled wrote for root are the daemon user's
-    // again, and private.
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("link") && err.contains("sudo -u"),
+        "says why and what to run: {out}{err}"
+    );
+    let db = s.store().join("db");
+    let db_before = std::fs::read(&db).unwrap();
+    std::fs::rename(&db, s.dir.join("db.orig")).unwrap();
+    std::os::unix::fs::symlink(&soft, &db).unwrap();
+    let (code, out, err) = user_cli(&config, &["reset", "console/alice"], RunAs::Umask000).await;
+    assert_ne!(code, 0, "a linked db: {out}{err}");
+    std::fs::remove_file(&db).unwrap();
+    std::fs::rename(s.dir.join("db.orig"), &db).unwrap();
+    assert_eq!(std::fs::read(&db).unwrap(), db_before);
+    // Root's files stayed root's and unwritten.
     for file in [&hard, &soft] {
         assert_eq!(
             std::fs::metadata(file).unwrap().uid(),
@@ -210,9 +224,14 @@ async fn root_using_the_cli_on_a_stopped_store_leaves_it_to_the_daemons_user() {
             "{}",
             file.display()
         );
+        assert_eq!(std::fs::read(file).unwrap(), b"root's");
     }
     std::fs::remove_file(s.store().join("planted-hard")).unwrap();
     std::fs::remove_file(s.store().join("planted-soft")).unwrap();
+    // Without links root works on the store, and leaves it to the daemon's user: the
+    // files sled wrote for root are the daemon user's again, and private.
+    let (code, out, err) = user_cli(&config, &["reset", "console/alice"], RunAs::Umask000).await;
+    assert_eq!(code, 0, "{out}{err}");
     assert_eq!(std::fs::metadata(s.store()).unwrap().uid(), 65534);
     assert_private(&s.store());
 }
