@@ -271,11 +271,13 @@ mod tests {
             b"12345678901234567890",
         )
         .expect("seal");
+        // A login that started after the invitation (which ended older ones).
+        assert_eq!(r.epoch, 1, "an invitation ends the logins in progress");
         let enroll = UserOp::Enroll {
             secret: &sealed,
             step: 1,
             recovery: &[],
-            epoch: 0,
+            epoch: 1,
             from: "10.0.0.1",
             invitation: true,
         };
