@@ -485,6 +485,10 @@ async fn enrollment_from_a_refused_network_is_refused_and_from_an_allowed_one_wo
     assert_eq!(moved.status, StatusCode::FORBIDDEN);
     assert!(moved.body.contains("198.51.100.1"));
     assert_eq!(show(&gate, "console/carol").await, Value::Null);
+    // Nor does the QR page come back outside: the secret is shown only where it may be used.
+    let again = get_from(&carol, "/.mfa/login", "198.51.100.1").await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN, "{}", again.body);
+    assert_no_secret(&again);
     // An enrolled user signs in from anywhere: the policy is about enrollment only.
     gate.clock.advance(30);
     let b2 = Browser::new(&gate, Some(("bob", "pw-b")));

@@ -82,6 +82,16 @@ pub async fn page(
             StatusCode::OK,
         ));
     }
+    if !enrolled {
+        // The QR code again only where the user may still enroll: the login may have
+        // moved to another network, or the rollout window closed, since it began.
+        let policy = &gate.site(ctx).enrollment;
+        if let Err(refusal) =
+            enrollment_policy::check_place_and_time(policy, ctx.client_ip, gate.now())
+        {
+            return Ok(invite::refused(gate, ctx, &p, refusal));
+        }
+    }
     render(gate, &id, &p, None, StatusCode::OK).await
 }
 
