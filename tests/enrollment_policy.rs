@@ -54,6 +54,22 @@ async fn password_step(b: &Browser) -> Got {
     b.get("/.mfa/login").await
 }
 
+/// Types an invitation code into the invitation form `page` of a login in progress.
+async fn enter_invitation(b: &Browser, page: &Got, code: &str) -> Got {
+    b.post_form(
+        "/.mfa/invite",
+        &[("invitation", code), ("csrf", &page.csrf())],
+    )
+    .await
+}
+
+/// Sends the first code for the QR page `qr` (oathtool, the gate's time step).
+async fn first_code(b: &Browser, gate: &TestGate, qr: &Got) -> Got {
+    let code = oathtool(&qr.secret_b32(), gate.now());
+    b.post_form("/.mfa/enroll", &[("code", &code), ("csrf", &qr.csrf())])
+        .await
+}
+
 fn assert_no_secret(page: &Got) {
     assert!(!page.body.contains("id=\"secret\""), "{}", page.body);
     assert!(!page.body.contains("<svg"), "no QR code: {}", page.body);
@@ -141,12 +157,7 @@ async fn an_invitation_works_once_for_its_user_and_a_reset_deletes_it() {
     // Bob cannot use alice's invitation.
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
     let page = password_step(&bob).await;
-    let refused = bob
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &code), ("csrf", &page.csrf())],
-        )
-        .await;
+    let refused = enter_invitation(&bob, &page, &code).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_no_secret(&refused);
 
@@ -203,12 +214,7 @@ async fn an_invitation_works_once_for_its_user_and_a_reset_deletes_it() {
     let again = Browser::new(&gate, Some(("alice", "pw-a")));
     let page = password_step(&again).await;
     assert!(page.body.contains("id=\"needs-invitation\""));
-    let refused = again
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &code), ("csrf", &page.csrf())],
-        )
-        .await;
+    let refused = enter_invitation(&again, &page, &code).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_no_secret(&refused);
 
@@ -221,12 +227,7 @@ async fn an_invitation_works_once_for_its_user_and_a_reset_deletes_it() {
     );
     let carol = Browser::new(&gate, Some(("carol", "pw-c")));
     let page = password_step(&carol).await;
-    let refused = carol
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &code2), ("csrf", &page.csrf())],
-        )
-        .await;
+    let refused = enter_invitation(&carol, &page, &code2).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 
     // An enrolled user is not invited: reset first.
@@ -243,22 +244,9 @@ async fn alice_enrolls_again(gate: &TestGate) {
     let (code, _, _) = invite(gate, "console/alice", "1h").await;
     let alice = Browser::new(gate, Some(("alice", "pw-a")));
     let page = password_step(&alice).await;
-    alice
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &code), ("csrf", &page.csrf())],
-        )
-        .await;
+    enter_invitation(&alice, &page, &code).await;
     let qr = alice.get("/.mfa/login").await;
-    let done = alice
-        .post_form(
-            "/.mfa/enroll",
-            &[
-                ("code", &oathtool(&qr.secret_b32(), gate.now())),
-                ("csrf", &qr.csrf()),
-            ],
-        )
-        .await;
+    let done = first_code(&alice, gate, &qr).await;
     assert_eq!(done.status, StatusCode::OK, "{done:?}");
 }
 
@@ -269,12 +257,7 @@ async fn an_expired_invitation_is_refused_also_between_entering_it_and_enrolling
     gate.clock.advance(3600);
     let alice = Browser::new(&gate, Some(("alice", "pw-a")));
     let page = password_step(&alice).await;
-    let refused = alice
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &code), ("csrf", &page.csrf())],
-        )
-        .await;
+    let refused = enter_invitation(&alice, &page, &code).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "expired at its hour");
     assert_no_secret(&refused);
 
@@ -282,12 +265,7 @@ async fn an_expired_invitation_is_refused_also_between_entering_it_and_enrolling
     gate.clock.advance(3500);
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
     let page = password_step(&bob).await;
-    let ok = bob
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &code), ("csrf", &page.csrf())],
-        )
-        .await;
+    let ok = enter_invitation(&bob, &page, &code).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     let qr = bob.get("/.mfa/login").await;
     let secret = qr.secret_b32();
@@ -312,12 +290,7 @@ async fn a_newer_invitation_ends_a_login_that_entered_the_older_one() {
     let (first, _, _) = invite(&gate, "console/bob", "1h").await;
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
     let page = password_step(&bob).await;
-    let ok = bob
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &first), ("csrf", &page.csrf())],
-        )
-        .await;
+    let ok = enter_invitation(&bob, &page, &first).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     let qr = bob.get("/.mfa/login").await;
     let secret = qr.secret_b32();
@@ -343,23 +316,10 @@ async fn a_newer_invitation_ends_a_login_that_entered_the_older_one() {
     // The new code works in a new login.
     let again = Browser::new(&gate, Some(("bob", "pw-b")));
     let page = password_step(&again).await;
-    let ok = again
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &second), ("csrf", &page.csrf())],
-        )
-        .await;
+    let ok = enter_invitation(&again, &page, &second).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     let qr = again.get("/.mfa/login").await;
-    let done = again
-        .post_form(
-            "/.mfa/enroll",
-            &[
-                ("code", &oathtool(&qr.secret_b32(), gate.now())),
-                ("csrf", &qr.csrf()),
-            ],
-        )
-        .await;
+    let done = first_code(&again, &gate, &qr).await;
     assert_eq!(done.status, StatusCode::OK, "{done:?}");
 }
 
@@ -541,12 +501,7 @@ async fn the_admin_page_issues_invitations_with_a_step_up_and_lists_where_users_
     let (code, _, _) = invite(&gate, "console/alice", "1h").await;
     let alice = Browser::new(&gate, Some(("alice", "pw-a")));
     let page = password_step(&alice).await;
-    alice
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &code), ("csrf", &page.csrf())],
-        )
-        .await;
+    enter_invitation(&alice, &page, &code).await;
     let qr = alice.get("/.mfa/login").await;
     let secret = qr.secret_b32();
     let done = alice
@@ -629,23 +584,10 @@ async fn the_admin_page_issues_invitations_with_a_step_up_and_lists_where_users_
     // Bob enrolls with it.
     let bob = Browser::new(&gate, Some(("bob", "pw-b")));
     let page = password_step(&bob).await;
-    let ok = bob
-        .post_form(
-            "/.mfa/invite",
-            &[("invitation", &bob_code), ("csrf", &page.csrf())],
-        )
-        .await;
+    let ok = enter_invitation(&bob, &page, &bob_code).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     let qr = bob.get("/.mfa/login").await;
-    let done = bob
-        .post_form(
-            "/.mfa/enroll",
-            &[
-                ("code", &oathtool(&qr.secret_b32(), gate.now())),
-                ("csrf", &qr.csrf()),
-            ],
-        )
-        .await;
+    let done = first_code(&bob, &gate, &qr).await;
     assert_eq!(done.status, StatusCode::OK);
     assert_eq!(
         show(&gate, "console/bob").await["enrolled_from"],
