@@ -30,6 +30,17 @@ fn ga_file(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
 }
 
 /// Signs in with the password, then the verification code `code` (not enrolling).
+/// `mfa-gate user import TARGET --google-authenticator FILE`: exit code, stdout, stderr.
+async fn import_ga(
+    config: &std::path::Path,
+    target: &str,
+    file: &std::path::Path,
+) -> (i32, String, String) {
+    let file = file.to_str().unwrap();
+    let args = ["import", target, "--google-authenticator", file];
+    user_cli(config, &args, RunAs::Me).await
+}
+
 async fn sign_in(b: &Browser, code: &str) -> Got {
     assert_eq!(b.get("/").await.status, StatusCode::SEE_OTHER);
     let page = b.get("/.mfa/login").await;
@@ -53,17 +64,7 @@ async fn a_google_authenticator_file_imports_and_its_code_and_scratch_codes_sign
             "{GA_SECRET}\n\" RATE_LIMIT 3 30 1767225600\n\" WINDOW_SIZE 17\n\" DISALLOW_REUSE 58907520\n\" TOTP_AUTH\n26404928\n71939127\n"
         ),
     );
-    let (code, out, err) = user_cli(
-        &config,
-        &[
-            "import",
-            "console/alice",
-            "--google-authenticator",
-            file.to_str().unwrap(),
-        ],
-        RunAs::Me,
-    )
-    .await;
+    let (code, out, err) = import_ga(&config, "console/alice", &file).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 scratch codes are recovery codes"), "{out}");
     let (_, out, _) = user_cli(&config, &["show", "console/alice", "--json"], RunAs::Me).await;
@@ -102,17 +103,7 @@ async fn a_google_authenticator_file_imports_and_its_code_and_scratch_codes_sign
     );
 
     // An enrolled user is not overwritten.
-    let (code, _, err) = user_cli(
-        &config,
-        &[
-            "import",
-            "console/alice",
-            "--google-authenticator",
-            file.to_str().unwrap(),
-        ],
-        RunAs::Me,
-    )
-    .await;
+    let (code, _, err) = import_ga(&config, "console/alice", &file).await;
     assert_eq!(code, 1);
     assert!(err.contains("reset them first"), "{err}");
 
@@ -121,17 +112,7 @@ async fn a_google_authenticator_file_imports_and_its_code_and_scratch_codes_sign
         &gate.dir,
         &format!("{GA_SECRET}\n\" HOTP_COUNTER 1\n26404928\n"),
     );
-    let (code, _, err) = user_cli(
-        &config,
-        &[
-            "import",
-            "console/bob",
-            "--google-authenticator",
-            hotp.to_str().unwrap(),
-        ],
-        RunAs::Me,
-    )
-    .await;
+    let (code, _, err) = import_ga(&config, "console/bob", &hotp).await;
     assert_eq!(code, 2);
     assert!(err.contains("HOTP") && err.contains("line 2"), "{err}");
     for (uri, why) in [
