@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use common::*;
-use http::StatusCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Kill(tokio::process::Child);
@@ -71,23 +68,7 @@ async fn the_demo_prints_what_to_do_and_the_flow_works() {
     let gate_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let b = Browser::at(gate_addr, Some(("admin", &password)));
     // The banner is printed once the gate accepts connections.
-    let first = b.get("/").await;
-    assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
-    let page = b.get("/.mfa/login").await;
-    let secret = page.secret_b32();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let done = b
-        .post_form(
-            "/.mfa/enroll",
-            &[("code", &oathtool(&secret, now)), ("csrf", &page.csrf())],
-        )
-        .await;
-    assert!(done.next().is_some(), "{done:?}");
-    let console = b.get("/").await;
-    assert_eq!(console.status, StatusCode::OK);
+    let console = browse::enroll_on_the_real_clock(&b).await;
     assert!(console.body.contains("Demo router console"));
     assert!(dir.path().join("master.key").exists() && dir.path().join("store").is_dir());
 

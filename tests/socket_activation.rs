@@ -11,7 +11,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::daemon::SOCKET_ACTIVATE;
 use common::*;
@@ -52,28 +52,6 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Enrolls `b` through the gate at `b`'s address with the real clock: the console's
-/// password, the QR page's secret, a code from `oathtool`, then the console itself.
-async fn enroll_and_reach_the_console(b: &Browser) {
-    let first = b.get("/").await;
-    assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
-    let page = b.get("/.mfa/login").await;
-    let secret = page.secret_b32();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let done = b
-        .post_form(
-            "/.mfa/enroll",
-            &[("code", &oathtool(&secret, now)), ("csrf", &page.csrf())],
-        )
-        .await;
-    assert!(done.next().is_some(), "{done:?}");
-    let console = b.get("/").await;
-    assert_eq!(console.status, StatusCode::OK, "{console:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_login_through_the_socket_systemd_passed() {
     require_tool();
@@ -91,7 +69,7 @@ async fn a_real_login_through_the_socket_systemd_passed() {
 
     // The whole flow on the passed socket.
     let alice = Browser::at(d.addr, Some(("alice", "pw-a")));
-    enroll_and_reach_the_console(&alice).await;
+    browse::enroll_on_the_real_clock(&alice).await;
 
     // Every worker accepts from that one socket, each through its own descriptor; many
     // connections at once are all served.

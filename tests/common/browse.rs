@@ -207,3 +207,28 @@ pub fn canonical_form(body: &str) -> String {
         .extend_pairs(form_urlencoded::parse(body.as_bytes()))
         .finish()
 }
+
+/// Enrolls `b` (a browser with the console's password) through a gate that runs on the
+/// real clock — a daemon, the demo: the password step, the QR page's secret, a code from
+/// `oathtool` for the current step (the gate's ±1 step window covers a step boundary
+/// passed in between), then the console itself, which it returns.
+pub async fn enroll_on_the_real_clock(b: &Browser) -> Got {
+    let first = b.get("/").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
+    let page = b.get("/.mfa/login").await;
+    let secret = page.secret_b32();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let done = b
+        .post_form(
+            "/.mfa/enroll",
+            &[("code", &oathtool(&secret, now)), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert!(done.next().is_some(), "{done:?}");
+    let console = b.get("/").await;
+    assert_eq!(console.status, StatusCode::OK, "{console:?}");
+    console
+}
