@@ -2,13 +2,14 @@
 # Runs the whole test suite on a fresh Debian machine: installs the tools the tests drive
 # (nginx, oathtool, zbarimg, rsvg-convert, chromium, curl, openssl, the system CA certificates
 # that https upstreams are checked against by default, systemd-analyze, php-cli,
-# python3 for a fake admin socket run as nobody with setpriv from util-linux, and Django
+# python3 for a fake admin socket run as nobody with setpriv from util-linux, PostgreSQL
+# (only its binaries: the tests start private clusters, never the system one), and Django
 # from PyPI), then
 # checks formatting and lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nginx oathtool zbar-tools librsvg2-bin chromium curl openssl ca-certificates systemd wrk php-cli python3 util-linux procps jetty9 tomcat10)
+packages=(nginx oathtool zbar-tools librsvg2-bin chromium curl openssl ca-certificates systemd wrk php-cli python3 util-linux procps jetty9 tomcat10 postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

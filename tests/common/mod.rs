@@ -15,6 +15,7 @@ pub mod form_console;
 pub mod gate;
 pub mod nginx;
 pub mod php_console;
+pub mod postgres;
 pub mod servlet;
 pub mod systemd;
 pub mod tokens;
