@@ -37,7 +37,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, TlsFiles};
 use crate::keys::Keys;
 use crate::state::Gate;
-use crate::store::sled::SledStore;
 use crate::store::Store;
 
 /// Why the gate could not start.
@@ -57,7 +56,8 @@ pub enum StartError {
     #[error(
         "the store {store} was sealed with a master key, but its key file {key} is missing. \
          Restore the key file from a backup: a new key would open none of the sealed secrets, \
-         so none is made. To discard every enrollment instead, remove the store directory too"
+         so none is made (another gate on a shared database needs a copy of the first \
+         gate's key file). To discard every enrollment instead, remove the store directory too"
     )]
     KeyMissing { key: String, store: String },
     #[error(
@@ -98,7 +98,7 @@ pub async fn open_gate(
     new_store: bool,
 ) -> Result<Gate, StartError> {
     let (keys, store) = open_store(&config.store, new_store).await?;
-    Ok(Gate::new(config, Arc::new(store), keys, clock))
+    Ok(Gate::new(config, store, keys, clock))
 }
 
 /// Opens the key file and the store, telling a first start from a lost store or key:
@@ -117,11 +117,12 @@ pub async fn open_gate(
 pub async fn open_store(
     paths: &crate::config::Store,
     new_store: bool,
-) -> Result<(Keys, SledStore), StartError> {
-    let (key, store) = (
-        paths.key_file.display().to_string(),
-        paths.path.display().to_string(),
-    );
+) -> Result<(Keys, Arc<dyn Store>), StartError> {
+    let key = paths.key_file.display().to_string();
+    let store = match &paths.backend {
+        crate::config::Backend::Embedded { path } => path.display().to_string(),
+        crate::config::Backend::Postgres(pg) => pg.shown(),
+    };
     let exists = |p: &Path| {
         p.try_exists().map_err(|source| crate::keys::KeyError::Io {
             path: p.display().to_string(),
@@ -129,11 +130,13 @@ pub async fn open_store(
         })
     };
     let key_exists = exists(&paths.key_file)?;
-    if key_exists && !new_store && !exists(&paths.path)? {
-        return Err(StartError::StoreMissing { key, store });
+    if let Some(path) = paths.embedded() {
+        if key_exists && !new_store && !exists(path)? {
+            return Err(StartError::StoreMissing { key, store });
+        }
     }
-    let opened = SledStore::open(&paths.path)?;
-    let empty = opened.is_empty()?;
+    let opened = crate::store::open(paths).await?;
+    let empty = opened.is_empty().await?;
     let keys = match (key_exists, empty) {
         (false, true) => Keys::create(&paths.key_file)?,
         (false, false) => return Err(StartError::KeyMissing { key, store }),
@@ -141,14 +144,14 @@ pub async fn open_store(
         (true, false) if new_store => return Err(StartError::NotNew { key, store }),
         (true, _) => Keys::load(&paths.key_file)?,
     };
-    if let Err(e) = opened.check_key(&keys.fingerprint).await {
+    if let Err(e) = opened.store().check_key(&keys.fingerprint).await {
         if !key_exists {
             // A first start that could not seal its store: leave it a first start.
             let _ = std::fs::remove_file(&paths.key_file);
         }
         return Err(e.into());
     }
-    Ok((keys, opened))
+    Ok((keys, opened.shared()))
 }
 
 /// Loads the certificate chain and key and builds a TLS acceptor offering h2 and http/1.1.

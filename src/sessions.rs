@@ -75,11 +75,12 @@ pub async fn current(
     {
         return Ok(None);
     }
-    let Some(user) = gate.store.user_state(&s.realm, &s.user).await? else {
+    let check = gate.store.session_check(&s.realm, &s.user, &s.id).await?;
+    let Some(user) = check.user else {
         return Ok(None);
     };
     let reset_since = s.iat < user.not_before || s.generation != user.generation;
-    if !user.enrolled || reset_since || gate.store.session_revoked(&s.id).await? {
+    if !user.enrolled || reset_since || check.revoked {
         return Ok(None);
     }
     counted.valid = true;

@@ -14,7 +14,6 @@ use clap::Subcommand;
 use crate::admin_socket::{self, AskError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::store::sled::SledStore;
 use crate::tokens::{self, Answer, NewToken, Request, TokenView};
 
 /// Exit code when the named token is not known.
@@ -99,7 +98,9 @@ pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
         }
     }
     let socket = &config.server.admin_socket;
-    let daemon_uid = std::fs::metadata(&config.store.path).ok().map(|m| m.uid());
+    let daemon_uid = std::fs::metadata(config.store.owned_path())
+        .ok()
+        .map(|m| m.uid());
     let answer = match admin_socket::ask_daemon_with(socket, daemon_uid, &req).await {
         Ok(a) => a,
         Err(AskError::NotRunning(_)) => direct(config, &req).await,
@@ -126,28 +127,20 @@ fn failure(error: String) -> Answer {
 
 /// The daemon is not running: open the store ourselves (sled refuses if it is locked).
 async fn direct(config: &Config, req: &Request) -> Answer {
-    if !config.store.path.exists() {
-        return failure(format!(
-            "no daemon answers on {} and there is no store at {} yet",
-            config.server.admin_socket.display(),
-            config.store.path.display()
-        ));
-    }
-    if let Err(why) = crate::user_cmd::safe_for_root(&config.store.path) {
-        return failure(why);
-    }
-    let answer = match SledStore::open(&config.store.path) {
-        Ok(store) => {
-            tokens::answer(&store, config, req, "cli(direct)", SystemClock.now()).await
+    let answer = match crate::user_cmd::open_directly(config).await {
+        Ok(opened) => {
+            tokens::answer(
+                opened.store(),
+                config,
+                req,
+                "cli(direct)",
+                SystemClock.now(),
+            )
+            .await
         }
-        Err(e) => failure(format!(
-            "the daemon's admin socket {} does not answer and the store cannot be opened ({e}); is mfa-gate running as another user?",
-            config.server.admin_socket.display()
-        )),
+        Err(why) => failure(why),
     };
-    if let Err(e) = crate::user_cmd::give_back(&config.store.path) {
-        tracing::warn!(path = %config.store.path.display(), error = %e, "cannot hand the store's files back to its owner");
-    }
+    crate::user_cmd::handed_back(config);
     answer
 }
 

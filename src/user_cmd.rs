@@ -16,7 +16,7 @@ use rustix::io::Errno;
 use crate::admin_socket::{self, AskError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::store::sled::SledStore;
+use crate::store::Opened;
 use crate::users::{self, ActionResult, Answer, Request, UserView};
 
 /// Exit code when the named user is not known.
@@ -88,8 +88,10 @@ pub async fn run(config: &Config, req: Request, json: bool) -> ExitCode {
 /// The answer to one request: from the running daemon, or straight from the store.
 pub async fn ask(config: &Config, req: &Request) -> Answer {
     let socket = &config.server.admin_socket;
-    // The daemon's user owns its store directory.
-    let daemon_uid = std::fs::metadata(&config.store.path).ok().map(|m| m.uid());
+    // The daemon's user owns its store directory (or, with PostgreSQL, its key file).
+    let daemon_uid = std::fs::metadata(config.store.owned_path())
+        .ok()
+        .map(|m| m.uid());
     match admin_socket::ask_daemon(socket, daemon_uid, req).await {
         Ok(a) => a,
         Err(AskError::NotRunning(_)) => direct(config, req).await,
@@ -117,10 +119,43 @@ fn failure(error: String) -> Answer {
 async fn direct(config: &Config, req: &Request) -> Answer {
     let answer = direct_on_store(config, req).await;
     // The store is closed (sled's threads joined) once `direct_on_store` returns.
-    if let Err(e) = give_back(&config.store.path) {
-        tracing::warn!(path = %config.store.path.display(), error = %e, "cannot hand the store's files back to its owner");
-    }
+    handed_back(config);
     answer
+}
+
+/// Opens the store for a command while no daemon answers: an embedded store only if it
+/// exists and is safe for root to open; PostgreSQL always (several gates share it).
+///
+/// # Errors
+/// Why it cannot be opened, for the person at the terminal.
+pub(crate) async fn open_directly(config: &Config) -> Result<Opened, String> {
+    if let Some(path) = config.store.embedded() {
+        // Only the daemon begins a store (next to its key file).
+        if !path.exists() {
+            return Err(format!(
+                "no daemon answers on {} and there is no store at {} yet",
+                config.server.admin_socket.display(),
+                path.display()
+            ));
+        }
+        safe_for_root(path)?;
+    }
+    crate::store::open(&config.store).await.map_err(|e| {
+        format!(
+            "the daemon's admin socket {} does not answer and the store cannot be opened ({e}); is mfa-gate running as another user?",
+            config.server.admin_socket.display()
+        )
+    })
+}
+
+/// After a command opened an embedded store itself: its files go back to the daemon's
+/// user (see [`give_back`]).
+pub(crate) fn handed_back(config: &Config) {
+    if let Some(path) = config.store.embedded() {
+        if let Err(e) = give_back(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot hand the store's files back to its owner");
+        }
+    }
 }
 
 /// Root working on a stopped daemon's store leaves sled files (its snapshots) owned by
@@ -252,46 +287,27 @@ fn first_link(dir: &OwnedFd) -> std::io::Result<Option<String>> {
 }
 
 async fn direct_on_store(config: &Config, req: &Request) -> Answer {
-    // Only the daemon begins a store (next to its key file).
-    if !config.store.path.exists() {
-        return failure(format!(
-            "no daemon answers on {} and there is no store at {} yet",
-            config.server.admin_socket.display(),
-            config.store.path.display()
-        ));
-    }
-    if let Err(why) = safe_for_root(&config.store.path) {
-        return failure(why);
-    }
-    let store = match SledStore::open(&config.store.path) {
-        Ok(s) => s,
-        Err(e) => {
-            return Answer {
-                ok: false,
-                error: Some(format!(
-                    "the daemon's admin socket {} does not answer and the store cannot be opened ({e}); is mfa-gate running as another user?",
-                    config.server.admin_socket.display()
-                )),
-                ..Answer::default()
-            }
-        }
+    let opened = match open_directly(config).await {
+        Ok(opened) => opened,
+        Err(why) => return failure(why),
     };
+    let store = opened.store();
     let (by, now) = ("cli(direct)", SystemClock.now());
     if !matches!(
         req,
         Request::Invite { .. } | Request::Import { .. } | Request::Export { .. }
     ) {
-        return users::answer(&store, None, req, by, now).await;
+        return users::answer(store, None, req, by, now).await;
     }
     // Sealing, opening and hashing need the key the store was created with.
     let keys = match crate::keys::Keys::load(&config.store.key_file) {
         Ok(k) => k,
         Err(e) => return failure(format!("cannot read the key file: {e}")),
     };
-    if let Err(e) = crate::store::Store::check_key(&store, &keys.fingerprint).await {
+    if let Err(e) = store.check_key(&keys.fingerprint).await {
         return failure(e.to_string());
     }
-    users::answer_keyed(&store, &keys, &config.totp.issuer, None, req, by, now).await
+    users::answer_keyed(store, &keys, &config.totp.issuer, None, req, by, now).await
 }
 
 fn print(req: &Request, answer: &Answer, json: bool) -> ExitCode {

@@ -158,7 +158,7 @@ async fn store_failures_fail_closed_and_lose_nothing() {
     let keys = Keys::load_or_create(&config.store.key_file).unwrap();
     let broken = Arc::new(AtomicBool::new(false));
     let store = Faulty {
-        inner: SledStore::open(&config.store.path).unwrap(),
+        inner: SledStore::open(config.store.embedded().unwrap()).unwrap(),
         broken: broken.clone(),
     };
     let clock = Arc::new(ManualClock::new(T0));

@@ -13,6 +13,7 @@ mod enrollment;
 mod first_factor;
 mod observe;
 mod raw;
+mod store;
 #[cfg(test)]
 mod tests;
 mod upstream;
@@ -164,13 +165,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    /// Directory of the embedded store.
-    pub path: PathBuf,
-    /// The master key file (created with mode 0600 on first start), kept out of the store.
-    pub key_file: PathBuf,
-}
+pub use self::store::{Backend, Postgres, Store};
 
 #[derive(Debug, Clone)]
 pub struct Totp {

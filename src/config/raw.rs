@@ -59,8 +59,13 @@ pub struct Tls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
-    pub path: Spanned<String>,
+    pub path: Option<Spanned<String>>,
     pub key_file: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub pool: Option<Spanned<u64>>,
+    pub outage_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -2,7 +2,7 @@
 //! typed [`Config`]; every mistake names its place and the fix.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -19,7 +19,7 @@ pub(super) fn file(at: &Locator<'_>, raw: raw::File) -> Result<Config, ConfigErr
         metrics: super::observe::metrics(at, raw.metrics, &server)?,
         log: super::observe::log(at, raw.log.unwrap_or_default())?,
         server,
-        store: validate_store(at, raw.store)?,
+        store: super::store::store(at, raw.store)?,
         totp: totp(at, raw.totp.unwrap_or_default())?,
         session: session(at, raw.session.unwrap_or_default())?,
         throttle: throttle(at, raw.throttle.unwrap_or_default())?,
@@ -303,57 +303,6 @@ fn min_body_rate(at: &Locator<'_>, raw: Option<&Spanned<String>>) -> Result<u64,
             "bytes per second such as \"1KB/s\", \"500B/s\" or \"2KiB/s\"",
         )
     })
-}
-
-fn validate_store(at: &Locator<'_>, raw: raw::Store) -> Result<Store, ConfigError> {
-    let path = PathBuf::from(raw.path.get_ref());
-    if raw.path.get_ref().is_empty() {
-        return Err(at.at(
-            &raw.path,
-            "the store path is empty",
-            "a directory such as \"/var/lib/mfa-gate/store\"",
-        ));
-    }
-    if path.exists() && !path.is_dir() {
-        return Err(at.at(
-            &raw.path,
-            &format!("{} exists and is not a directory", path.display()),
-            "a directory the gate may create and write",
-        ));
-    }
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !path.exists() && !parent.is_dir() {
-        return Err(at.at(
-            &raw.path,
-            &format!("the parent directory {} does not exist", parent.display()),
-            "an existing parent directory (systemd's StateDirectory= creates /var/lib/mfa-gate)",
-        ));
-    }
-    let key_file = match raw.key_file {
-        Some(k) => {
-            if k.get_ref().is_empty() {
-                return Err(at.at(
-                    &k,
-                    "key_file is empty",
-                    "a file path outside the store directory",
-                ));
-            }
-            let key_file = PathBuf::from(k.get_ref());
-            if key_file.starts_with(&path) {
-                return Err(at.at(
-                    &k,
-                    "the key file lies inside the store directory",
-                    "a path outside the store, so a copy of the store holds no key",
-                ));
-            }
-            key_file
-        }
-        None => path.with_extension("key"),
-    };
-    Ok(Store { path, key_file })
 }
 
 fn validate_site(at: &Locator<'_>, raw: raw::Site) -> Result<Site, ConfigError> {

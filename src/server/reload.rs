@@ -31,7 +31,7 @@ use std::sync::Arc;
 use tokio::signal::unix::Signal;
 
 use super::connection::Shared;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 
 use super::serving::Serving;
 
@@ -157,9 +157,13 @@ pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         n.public_https = o.public_https;
         kept.push("server.public_scheme");
     }
-    if new.store.path != old.store.path {
-        new.store.path.clone_from(&old.store.path);
-        kept.push("store.path");
+    // The store is opened once (its pool, or the embedded store's lock).
+    if new.store.backend != old.store.backend {
+        new.store.backend.clone_from(&old.store.backend);
+        kept.push(match old.store.backend {
+            Backend::Embedded { .. } => "store.path",
+            Backend::Postgres(_) => "store.url",
+        });
     }
     if new.store.key_file != old.store.key_file {
         new.store.key_file.clone_from(&old.store.key_file);
@@ -241,7 +245,7 @@ first_factor = { mode = "basic", probe_path = "/probe" }
         assert_eq!(new.server.workers, None);
         assert_eq!(new.server.admin_socket, old.server.admin_socket);
         assert!(!new.server.public_https);
-        assert_eq!(new.store.path, old.store.path);
+        assert_eq!(new.store.backend, old.store.backend);
         assert_eq!(new.store.key_file, old.store.key_file);
         // The rest is the new file's.
         assert_eq!(new.session.idle.as_secs(), 300);

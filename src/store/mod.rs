@@ -1,15 +1,20 @@
 //! Where enrollments, replay state, pending logins and revocations live.
 //!
-//! [`Store`] is the contract; [`sled::SledStore`] is the embedded implementation. Every
-//! method that changes state is one atomic step (compare-and-swap on one record) and is
-//! durable (flushed) before it returns, so a crash at any moment leaves each user either
-//! fully enrolled or not at all, and an accepted code is never accepted again.
+//! [`Store`] is the contract; [`sled::SledStore`] is the embedded implementation (one
+//! host) and [`postgres::PgStore`] the shared one (several gates on one database). Every
+//! method that changes state is one atomic step (compare-and-swap on one record, or one
+//! statement or transaction in the database) and is durable before it returns, so a crash
+//! at any moment leaves each user either fully enrolled or not at all, and an accepted
+//! code is never accepted again. [`open`] opens the one the configuration names.
 
+mod open;
+pub mod postgres;
 pub mod seal;
 pub mod sled;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::open::{open, Opened};
 pub use self::seal::Sealed;
 pub use crate::throttle::{LockPolicy, PendingCaps};
 
@@ -77,6 +82,25 @@ pub struct Invitation {
     pub expires: u64,
     /// Who issued it (`admin alice`, `cli(uid=0)`).
     pub by: String,
+}
+
+/// What every request of a session checks: its user's state (`None`: no such user) and
+/// whether the session was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCheck {
+    pub user: Option<UserState>,
+    pub revoked: bool,
+}
+
+/// Whether the store answers, for `/.mfa/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// The gate still serves part of its work (a shared database is down: sessions
+    /// checked within the grace pass, logins are refused).
+    Degraded(String),
+    /// The store does not answer.
+    Down(String),
 }
 
 /// What a session's check needs of its user record.
@@ -477,6 +501,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// seen at once (the embedded store: every write goes through it).
     async fn user_state(&self, realm: &str, user: &str) -> Result<Option<UserState>, StoreError> {
         Ok(self.user(realm, user).await?.map(|r| r.state()))
+    }
+
+    /// What a session's check reads on every request (one round trip for a database).
+    /// PostgreSQL answers it, while the database is down, from its last answer for the
+    /// session if that is younger than `outage_grace`.
+    async fn session_check(
+        &self,
+        realm: &str,
+        user: &str,
+        id: &str,
+    ) -> Result<SessionCheck, StoreError> {
+        Ok(SessionCheck {
+            user: self.user_state(realm, user).await?,
+            revoked: self.session_revoked(id).await?,
+        })
+    }
+
+    /// Whether the store answers.
+    async fn health(&self) -> Health {
+        match self.session_revoked("healthz").await {
+            Ok(_) => Health::Ok,
+            Err(e) => Health::Down(e.to_string()),
+        }
     }
 
     /// Lists the users of a realm (or of all realms), sorted.

@@ -547,113 +547,9 @@ impl SledStore {
 
 #[cfg(test)]
 mod tests {
+    //! What only the embedded store has (its index, its files); the contract both stores
+    //! keep is `tests/store_contract.rs`.
     use super::*;
-    use crate::store::seal::{seal, Purpose};
-
-    fn sealed() -> crate::store::Sealed {
-        seal(
-            &[1u8; 32],
-            Purpose::Active,
-            "r",
-            "u",
-            b"12345678901234567890",
-        )
-        .expect("seal")
-    }
-
-    #[tokio::test]
-    async fn operations_are_stored_and_survive_reopening() -> Result<(), Box<dyn std::error::Error>>
-    {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("s");
-        {
-            let store = SledStore::open(&path)?;
-            let s = sealed();
-            let op = UserOp::Activate {
-                secret: &s,
-                step: 10,
-                recovery: &[],
-                epoch: 0,
-            };
-            assert_eq!(store.apply("r", "u", op, 300).await?, Outcome::Applied);
-            assert_eq!(
-                store.apply("r", "u", op, 300).await?,
-                Outcome::AlreadyEnrolled
-            );
-            assert_eq!(
-                store
-                    .apply("r", "u", UserOp::ConsumeStep { step: 11 }, 330)
-                    .await?,
-                Outcome::Applied
-            );
-        }
-        let store = SledStore::open(&path)?;
-        assert_eq!(
-            store
-                .apply("r", "u", UserOp::ConsumeStep { step: 11 }, 330)
-                .await?,
-            Outcome::Replayed
-        );
-        assert_eq!(store.users(Some("r")).await?.len(), 1);
-        assert_eq!(store.users(Some("q")).await?.len(), 0);
-        assert_eq!(
-            store.apply("r", "u", UserOp::Reset, 400).await?,
-            Outcome::Applied
-        );
-        let rec = store.user("r", "u").await?.unwrap_or_default();
-        assert!(!rec.enrolled());
-        assert_eq!((rec.not_before, rec.generation), (400, 1));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn concurrent_consumption_accepts_once() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = SledStore::open(&dir.path().join("s"))?;
-        let s = sealed();
-        store
-            .apply(
-                "r",
-                "u",
-                UserOp::Activate {
-                    secret: &s,
-                    step: 1,
-                    recovery: &[],
-                    epoch: 0,
-                },
-                30,
-            )
-            .await?;
-        let mut tasks = Vec::new();
-        for _ in 0..32 {
-            let st = store.clone();
-            tasks.push(tokio::spawn(async move {
-                st.apply("r", "u", UserOp::ConsumeStep { step: 2 }, 60)
-                    .await
-            }));
-        }
-        let mut accepted = 0;
-        for t in tasks {
-            if t.await?? == Outcome::Applied {
-                accepted += 1;
-            }
-        }
-        assert_eq!(accepted, 1);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn wrong_key_is_detected() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = SledStore::open(&dir.path().join("s"))?;
-        store.check_key(&[1u8; 32]).await?;
-        store.check_key(&[1u8; 32]).await?;
-        assert!(matches!(
-            store.check_key(&[2u8; 32]).await,
-            Err(StoreError::KeyMismatch)
-        ));
-        Ok(())
-    }
 
     #[tokio::test]
     async fn pending_is_taken_once() -> Result<(), Box<dyn std::error::Error>> {
@@ -685,46 +581,6 @@ mod tests {
         per_user: 3,
         total: 5,
     };
-
-    #[tokio::test]
-    async fn logins_in_progress_are_capped_per_user_and_in_all(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = SledStore::open(&dir.path().join("s"))?;
-        let login = |user: &str, created: u64| PendingLogin {
-            site: "s".into(),
-            realm: "r".into(),
-            user: user.into(),
-            binding: "b".into(),
-            return_to: "/".into(),
-            created,
-            expires: created + 600,
-            enroll_secret: None,
-            held: None,
-            epoch: 0,
-        };
-        for i in 0..10u64 {
-            let stored = store
-                .put_pending(&format!("a{i}"), &login("alice", i), CAPS)
-                .await?;
-            assert_eq!(stored, Stored::Stored);
-        }
-        // Only alice's three newest are left.
-        for i in 0..7 {
-            assert_eq!(store.pending(&format!("a{i}")).await?, None, "a{i}");
-        }
-        for i in 7..10 {
-            assert!(store.pending(&format!("a{i}")).await?.is_some(), "a{i}");
-        }
-        store.put_pending("b0", &login("bob", 1), CAPS).await?;
-        store.put_pending("b1", &login("bob", 2), CAPS).await?;
-        assert_eq!(
-            store.put_pending("c0", &login("carol", 3), CAPS).await?,
-            Stored::Full
-        );
-        assert_eq!(store.pending("c0").await?, None);
-        Ok(())
-    }
 
     #[tokio::test]
     async fn attempt_quotas_are_kept_and_swept() -> Result<(), Box<dyn std::error::Error>> {
@@ -770,52 +626,4 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn tokens_are_kept_revoked_once_and_their_last_use_only_moves_on(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("s");
-        let token = TokenRecord {
-            id: "0a1b".into(),
-            name: "backup".into(),
-            site: "router".into(),
-            paths: vec!["/api/*".into()],
-            methods: vec!["GET".into()],
-            from: vec![],
-            created: 100,
-            expires: 1000,
-            revoked: None,
-            last_used: None,
-            created_by: "test".into(),
-        };
-        {
-            let store = SledStore::open(&path)?;
-            store.put_token("h1", &token).await?;
-            store.token_used("h1", 200).await?;
-            store.token_used("h1", 150).await?;
-            store.token_used("nope", 150).await?;
-            assert!(store.revoke_token("h1", 300).await?);
-            assert!(!store.revoke_token("h1", 400).await?, "once");
-            assert!(!store.revoke_token("nope", 400).await?);
-        }
-        let store = SledStore::open(&path)?;
-        let kept = store.token("h1").await?;
-        assert_eq!(
-            kept,
-            Some(TokenRecord {
-                revoked: Some(300),
-                last_used: Some(200),
-                ..token
-            })
-        );
-        assert_eq!(store.token("h2").await?, None);
-        assert_eq!(store.tokens().await?.len(), 1);
-        // Peeking at a quota takes nothing from it.
-        let q = crate::throttle::Quota::per_minute(1);
-        assert_eq!(store.attempt_wait("k", 1_000, q).await?, None);
-        assert_eq!(store.attempt_wait("k", 1_000, q).await?, None);
-        assert_eq!(store.take_attempt("k", 1_000, q).await?, None);
-        assert_eq!(store.attempt_wait("k", 1_000, q).await?, Some(60_000));
-        Ok(())
-    }
 }
