@@ -625,5 +625,4 @@ mod tests {
         assert_eq!(mode(&open)?, 0o2700, "group and others taken off");
         Ok(())
     }
-
 }

@@ -103,6 +103,8 @@ pub struct GateBuilder {
     per_ip: String,
     throttle: Vec<String>,
     clock: Option<Arc<ManualClock>>,
+    /// `[store]` lines instead of the embedded store in the gate's directory.
+    store: Option<String>,
     /// Read by [`super::daemon::Daemon`] too.
     pub(super) dir: Option<PathBuf>,
 }
@@ -126,6 +128,7 @@ impl GateBuilder {
             per_ip: "100000/min".into(),
             throttle: Vec::new(),
             clock: None,
+            store: None,
             dir: None,
         }
     }
@@ -246,6 +249,16 @@ impl GateBuilder {
         self
     }
 
+    /// PostgreSQL at `url` as the store, sealed with the key file `key` (instances on one
+    /// database share one key file).
+    pub fn postgres(mut self, url: &str, key: &Path) -> GateBuilder {
+        self.store = Some(format!(
+            "url = \"{url}\"\nkey_file = \"{}\"\n",
+            key.display()
+        ));
+        self
+    }
+
     /// The configuration file's text, with the store, key and admin socket in `dir`.
     pub fn toml(&self, dir: &Path) -> String {
         let line = |lines: &[String]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
@@ -265,9 +278,7 @@ listen = "{listen}"
 admin_socket = "{sock}"
 {server}{session}
 [store]
-path = "{store}"
-key_file = "{key}"
-
+{store}
 [totp]
 issuer = "Test consoles"
 
@@ -283,8 +294,11 @@ first_factor = {first_factor}
             listen = self.listen,
             sock = sock.display(),
             server = line(&self.server),
-            store = dir.join("store").display(),
-            key = dir.join("master.key").display(),
+            store = self.store.clone().unwrap_or_else(|| format!(
+                "path = \"{}\"\nkey_file = \"{}\"\n",
+                dir.join("store").display(),
+                dir.join("master.key").display()
+            )),
             per_ip = self.per_ip,
             throttle = line(&self.throttle),
             hosts = toml_list(&hosts),
