@@ -97,6 +97,11 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Move the store: `store migrate --from DIR --to postgres://…`.
+    Store {
+        #[command(subcommand)]
+        action: crate::store_cmd::StoreAction,
+    },
     /// Start a small Basic-auth console on loopback with the gate in front of it.
     Demo {
         /// Where the gate listens.
@@ -122,7 +127,11 @@ fn private_files() {
 pub async fn run(cli: Cli) -> ExitCode {
     if matches!(
         cli.command,
-        Command::Serve { .. } | Command::User { .. } | Command::Token { .. } | Command::Demo { .. }
+        Command::Serve { .. }
+            | Command::User { .. }
+            | Command::Token { .. }
+            | Command::Store { .. }
+            | Command::Demo { .. }
     ) {
         // Before anything opens the store, the key file or the admin socket.
         private_files();
@@ -250,6 +259,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Store { action } => crate::store_cmd::run(action).await,
         Command::Demo { listen, dir } => match crate::demo::run(listen, &dir).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -57,6 +57,7 @@ pub mod session;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod store_cmd;
 pub mod target;
 pub mod throttle;
 pub mod token_cmd;

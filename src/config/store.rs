@@ -71,6 +71,16 @@ impl Postgres {
         })
     }
 
+    /// These settings with a password file and a CA file (the `store migrate` flags).
+    #[must_use]
+    pub fn with_files(self, password_file: Option<PathBuf>, ca_file: Option<PathBuf>) -> Postgres {
+        Postgres {
+            password_file,
+            ca_file,
+            ..self
+        }
+    }
+
     /// The connection settings; the password comes from the URL, else `password_file`,
     /// else the `PGPASSWORD` environment variable.
     ///

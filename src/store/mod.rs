@@ -632,6 +632,18 @@ pub struct TokenRecord {
     pub created_by: String,
 }
 
+/// Everything an installation's store holds that must survive a move to another store
+/// (`mfa-gate store migrate`). Secrets stay sealed: the same key file opens them after.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub fingerprint: Option<[u8; 32]>,
+    pub users: Vec<(String, String, UserRecord)>,
+    pub tokens: Vec<(String, TokenRecord)>,
+    /// Revoked session ids with their expiry.
+    pub revoked: Vec<(String, u64)>,
+    pub pending: Vec<(String, PendingLogin)>,
+}
+
 /// Whether a pending login was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {

@@ -31,8 +31,8 @@ use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use super::{
-    Invitation, Outcome, PendingCaps, PendingLogin, SessionCheck, Store, StoreError, Stored,
-    TokenRecord, UserOp, UserRecord, UserState,
+    Invitation, Outcome, PendingCaps, PendingLogin, SessionCheck, Snapshot, Store, StoreError,
+    Stored, TokenRecord, UserOp, UserRecord, UserState,
 };
 use crate::config::Postgres;
 
@@ -433,42 +433,87 @@ impl PgStore {
         .await
     }
 
-    /// Copies one revocation as it is (for `store migrate`).
+    /// Writes `snapshot` into this database in one transaction, only if the database
+    /// holds no gate data (checked under a lock in the same transaction): a move either
+    /// happens whole or not at all, and never mixes with an installation in use.
     ///
     /// # Errors
-    /// The database does not answer.
-    pub async fn put_revocation(&self, id: &str, until: u64) -> Result<(), StoreError> {
-        self.revoke_session(id, until).await
-    }
-
-    /// Writes a user record as it is (for `store migrate`; the target must be empty).
-    ///
-    /// # Errors
-    /// The database does not answer, or the user exists already.
-    pub async fn put_user(
-        &self,
-        realm: &str,
-        user: &str,
-        record: &UserRecord,
-    ) -> Result<(), StoreError> {
-        let row = UserRow::new(record)?;
-        let (realm, user) = (realm.to_string(), user.to_string());
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(INSERT_USER).await.map_err(db)?;
-            let n = client
-                .execute(&stmt, &row.params(&realm, &user))
+    /// The database holds data already, does not answer, or refuses a record.
+    pub async fn load(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.batch_execute(
+            "LOCK TABLE mfa_gate_meta, mfa_gate_users, mfa_gate_tokens, mfa_gate_revoked, \
+             mfa_gate_pending IN EXCLUSIVE MODE",
+        )
+        .await
+        .map_err(db)?;
+        let row = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM mfa_gate_meta) + (SELECT count(*) FROM mfa_gate_users) \
+                 + (SELECT count(*) FROM mfa_gate_tokens) + (SELECT count(*) FROM mfa_gate_revoked) \
+                 + (SELECT count(*) FROM mfa_gate_pending)",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let held: i64 = row.try_get(0).map_err(db)?;
+        if held > 0 {
+            return Err(StoreError::Io(format!(
+                "{} already holds gate data ({held} records); a move needs an empty database",
+                self.shown
+            )));
+        }
+        if let Some(fingerprint) = &snapshot.fingerprint {
+            tx.execute(
+                "INSERT INTO mfa_gate_meta (key, value) VALUES ('key_fingerprint', $1)",
+                &[&&fingerprint[..]],
+            )
+            .await
+            .map_err(db)?;
+        }
+        let insert_user = tx.prepare(INSERT_USER).await.map_err(db)?;
+        for (realm, user, record) in &snapshot.users {
+            let row = UserRow::new(record)?;
+            tx.execute(&insert_user, &row.params(realm, user))
                 .await
                 .map_err(db)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Io(format!(
-                    "user {realm}/{user} exists already"
-                )))
-            }
-        })
-        .await
+        }
+        for (hash, token) in &snapshot.tokens {
+            tx.execute(
+                "INSERT INTO mfa_gate_tokens (hash, token) VALUES ($1, $2)",
+                &[hash, &Json(token)],
+            )
+            .await
+            .map_err(db)?;
+        }
+        for (id, until) in &snapshot.revoked {
+            tx.execute(
+                "INSERT INTO mfa_gate_revoked (id, until) VALUES ($1, $2)",
+                &[id, &signed(*until)?],
+            )
+            .await
+            .map_err(db)?;
+        }
+        // Oldest first, so the per-user order of logins in progress is kept.
+        let mut pending: Vec<&(String, PendingLogin)> = snapshot.pending.iter().collect();
+        pending.sort_by_key(|(_, p)| p.created);
+        for (id, login) in pending {
+            tx.execute(
+                "INSERT INTO mfa_gate_pending (id, realm, name, expires, login) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    id,
+                    &login.realm,
+                    &login.user,
+                    &signed(login.expires)?,
+                    &Json(login),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {

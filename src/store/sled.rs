@@ -195,6 +195,39 @@ impl SledStore {
         Ok(!sealed && self.users.is_empty())
     }
 
+    /// Everything that must move with an installation: the key fingerprint, users,
+    /// tokens, revocations and pending logins (attempt quotas are left behind: they
+    /// refill within minutes).
+    ///
+    /// # Errors
+    /// The store cannot be read, or a record is corrupt.
+    pub async fn snapshot(&self) -> Result<super::Snapshot, StoreError> {
+        let fingerprint =
+            match self.meta.get("key_fingerprint").map_err(io)? {
+                Some(v) => Some(<[u8; 32]>::try_from(&v[..]).map_err(|_| {
+                    StoreError::Corrupt("the key fingerprint is not 32 bytes".into())
+                })?),
+                None => None,
+            };
+        let mut revoked = Vec::new();
+        for item in self.revoked.iter() {
+            let (k, v) = item.map_err(io)?;
+            revoked.push((String::from_utf8_lossy(&k).into_owned(), be_u64(&v)));
+        }
+        let mut pending = Vec::new();
+        for item in self.pending.iter() {
+            let (k, v) = item.map_err(io)?;
+            pending.push((String::from_utf8_lossy(&k).into_owned(), decode(&v)?));
+        }
+        Ok(super::Snapshot {
+            fingerprint,
+            users: self.users(None).await?,
+            tokens: self.tokens().await?,
+            revoked,
+            pending,
+        })
+    }
+
     /// Makes every change so far durable. sled's own `flush_async` can stall when many
     /// callers flush at once on one runtime thread, so the blocking flush runs on tokio's
     /// blocking pool instead (sled serialises concurrent flushes itself).
