@@ -155,6 +155,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                         ""
                     },
                 );
+                println!("store: {}", c.store.describe());
                 for site in &c.sites {
                     let insecure = site
                         .upstream

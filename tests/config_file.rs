@@ -60,6 +60,50 @@ fn the_shipped_example_is_valid() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (5 sites"));
 }
 
+#[test]
+fn the_examples_postgres_lines_are_valid_once_uncommented() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_in(dir.path());
+    std::fs::write(dir.path().join("db-password"), "pw\n").unwrap();
+    std::fs::write(
+        dir.path().join("db-ca.pem"),
+        std::fs::read(dir.path().join("cert.pem")).unwrap(),
+    )
+    .unwrap();
+    let mut store = false;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with('[') {
+                store = l == "[store]";
+            }
+            match l.strip_prefix("# ") {
+                // Every commented key of [store] set, and `path` taken out.
+                Some(key) if store && key.contains(" = ") => format!("{key}\n"),
+                _ if store && l.starts_with("path = ") => String::new(),
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    let file = dir.path().join("pg.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("store: PostgreSQL at postgres://mfa_gate@db.example.com:5432/mfa_gate"),
+        "{said}"
+    );
+}
+
 /// Runs `check-config` on `text`; returns (exit code, stderr).
 fn check(dir: &Path, text: &str) -> (i32, String) {
     let file = dir.join("bad.toml");

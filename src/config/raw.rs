@@ -7,7 +7,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub server: Server,
-    pub store: Store,
+    pub store: Spanned<Store>,
     pub totp: Option<Totp>,
     pub session: Option<Session>,
     pub throttle: Option<Throttle>,

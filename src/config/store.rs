@@ -134,7 +134,9 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
     Ok(settings)
 }
 
-pub(super) fn store(at: &Locator<'_>, raw: raw::Store) -> Result<Store, ConfigError> {
+pub(super) fn store(at: &Locator<'_>, table: Spanned<raw::Store>) -> Result<Store, ConfigError> {
+    let span = table.span();
+    let raw = table.into_inner();
     let backend =
         match (&raw.url, &raw.path) {
             (Some(url), Some(path)) => return Err(at.at(
@@ -147,7 +149,7 @@ pub(super) fn store(at: &Locator<'_>, raw: raw::Store) -> Result<Store, ConfigEr
             )),
             (None, None) => {
                 return Err(at.error(
-                    0..0,
+                    span.clone(),
                     "[store] names no store",
                     "path = \"/var/lib/mfa-gate/store\" (embedded), or url = \"postgres://…\"",
                 ))
@@ -200,7 +202,7 @@ pub(super) fn store(at: &Locator<'_>, raw: raw::Store) -> Result<Store, ConfigEr
         }
         (None, Backend::Embedded { path }) => path.with_extension("key"),
         (None, Backend::Postgres(_)) => {
-            let url = raw.url.as_ref().map_or(0..0, Spanned::span);
+            let url = raw.url.as_ref().map_or(span, Spanned::span);
             return Err(at.error(
                 url,
                 "a PostgreSQL store needs key_file",

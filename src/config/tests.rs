@@ -536,3 +536,121 @@ fn log_format_and_access_lines() -> Result<(), ConfigError> {
     );
     Ok(())
 }
+
+fn with_store(lines: &str) -> String {
+    GOOD.replace("path = \"/tmp/mfa-gate-test-store\"", lines)
+}
+
+#[test]
+fn a_postgres_store_is_read_and_never_shows_its_password() -> Result<(), ConfigError> {
+    let c = parse(&with_store(
+        "url = \"postgres://gate:s3cret@db.example.com:5432/mfa?sslmode=require\"\nkey_file = \"/etc/mfa-gate/store.key\"\npool = 4\noutage_grace = \"30s\"",
+    ))?;
+    let Backend::Postgres(pg) = &c.store.backend else {
+        panic!("{:?}", c.store.backend);
+    };
+    assert_eq!((pg.pool, pg.outage_grace), (4, Duration::from_secs(30)));
+    assert_eq!(c.store.key_file, PathBuf::from("/etc/mfa-gate/store.key"));
+    assert_eq!(c.store.embedded(), None);
+    let settings = pg.settings().map_err(|e| parse_err(&e))?;
+    assert_eq!(settings.get_password(), Some(&b"s3cret"[..]));
+    assert_eq!(settings.get_application_name(), Some("mfa-gate"));
+    for shown in [pg.shown(), format!("{pg:?}"), format!("{c:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    assert!(
+        pg.shown().contains("gate:***@db.example.com"),
+        "{}",
+        pg.shown()
+    );
+    // Defaults.
+    let c = parse(&with_store(
+        "url = \"postgres://gate@db/mfa\"\nkey_file = \"/etc/mfa-gate/store.key\"",
+    ))?;
+    let Backend::Postgres(pg) = &c.store.backend else {
+        panic!("{:?}", c.store.backend);
+    };
+    assert_eq!((pg.pool, pg.outage_grace), (16, Duration::from_secs(60)));
+    Ok(())
+}
+
+fn parse_err(e: &str) -> ConfigError {
+    ConfigError {
+        file: PathBuf::from("test.toml"),
+        line: 0,
+        column: 0,
+        message: e.to_string(),
+        hint: String::new(),
+    }
+}
+
+#[test]
+fn store_mistakes_name_line_column_and_the_fix() {
+    let key = "key_file = \"/etc/mfa-gate/store.key\"";
+    let cases = [
+        // Both stores at once.
+        (
+            format!("path = \"/tmp/s\"\nurl = \"postgres://g@db/m\"\n{key}"),
+            (6, 8),
+            "one store",
+        ),
+        (
+            "key_file = \"/tmp/k\"".to_string(),
+            (5, 1),
+            "url = \"postgres://",
+        ),
+        (
+            "url = \"postgres://g@db/m\"".to_string(),
+            (6, 7),
+            "the same file on every instance",
+        ),
+        (
+            format!("url = \"mysql://g@db/m\"\n{key}"),
+            (6, 7),
+            "postgres://USER@HOST",
+        ),
+        (
+            format!("url = \"postgres://g@db/m?sslmode=verify-full\"\n{key}"),
+            (6, 7),
+            "sslmode: disable, prefer or require",
+        ),
+        (
+            format!("url = \"postgres://g@db\"\n{key}"),
+            (6, 7),
+            "postgres://USER@HOST",
+        ),
+        (
+            format!("url = \"postgres://g:pw@db/m\"\npassword_file = \"/etc/hostname\"\n{key}"),
+            (7, 17),
+            "keep the password out of the URL",
+        ),
+        (
+            format!("url = \"postgres://g@db/m\"\npassword_file = \"/nonexistent/pw\"\n{key}"),
+            (7, 17),
+            "database password",
+        ),
+        (
+            format!("url = \"postgres://g@db/m\"\noutage_grace = \"soon\"\n{key}"),
+            (7, 16),
+            "a duration",
+        ),
+        (
+            "path = \"/tmp/s\"\npool = 3".to_string(),
+            (7, 8),
+            "instead of path",
+        ),
+        (
+            "path = \"/tmp/s\"\nca_file = \"/etc/hostname\"".to_string(),
+            (7, 11),
+            "instead of path",
+        ),
+    ];
+    for (lines, place, hint) in cases {
+        let e = parse(&with_store(&lines)).expect_err(&lines);
+        assert_eq!((e.line, e.column), place, "{lines}: {e}");
+        assert!(
+            e.hint.contains(hint) || e.message.contains(hint),
+            "{lines}: {e}"
+        );
+    }
+}
