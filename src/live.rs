@@ -33,6 +33,7 @@ struct Entry {
     realm: String,
     user: String,
     iat: u64,
+    generation: u64,
     /// The session's last activity as its cookie says (refreshed by its requests).
     seen: u64,
     token: CancellationToken,
@@ -48,7 +49,18 @@ pub struct Watch {
     realm: String,
     user: String,
     iat: u64,
+    generation: u64,
     seen: u64,
+}
+
+/// A session with long-lived traffic open, as [`Live::open_sessions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    pub id: String,
+    pub realm: String,
+    pub user: String,
+    pub iat: u64,
+    pub generation: u64,
 }
 
 /// One open long-lived piece of traffic of a session; cancelled when the session ends.
@@ -88,6 +100,7 @@ impl Watch {
                     realm: self.realm.clone(),
                     user: self.user.clone(),
                     iat: self.iat,
+                    generation: self.generation,
                     seen: self.seen,
                     token: CancellationToken::new(),
                     leases: 0,
@@ -120,6 +133,7 @@ impl Live {
             realm: s.realm.clone(),
             user: s.user.clone(),
             iat: s.iat,
+            generation: s.generation,
             seen,
         }
     }
@@ -167,6 +181,25 @@ impl Live {
             !end
         });
         before - map.len()
+    }
+
+    /// The sessions with long-lived traffic open, to check again against the store (a
+    /// reset made by another gate on a shared database reaches this one there).
+    pub fn open_sessions(&self) -> Vec<Open> {
+        self.inner.lock().map_or_else(
+            |_| Vec::new(),
+            |map| {
+                map.iter()
+                    .map(|(id, e)| Open {
+                        id: id.clone(),
+                        realm: e.realm.clone(),
+                        user: e.user.clone(),
+                        iat: e.iat,
+                        generation: e.generation,
+                    })
+                    .collect()
+            },
+        )
     }
 
     /// How many sessions have long-lived traffic open.

@@ -84,6 +84,11 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// gate sees it; 4096 is Linux's default `somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Every this many seconds the sessions with open WebSockets or streams are checked
+/// against the store again, so a reset made by another gate on a shared database cuts
+/// them here within that time (this gate's own resets cut them at once).
+const LIVE_RECHECK_TICKS: u64 = 5;
+
 /// The connection cap when neither the configuration nor the open-file limit tells.
 const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 
@@ -464,6 +469,7 @@ impl Background {
             // Open WebSockets and streams end at their session's idle or absolute limit,
             // without waiting for a request.
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
                 // The limits of the configuration in force (a reload may change them).
@@ -476,6 +482,16 @@ impl Background {
                         sessions = ended,
                         "closed the long-lived traffic of expired sessions"
                     );
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(LIVE_RECHECK_TICKS) {
+                    let cut = crate::sessions::recheck_live(&g).await;
+                    if cut > 0 {
+                        tracing::info!(
+                            sessions = cut,
+                            "closed the long-lived traffic of sessions ended elsewhere"
+                        );
+                    }
                 }
             }
         }));

@@ -14,6 +14,7 @@ use crate::identity::{basic_identity, binding, same_binding};
 use crate::metrics::Metrics;
 use crate::session::{self, Session};
 use crate::state::{Ctx, Gate};
+use crate::store::SessionCheck;
 
 /// The session in the request's cookie if it is genuine, current, not revoked, for this
 /// site, of an enrolled user since the user's last reset, and bound to the first-factor
@@ -76,15 +77,47 @@ pub async fn current(
         return Ok(None);
     }
     let check = gate.store.session_check(&s.realm, &s.user, &s.id).await?;
-    let Some(user) = check.user else {
-        return Ok(None);
-    };
-    let reset_since = s.iat < user.not_before || s.generation != user.generation;
-    if !user.enrolled || reset_since || check.revoked {
+    if !alive(&check, s.iat, s.generation) {
         return Ok(None);
     }
     counted.valid = true;
     Ok(Some(s))
+}
+
+/// Whether a session issued at `iat` in reset `generation` still stands by `check`: its
+/// user is enrolled, not reset since, and the session not revoked.
+fn alive(check: &SessionCheck, iat: u64, generation: u64) -> bool {
+    check.user.is_some_and(|user| {
+        user.enrolled && iat >= user.not_before && generation == user.generation
+    }) && !check.revoked
+}
+
+/// Checks the sessions with long-lived traffic open (WebSockets, streams) against the
+/// store again and cuts the traffic of those that no longer stand — a reset, lock or
+/// logout made by another gate on a shared database, which this gate's own
+/// [`Live::end_user`](crate::live::Live::end_user) never heard of. A store that does not
+/// answer (past PostgreSQL's outage grace) cuts them too: requests would be refused.
+/// Returns how many were cut.
+pub async fn recheck_live(gate: &Gate) -> usize {
+    let mut cut = 0;
+    for open in gate.live.open_sessions() {
+        let stands = match gate
+            .store
+            .session_check(&open.realm, &open.user, &open.id)
+            .await
+        {
+            Ok(check) => alive(&check, open.iat, open.generation),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a session with open traffic; cutting it");
+                false
+            }
+        };
+        if !stands {
+            gate.live.end_session(&open.id);
+            cut += 1;
+        }
+    }
+    cut
 }
 
 /// A request's session cookie, counted in the metrics when the check is over (a store

@@ -34,6 +34,19 @@ impl Nginx {
 
     /// The access log so far: `method|uri|status|user|token` lines, the probe left out.
     /// nginx writes a line as it finishes a request, before curl has the answer's end.
+    /// The access log once `done` holds of it (nginx writes a line after it answered, so
+    /// a client may see the answer first), or as it is after 5 s.
+    pub fn log_when(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if done(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> Vec<String> {
         std::fs::read_to_string(self.process.path("access.log"))
             .unwrap_or_default()
