@@ -35,72 +35,6 @@ const PASSWORD: &str = "appliance-pw-1";
 // Certificates, made with openssl
 // ---------------------------------------------------------------------------------------
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A test CA (`ca.pem`) and a certificate it issued for `localhost` (`leaf.pem`,
-/// `leaf.key`), in `dir`.
-fn make_ca_and_leaf(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=mfa-gate test CA",
-    ];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&ca, dir);
-    let mut csr = vec!["req", "-subj", "/CN=localhost"];
-    csr.extend(ec);
-    csr.extend(["-keyout", "leaf.key", "-out", "leaf.csr"]);
-    openssl(&csr, dir);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "leaf.pem",
-        ],
-        dir,
-    );
-}
-
 /// `sha256:AB:CD:…`: the certificate's SHA-256 fingerprint as openssl prints it.
 fn openssl_fingerprint(cert: &Path) -> String {
     let out = Command::new("openssl")
@@ -149,7 +83,7 @@ impl Nginx {
         let addrs = std::sync::Mutex::new(None);
         let process = nginx::NginxProcess::start(|d| {
             certs::make_cert(d);
-            make_ca_and_leaf(d);
+            common::certs::make_ca_and_leaf(d);
             let www = d.join("www");
             std::fs::create_dir(&www).unwrap();
             std::fs::write(www.join("index.html"), format!("<p>{MARKER}</p>\n")).unwrap();

@@ -168,10 +168,17 @@ struct Failure(String);
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Failure {
-        Failure(match e.as_db_error() {
-            Some(server) => format!("{e}: {}", server.message()),
-            None => e.to_string(),
-        })
+        if let Some(server) = e.as_db_error() {
+            return Failure(format!("{e}: {}", server.message()));
+        }
+        // The cause (a refused certificate, a refused connection) is in the sources.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        Failure(text)
     }
 }
 

@@ -148,6 +148,56 @@ impl PgCluster {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 
+    /// Turns TLS on with `cert` and `key` (PEM; copied into the data directory, the key
+    /// private to the server's user) and reloads.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.path().join("data");
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = data.join(name);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            give_to_server_user(&to);
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // The reload is asynchronous: wait until new connections see it.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl").trim() == "on" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("ssl did not turn on: {}", self.log());
+    }
+
+    /// Creates a login role `user` with `password`, owning database `db`, and makes TCP
+    /// connections as that role prove the password (SCRAM); the superuser keeps `trust`.
+    pub fn password_role(&self, user: &str, password: &str, db: &str) {
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'"),
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {db} OWNER {user}"));
+        let hba = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("host all {user} 127.0.0.1/32 scram-sha-256\nhost all {user} ::1/128 scram-sha-256\n{old}"),
+        )
+        .unwrap();
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // The reload is asynchronous: wait until the role must show its password.
+        let url = format!("postgres://{user}@127.0.0.1:{}/{db}", self.port);
+        for _ in 0..100 {
+            if self.try_psql(&url, "SELECT 1").is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("pg_hba.conf was not reloaded: {}", self.log());
+    }
+
     /// `pg_ctl start -w`; on failure, the log.
     fn try_start(&self) -> Result<(), String> {
         let d = self.dir.path();
