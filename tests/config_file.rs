@@ -45,13 +45,7 @@ fn the_shipped_example_is_valid() {
     );
     assert!(c.log.access && c.log.format == mfa_gate::config::LogFormat::Auto);
     // And through the binary.
-    let file = dir.path().join("mfa-gate.toml");
-    std::fs::write(&file, &text).unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&dir.path().join("mfa-gate.toml"), &text);
     assert!(
         out.status.success(),
         "{}",
@@ -85,13 +79,7 @@ fn the_examples_postgres_lines_are_valid_once_uncommented() {
             }
         })
         .collect();
-    let file = dir.path().join("pg.toml");
-    std::fs::write(&file, &text).unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&dir.path().join("pg.toml"), &text);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -104,15 +92,19 @@ fn the_examples_postgres_lines_are_valid_once_uncommented() {
     );
 }
 
+/// Writes `text` to `file` and runs `check-config` on it.
+fn check_config(file: &Path, text: &str) -> std::process::Output {
+    std::fs::write(file, text).unwrap();
+    Command::new(BIN)
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 /// Runs `check-config` on `text`; returns (exit code, stderr).
 fn check(dir: &Path, text: &str) -> (i32, String) {
-    let file = dir.join("bad.toml");
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&dir.join("bad.toml"), text);
     (
         out.status.code().unwrap(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -10,37 +10,16 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::browse::enroll_on_the_real_clock;
+use common::browse::{enroll_on_the_real_clock, websocket, Ws};
 use common::postgres::PgCluster;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use tokio::time::{timeout, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The gates check open traffic every 5 s; allow for a busy machine.
 const CUT_WITHIN: Duration = Duration::from_secs(9);
-
-/// A WebSocket to the console's echo through the gate at `addr`, with `b`'s credentials
-/// and session cookie.
-async fn websocket(addr: SocketAddr, b: &Browser) -> Ws {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    let h = b.request("GET", "/ws").body(()).unwrap();
-    for name in ["authorization", "cookie"] {
-        if let Some(v) = h.headers().get(name) {
-            req.headers_mut().insert(name, v.clone());
-        }
-    }
-    let (ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("a WebSocket through the gate");
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    ws
-}
 
 async fn echoes(ws: &mut Ws, text: &str) -> bool {
     if ws.send(Message::text(text.to_string())).await.is_err() {
@@ -113,11 +92,14 @@ async fn a_reset_through_one_gate_cuts_the_websocket_open_through_the_other() {
     })
     .await;
     assert!(cut.is_ok(), "alice's WebSocket through B is still open");
-    assert!(
-        b.log_text().contains("sessions ended elsewhere"),
-        "{}",
-        b.log_text()
-    );
+    // B says why (the line follows the cut by a moment).
+    let said = timeout(Duration::from_secs(3), async {
+        while !b.log_text().contains("sessions ended elsewhere") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(said.is_ok(), "{}", b.log_text());
     println!("cut {:?} after the reset", reset_at.elapsed());
     assert!(
         echoes(&mut bob_ws, "after").await,

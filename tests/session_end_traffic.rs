@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::browse::{brief, code_step, sent_to_code};
+use common::browse::{self, brief, code_step, sent_to_code, Ws};
 use common::form_console::{self, console_login, FormConsole};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -22,7 +22,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mfa_gate::admin_socket::{self, Request as Admin};
 use tokio::time::{timeout, timeout_at, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const ALICE: (&str, &str) = ("alice", "pw-a");
@@ -33,9 +32,6 @@ const FOREVER: u64 = 1 << 40;
 
 /// How long a cut may take in real time (the tick runs every second).
 const CUT_WITHIN: Duration = Duration::from_secs(3);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// One session's long-lived traffic through the gate.
 struct Traffic {
@@ -50,19 +46,7 @@ impl Traffic {
     /// Opens a WebSocket, an event stream and a download with `b`'s cookies (and Basic
     /// credentials, if it has them).
     async fn open(gate: &TestGate, b: &Browser) -> Traffic {
-        let mut req = format!("ws://{}/ws", gate.addr)
-            .into_client_request()
-            .unwrap();
-        let h = b.request("GET", "/ws").body(()).unwrap();
-        for name in ["authorization", "cookie"] {
-            if let Some(v) = h.headers().get(name) {
-                req.headers_mut().insert(name, v.clone());
-            }
-        }
-        let (ws, resp) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("a WebSocket through the gate");
-        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let ws = browse::websocket(gate.addr, b).await;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let mut bodies = Vec::new();
         for path in ["/events".to_string(), format!("/download?bytes={FOREVER}")] {

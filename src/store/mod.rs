@@ -644,6 +644,27 @@ pub struct Snapshot {
     pub pending: Vec<(String, PendingLogin)>,
 }
 
+impl TokenRecord {
+    /// Marks it revoked at `now`; `false` if it was revoked already.
+    pub fn revoke(&mut self, now: u64) -> bool {
+        if self.revoked.is_some() {
+            return false;
+        }
+        self.revoked = Some(now);
+        true
+    }
+
+    /// Records a use at `at`; `false` when as late a use is recorded already (the last
+    /// use never moves back).
+    pub fn used_at(&mut self, at: u64) -> bool {
+        let newer = self.last_used.is_none_or(|last| last < at);
+        if newer {
+            self.last_used = Some(at);
+        }
+        newer
+    }
+}
+
 /// Whether a pending login was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 
 use super::{
@@ -411,12 +411,10 @@ impl PgStore {
     /// # Errors
     /// The database does not answer.
     pub async fn schema_version(&self) -> Result<i32, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT coalesce(max(version), 0) FROM mfa_gate_schema", &[])
-            .await
-            .map_err(db)?;
-        row.try_get(0).map_err(db)
+        let row = self
+            .row("SELECT coalesce(max(version), 0) FROM mfa_gate_schema", &[])
+            .await?;
+        row.map_or(Ok(0), |r| r.try_get(0).map_err(db))
     }
 
     /// Whether the database holds no gate data yet: no key fingerprint, no user, no token.
@@ -424,20 +422,15 @@ impl PgStore {
     /// # Errors
     /// The database does not answer.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let row = client
-                .query_one(
-                    "SELECT NOT EXISTS (SELECT 1 FROM mfa_gate_meta) \
-                     AND NOT EXISTS (SELECT 1 FROM mfa_gate_users) \
-                     AND NOT EXISTS (SELECT 1 FROM mfa_gate_tokens)",
-                    &[],
-                )
-                .await
-                .map_err(db)?;
-            row.try_get(0).map_err(db)
-        })
-        .await
+        let row = self
+            .row(
+                "SELECT NOT EXISTS (SELECT 1 FROM mfa_gate_meta) \
+                 AND NOT EXISTS (SELECT 1 FROM mfa_gate_users) \
+                 AND NOT EXISTS (SELECT 1 FROM mfa_gate_tokens)",
+                &[],
+            )
+            .await?;
+        row.map_or(Ok(false), |r| r.try_get(0).map_err(db))
     }
 
     /// Writes `snapshot` into this database in one transaction, only if the database
@@ -521,6 +514,65 @@ impl PgStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    /// Runs one statement (prepared once per connection) under the deadline.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await.map_err(db)?;
+            client.query(&stmt, params).await.map_err(db)
+        })
+        .await
+    }
+
+    /// [`PgStore::query`] for at most one row.
+    async fn row(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await.map_err(db)?;
+            client.query_opt(&stmt, params).await.map_err(db)
+        })
+        .await
+    }
+
+    /// [`PgStore::query`] for a change: how many rows it changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await.map_err(db)?;
+            client.execute(&stmt, params).await.map_err(db)
+        })
+        .await
+    }
+
+    /// [`PgStore::row`] whose first column is a JSON record.
+    async fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<T>, StoreError> {
+        self.row(sql, params)
+            .await?
+            .map(|r| r.try_get::<_, Json<T>>(0).map(|Json(t)| t))
+            .transpose()
+            .map_err(db)
+    }
+
+    /// The attempt quota's time of `key` (milliseconds), if it has one.
+    async fn tat(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.row("SELECT tat FROM mfa_gate_attempts WHERE key = $1", &[&key])
+            .await?
+            .map(|r| r.try_get::<_, i64>(0).map_err(db).and_then(unsigned))
+            .transpose()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -755,50 +807,36 @@ use rustls_pki_types::pem::PemObject as _;
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn check_key(&self, fingerprint: &[u8; 32]) -> Result<(), StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO mfa_gate_meta (key, value) VALUES ('key_fingerprint', $1) \
-                     ON CONFLICT (key) DO NOTHING",
-                    &[&&fingerprint[..]],
-                )
-                .await
-                .map_err(db)?;
-            let row = client
-                .query_one(
-                    "SELECT value FROM mfa_gate_meta WHERE key = 'key_fingerprint'",
-                    &[],
-                )
-                .await
-                .map_err(db)?;
-            let stored: Vec<u8> = row.try_get(0).map_err(db)?;
-            if stored == fingerprint[..] {
-                Ok(())
-            } else {
-                Err(StoreError::KeyMismatch)
-            }
-        })
-        .await
+        self.execute(
+            "INSERT INTO mfa_gate_meta (key, value) VALUES ('key_fingerprint', $1) \
+             ON CONFLICT (key) DO NOTHING",
+            &[&&fingerprint[..]],
+        )
+        .await?;
+        let stored: Option<Vec<u8>> = self
+            .row(
+                "SELECT value FROM mfa_gate_meta WHERE key = 'key_fingerprint'",
+                &[],
+            )
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db)?;
+        if stored.as_deref() == Some(&fingerprint[..]) {
+            Ok(())
+        } else {
+            Err(StoreError::KeyMismatch)
+        }
     }
 
     async fn user(&self, realm: &str, user: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(&format!(
-                    "SELECT {USER_COLUMNS} FROM mfa_gate_users WHERE realm = $1 AND name = $2"
-                ))
-                .await
-                .map_err(db)?;
-            client
-                .query_opt(&stmt, &[&realm, &user])
-                .await
-                .map_err(db)?
-                .map(|row| user_from_row(&row))
-                .transpose()
-        })
-        .await
+        self.row(
+            &format!("SELECT {USER_COLUMNS} FROM mfa_gate_users WHERE realm = $1 AND name = $2"),
+            &[&realm, &user],
+        )
+        .await?
+        .map(|row| user_from_row(&row))
+        .transpose()
     }
 
     async fn user_state(&self, realm: &str, user: &str) -> Result<Option<UserState>, StoreError> {
@@ -830,29 +868,24 @@ impl Store for PgStore {
         &self,
         realm: Option<&str>,
     ) -> Result<Vec<(String, String, UserRecord)>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT realm, name, {USER_COLUMNS} FROM mfa_gate_users \
-                         WHERE $1::text IS NULL OR realm = $1 ORDER BY realm, name"
-                    ),
-                    &[&realm],
-                )
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get("realm").map_err(db)?,
-                        row.try_get("name").map_err(db)?,
-                        user_from_row(row)?,
-                    ))
-                })
-                .collect()
-        })
-        .await
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT realm, name, {USER_COLUMNS} FROM mfa_gate_users \
+                     WHERE $1::text IS NULL OR realm = $1 ORDER BY realm, name"
+                ),
+                &[&realm],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("realm").map_err(db)?,
+                    row.try_get("name").map_err(db)?,
+                    user_from_row(row)?,
+                ))
+            })
+            .collect()
     }
 
     async fn apply(
@@ -920,66 +953,36 @@ impl Store for PgStore {
     }
 
     async fn pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached("SELECT login FROM mfa_gate_pending WHERE id = $1")
-                .await
-                .map_err(db)?;
-            let row = client.query_opt(&stmt, &[&id]).await.map_err(db)?;
-            row.map(|r| r.try_get::<_, Json<PendingLogin>>(0).map(|Json(p)| p))
-                .transpose()
-                .map_err(db)
-        })
-        .await
+        self.record("SELECT login FROM mfa_gate_pending WHERE id = $1", &[&id])
+            .await
     }
 
     async fn drop_pending(&self, realm: &str, user: &str) -> Result<usize, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let n = client
-                .execute(
-                    "DELETE FROM mfa_gate_pending WHERE realm = $1 AND name = $2",
-                    &[&realm, &user],
-                )
-                .await
-                .map_err(db)?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
-        })
-        .await
+        let n = self
+            .execute(
+                "DELETE FROM mfa_gate_pending WHERE realm = $1 AND name = $2",
+                &[&realm, &user],
+            )
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     async fn take_pending(&self, id: &str) -> Result<Option<PendingLogin>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached("DELETE FROM mfa_gate_pending WHERE id = $1 RETURNING login")
-                .await
-                .map_err(db)?;
-            let row = client.query_opt(&stmt, &[&id]).await.map_err(db)?;
-            row.map(|r| r.try_get::<_, Json<PendingLogin>>(0).map(|Json(p)| p))
-                .transpose()
-                .map_err(db)
-        })
+        self.record(
+            "DELETE FROM mfa_gate_pending WHERE id = $1 RETURNING login",
+            &[&id],
+        )
         .await
     }
 
     async fn revoke_session(&self, id: &str, until: u64) -> Result<(), StoreError> {
-        let until = signed(until)?;
-        self.timed(async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO mfa_gate_revoked (id, until) VALUES ($1, $2) \
-                     ON CONFLICT (id) DO UPDATE SET until = greatest(mfa_gate_revoked.until, $2)",
-                    &[&id, &until],
-                )
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO mfa_gate_revoked (id, until) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET until = greatest(mfa_gate_revoked.until, $2)",
+            &[&id, &signed(until)?],
+        )
         .await?;
-        // This instance never lets the session pass on an older answer.
+        // This gate never lets the session pass on an older answer.
         if let Ok(mut seen) = self.remembered.lock() {
             seen.remove(id);
         }
@@ -987,16 +990,13 @@ impl Store for PgStore {
     }
 
     async fn session_revoked(&self, id: &str) -> Result<bool, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM mfa_gate_revoked WHERE id = $1)")
-                .await
-                .map_err(db)?;
-            let row = client.query_one(&stmt, &[&id]).await.map_err(db)?;
-            row.try_get(0).map_err(db)
-        })
-        .await
+        let row = self
+            .row(
+                "SELECT EXISTS (SELECT 1 FROM mfa_gate_revoked WHERE id = $1)",
+                &[&id],
+            )
+            .await?;
+        row.map_or(Ok(false), |r| r.try_get(0).map_err(db))
     }
 
     async fn take_attempt(
@@ -1011,62 +1011,36 @@ impl Store for PgStore {
                 .interval_ms
                 .saturating_mul(quota.burst.saturating_sub(1)),
         )?;
-        self.timed(async {
-            let client = self.client().await?;
-            // The GCRA step of `crate::throttle::gcra` as one statement: allowed when the
-            // row is new or its time is at most `tolerance` ahead of now.
-            let stmt = client
-                .prepare_cached(
-                    "INSERT INTO mfa_gate_attempts AS a (key, tat) VALUES ($1, $2::bigint + $3::bigint) \
-                     ON CONFLICT (key) DO UPDATE SET tat = greatest(a.tat, $2) + $3 \
-                     WHERE greatest(a.tat, $2) - $2 <= $4 \
-                     RETURNING tat",
-                )
-                .await
-                .map_err(db)?;
-            let taken = client
-                .query_opt(&stmt, &[&key, &now, &interval, &tolerance])
-                .await
-                .map_err(db)?;
-            if taken.is_some() {
-                return Ok(None);
-            }
-            let row = client
-                .query_opt("SELECT tat FROM mfa_gate_attempts WHERE key = $1", &[&key])
-                .await
-                .map_err(db)?;
-            let tat = row
-                .map(|r| r.try_get::<_, i64>(0))
-                .transpose()
-                .map_err(db)?
-                .map(unsigned)
-                .transpose()?;
-            // Refused: how long until the next attempt (at least a millisecond).
-            Ok(Some(crate::throttle::gcra(tat, now_ms, quota).err().unwrap_or(1)))
-        })
-        .await
+        // The GCRA step of `crate::throttle::gcra` as one statement: allowed when the row
+        // is new or its time is at most `tolerance` ahead of now.
+        let taken = self
+            .row(
+                "INSERT INTO mfa_gate_attempts AS a (key, tat) VALUES ($1, $2::bigint + $3::bigint) \
+                 ON CONFLICT (key) DO UPDATE SET tat = greatest(a.tat, $2) + $3 \
+                 WHERE greatest(a.tat, $2) - $2 <= $4 \
+                 RETURNING tat",
+                &[&key, &now, &interval, &tolerance],
+            )
+            .await?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        // Refused: how long until the next attempt (at least a millisecond).
+        let tat = self.tat(key).await?;
+        Ok(Some(
+            crate::throttle::gcra(tat, now_ms, quota).err().unwrap_or(1),
+        ))
     }
 
     async fn sweep(&self, now: u64) -> Result<(), StoreError> {
         let now_s = signed(now)?;
         let now_ms = signed(now.saturating_mul(1000))?;
-        self.timed(async {
-            let client = self.client().await?;
-            client
-                .execute("DELETE FROM mfa_gate_revoked WHERE until < $1", &[&now_s])
-                .await
-                .map_err(db)?;
-            client
-                .execute("DELETE FROM mfa_gate_pending WHERE expires < $1", &[&now_s])
-                .await
-                .map_err(db)?;
-            client
-                .execute("DELETE FROM mfa_gate_attempts WHERE tat < $1", &[&now_ms])
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
-        .await?;
+        self.execute("DELETE FROM mfa_gate_revoked WHERE until < $1", &[&now_s])
+            .await?;
+        self.execute("DELETE FROM mfa_gate_pending WHERE expires < $1", &[&now_s])
+            .await?;
+        self.execute("DELETE FROM mfa_gate_attempts WHERE tat < $1", &[&now_ms])
+            .await?;
         // Answers older than the grace can never stand in again.
         if let Ok(mut seen) = self.remembered.lock() {
             seen.retain(|_, (_, at)| at.elapsed() <= self.grace);
@@ -1075,74 +1049,43 @@ impl Store for PgStore {
     }
 
     async fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO mfa_gate_tokens (hash, token) VALUES ($1, $2) \
-                     ON CONFLICT (hash) DO UPDATE SET token = $2",
-                    &[&hash, &Json(token)],
-                )
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO mfa_gate_tokens (hash, token) VALUES ($1, $2) \
+             ON CONFLICT (hash) DO UPDATE SET token = $2",
+            &[&hash, &Json(token)],
+        )
         .await
+        .map(|_| ())
     }
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached("SELECT token FROM mfa_gate_tokens WHERE hash = $1")
-                .await
-                .map_err(db)?;
-            let row = client.query_opt(&stmt, &[&hash]).await.map_err(db)?;
-            row.map(|r| r.try_get::<_, Json<TokenRecord>>(0).map(|Json(t)| t))
-                .transpose()
-                .map_err(db)
-        })
+        self.record(
+            "SELECT token FROM mfa_gate_tokens WHERE hash = $1",
+            &[&hash],
+        )
         .await
     }
 
     async fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let rows = client
-                .query("SELECT hash, token FROM mfa_gate_tokens", &[])
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    let Json(t): Json<TokenRecord> = r.try_get(1).map_err(db)?;
-                    Ok((r.try_get(0).map_err(db)?, t))
-                })
-                .collect()
-        })
-        .await
+        let rows = self
+            .query("SELECT hash, token FROM mfa_gate_tokens", &[])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let Json(t): Json<TokenRecord> = r.try_get(1).map_err(db)?;
+                Ok((r.try_get(0).map_err(db)?, t))
+            })
+            .collect()
     }
 
     async fn revoke_token(&self, hash: &str, now: u64) -> Result<bool, StoreError> {
-        self.timed(self.update_token(hash, |t| {
-            if t.revoked.is_some() {
-                return false;
-            }
-            t.revoked = Some(now);
-            true
-        }))
-        .await
+        self.timed(self.update_token(hash, |t| t.revoke(now))).await
     }
 
     async fn token_used(&self, hash: &str, at: u64) -> Result<(), StoreError> {
-        self.timed(self.update_token(hash, |t| {
-            let newer = t.last_used.is_none_or(|last| last < at);
-            if newer {
-                t.last_used = Some(at);
-            }
-            newer
-        }))
-        .await
-        .map(|_| ())
+        self.timed(self.update_token(hash, |t| t.used_at(at)))
+            .await
+            .map(|_| ())
     }
 
     async fn attempt_wait(
@@ -1151,21 +1094,8 @@ impl Store for PgStore {
         now_ms: u64,
         quota: crate::throttle::Quota,
     ) -> Result<Option<u64>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt("SELECT tat FROM mfa_gate_attempts WHERE key = $1", &[&key])
-                .await
-                .map_err(db)?;
-            let tat = row
-                .map(|r| r.try_get::<_, i64>(0))
-                .transpose()
-                .map_err(db)?
-                .map(unsigned)
-                .transpose()?;
-            Ok(crate::throttle::gcra(tat, now_ms, quota).err())
-        })
-        .await
+        let tat = self.tat(key).await?;
+        Ok(crate::throttle::gcra(tat, now_ms, quota).err())
     }
 
     async fn health(&self) -> Health {

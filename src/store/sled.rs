@@ -516,25 +516,13 @@ impl Store for SledStore {
     }
 
     async fn revoke_token(&self, hash: &str, now: u64) -> Result<bool, StoreError> {
-        let revoked = self.update_token(hash, |t| {
-            if t.revoked.is_some() {
-                return false;
-            }
-            t.revoked = Some(now);
-            true
-        })?;
+        let revoked = self.update_token(hash, |t| t.revoke(now))?;
         self.flush().await?;
         Ok(revoked)
     }
 
     async fn token_used(&self, hash: &str, at: u64) -> Result<(), StoreError> {
-        self.update_token(hash, |t| {
-            let newer = t.last_used.is_none_or(|last| last < at);
-            if newer {
-                t.last_used = Some(at);
-            }
-            newer
-        })?;
+        self.update_token(hash, |t| t.used_at(at))?;
         Ok(())
     }
 

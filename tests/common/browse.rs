@@ -232,3 +232,25 @@ pub async fn enroll_on_the_real_clock(b: &Browser) -> Got {
     assert_eq!(console.status, StatusCode::OK, "{console:?}");
     console
 }
+
+/// A WebSocket through a gate at `addr`.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to the console's `/ws` through the gate at `addr` with `b`'s Basic
+/// credentials and cookies; the upgrade must succeed.
+pub async fn websocket(addr: std::net::SocketAddr, b: &Browser) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let h = b.request("GET", "/ws").body(()).unwrap();
+    for name in ["authorization", "cookie"] {
+        if let Some(v) = h.headers().get(name) {
+            req.headers_mut().insert(name, v.clone());
+        }
+    }
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("a WebSocket through the gate");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}
