@@ -11,7 +11,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`, `token …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`token_cmd`], [`admin_socket`], [`logging`] (log formats) |
+//! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`, `token …`, `store …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`token_cmd`], [`store_cmd`] (`store migrate`), [`admin_socket`], [`logging`] (log formats) |
 //! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, reload on SIGHUP, systemd, the metrics listener |
 //! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there; [`access_log`]: each request's count and access line |
 //! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session), [`machine`] (a request with a machine token) |
@@ -19,7 +19,7 @@
 //! | state | [`state`]: the shared [`state::Gate`] and one request's [`state::Ctx`] |
 //! | forwarding | [`proxy`]: the pooled client to the consoles, header hygiene, upgrades |
 //! | pages | [`pages`]: HTML, escaped; [`pages::refusal`] turns an [`error::Error`] into a page or JSON |
-//! | data | [`config`] (TOML → validated), [`store`] (the contract, sealing, sled) |
+//! | data | [`config`] (TOML → validated), [`store`] (the contract, sealing, sled, PostgreSQL) |
 //! | core | [`error`], [`upstream_tls`] (trusting an https console), [`response`], [`request`], [`urls`], [`totp`], [`session`] (cookie codec), [`cookies`], [`identity`], [`target`], [`throttle`], [`recovery`], [`keys`], [`live`], [`verified`] (sessions already verified), [`audit`], [`metrics`] (the registry), [`framing`], [`clock`] |
 
 pub mod access_log;
