@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod django;
 pub mod form_console;
 pub mod gate;
+pub mod instances;
 pub mod nginx;
 pub mod php_console;
 pub mod postgres;
