@@ -146,7 +146,15 @@ pub async fn open_store(
         (false, true) => Keys::create(&paths.key_file)?,
         (false, false) => return Err(StartError::KeyMissing { key, store }),
         (true, true) if !new_store => return Err(StartError::StoreMissing { key, store }),
-        (true, false) if new_store => return Err(StartError::NotNew { key, store }),
+        (true, false) if new_store => {
+            // Gates started together with --new-store on a shared database: another may
+            // have begun it a moment ago. Holding nothing but a key fingerprint, it is
+            // still new (and `check_key` below refuses it if that is another key).
+            if !opened.holds_only_a_key().await? {
+                return Err(StartError::NotNew { key, store });
+            }
+            Keys::load(&paths.key_file)?
+        }
         (true, _) => Keys::load(&paths.key_file)?,
     };
     if let Err(e) = opened.store().check_key(&keys.fingerprint).await {

@@ -210,8 +210,14 @@ impl UserRecord {
                 if r.failures >= policy.hard_lock_after {
                     r.hard_locked = true;
                 }
-                r.locked_until = now + policy.delay(r.failures);
-                if r.hard_locked || r.locked_until > now {
+                // Only a real delay moves `locked_until`: set to `now` it would lock out an
+                // attempt that read the clock a moment earlier (another gate, or a request
+                // that reached the store a second later).
+                let delay = policy.delay(r.failures);
+                if delay > 0 {
+                    r.locked_until = now + delay;
+                }
+                if r.hard_locked || delay > 0 {
                     // A lock ends every login in progress.
                     r.epoch += 1;
                 }
@@ -738,7 +744,7 @@ mod tests {
             let (next, o) = UserRecord::apply(r, &UserOp::Attempt { policy: &p }, now);
             r = next;
             if let Outcome::Counted { locked_until, .. } = o {
-                delays.push(locked_until - now);
+                delays.push(locked_until.saturating_sub(now));
             }
             now += 1000;
         }

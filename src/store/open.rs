@@ -39,6 +39,19 @@ impl Opened {
         }
     }
 
+    /// Whether the store holds nothing but its key fingerprint: a shared database that
+    /// another gate, started at the same moment with `--new-store`, has just begun.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn holds_only_a_key(&self) -> Result<bool, StoreError> {
+        match self {
+            // One process opens an embedded store: nobody else can have begun it.
+            Opened::Embedded(_) => Ok(false),
+            Opened::Postgres(s) => s.holds_only_a_key().await,
+        }
+    }
+
     pub fn store(&self) -> &dyn Store {
         match self {
             Opened::Embedded(s) => s,

@@ -433,6 +433,25 @@ impl PgStore {
         row.map_or(Ok(false), |r| r.try_get(0).map_err(db))
     }
 
+    /// Whether the database holds a key fingerprint and no user, token, login in progress
+    /// or revocation (see [`super::Opened::holds_only_a_key`]).
+    ///
+    /// # Errors
+    /// The database does not answer.
+    pub async fn holds_only_a_key(&self) -> Result<bool, StoreError> {
+        let row = self
+            .row(
+                "SELECT EXISTS (SELECT 1 FROM mfa_gate_meta WHERE key = 'key_fingerprint') \
+                 AND NOT EXISTS (SELECT 1 FROM mfa_gate_users) \
+                 AND NOT EXISTS (SELECT 1 FROM mfa_gate_tokens) \
+                 AND NOT EXISTS (SELECT 1 FROM mfa_gate_pending) \
+                 AND NOT EXISTS (SELECT 1 FROM mfa_gate_revoked)",
+                &[],
+            )
+            .await?;
+        row.map_or(Ok(false), |r| r.try_get(0).map_err(db))
+    }
+
     /// Writes `snapshot` into this database in one transaction, only if the database
     /// holds no gate data (checked under a lock in the same transaction): a move either
     /// happens whole or not at all, and never mixes with an installation in use.

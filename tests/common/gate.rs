@@ -259,6 +259,14 @@ impl GateBuilder {
         self
     }
 
+    /// One more line in `[store]` (after [`GateBuilder::postgres`]), e.g. `outage_grace = "5s"`.
+    pub fn store_line(mut self, line: &str) -> GateBuilder {
+        let store = self.store.get_or_insert_with(String::new);
+        store.push_str(line);
+        store.push('\n');
+        self
+    }
+
     /// The configuration file's text, with the store, key and admin socket in `dir`.
     pub fn toml(&self, dir: &Path) -> String {
         let line = |lines: &[String]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();

@@ -26,22 +26,11 @@ use super::{oathtool, Browser, Daemon, GateBuilder, Got};
 pub const STEP: u64 = 30;
 
 /// `builder` on PostgreSQL at `url`, sealed with the key file `key`, with further
-/// `key = "value"` lines in `[store]` (e.g. `outage_grace = "5s"`).
-///
-/// `GateBuilder` has no way to add a `[store]` line yet, so each line rides in after the
-/// URL's closing quote, and the builder's own closing quote ends the last one:
-/// `url = "URL"`, `outage_grace = "5s"`, `key_file = "…"` is the table that results. A
-/// `GateBuilder::store_line` would say this plainly.
+/// lines in `[store]` (e.g. `outage_grace = "5s"`).
 pub fn on_postgres(builder: GateBuilder, url: &str, key: &Path, lines: &[&str]) -> GateBuilder {
-    let mut url = url.to_string();
-    for line in lines {
-        let open = line
-            .strip_suffix('"')
-            .filter(|l| l.contains(" = \"") && !l.contains('\n'))
-            .unwrap_or_else(|| panic!("[store] {line:?}: one `key = \"value\"` line"));
-        url = format!("{url}\"\n{open}");
-    }
-    builder.postgres(&url, key)
+    lines
+        .iter()
+        .fold(builder.postgres(url, key), |b, line| b.store_line(line))
 }
 
 /// A private cluster with one database and two gates on it, A and B, started one after
