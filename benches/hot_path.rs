@@ -71,7 +71,7 @@ fn world(rt: &tokio::runtime::Runtime) -> World {
     rt.block_on(gate.store.apply("console", "alice", op, NOW))
         .unwrap();
     let bind = binding(&gate.keys.binding, "console", "alice", b"pw-a");
-    let s = Session::new("console", "console", "alice", &bind, 0, NOW).unwrap();
+    let s = Session::new("console", "console", "alice", &bind, 0, NOW, 43_200).unwrap();
     let mut headers = HeaderMap::new();
     headers.insert(
         COOKIE,
@@ -126,7 +126,7 @@ fn session_check(c: &mut Criterion) {
     let bind = binding(&w.gate.keys.binding, "console", "alice", b"pw-a");
     let fresh: Vec<HeaderMap> = (0..2048)
         .map(|_| {
-            let s = Session::new("console", "console", "alice", &bind, 0, NOW).unwrap();
+            let s = Session::new("console", "console", "alice", &bind, 0, NOW, 43_200).unwrap();
             let mut h = w.headers.clone();
             h.insert(
                 COOKIE,
@@ -157,7 +157,7 @@ fn verify_and_issue(c: &mut Criterion) {
     c.bench_function("verify_and_issue", |b| {
         b.iter(|| {
             let step = mfa_gate::totp::check(SECRET, &code, NOW, 1).unwrap();
-            let s = Session::new("console", "console", "alice", "bind", step, NOW).unwrap();
+            let s = Session::new("console", "console", "alice", "bind", step, NOW, 43_200).unwrap();
             mfa_gate::sessions::cookie(&w.gate, &s).unwrap()
         })
     });

@@ -161,7 +161,9 @@ async fn gate_page(
         (&M::POST, "invite") => html(endpoints::invite::submit(gate, ctx, req).await),
         (&M::POST, "enroll") => html(login::submit(gate, ctx, req, login::Step::Enroll).await),
         (&M::POST, "verify") => html(login::submit(gate, ctx, req, login::Step::Verify).await),
-        (&M::GET | &M::HEAD, "logout") => Ok(endpoints::logout::page(gate, session)),
+        (&M::GET | &M::HEAD, "logout") => {
+            Ok(endpoints::logout::page(gate, ctx, req.headers(), session))
+        }
         (&M::POST, "logout") => html(endpoints::logout::submit(gate, ctx, req, session).await),
         (&M::GET | &M::HEAD, "recovery") => html(endpoints::recovery::page(gate, session).await),
         (&M::POST, "recovery") => {

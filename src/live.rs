@@ -300,6 +300,7 @@ mod tests {
             bind: "b".into(),
             console: None,
             generation: 0,
+            exp: 0,
         }
     }
 

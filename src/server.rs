@@ -61,8 +61,8 @@ pub enum StartError {
     )]
     KeyMissing { key: String, store: String },
     #[error(
-        "--new-store was given but the store {store} is not empty (it was sealed with the key \
-         file {key}); start without --new-store"
+        "--new-store was given but the store {store} is not empty (it holds enrollments, \
+         tokens or sessions already); start without --new-store (key file {key})"
     )]
     NotNew { key: String, store: String },
     #[error("TLS: {0}")]

@@ -64,6 +64,16 @@ pub struct Session {
     /// [`crate::store::UserRecord::generation`]).
     #[serde(default)]
     pub generation: u64,
+    /// The end set by the absolute limit of the gate that issued it (unix seconds); `0` in
+    /// cookies from before it was written. Every gate ends the session at the earlier of
+    /// this and its own limit, and a revocation lasts until it — so gates with different
+    /// `[session] absolute` agree on when a logout may be forgotten.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exp: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Why a session is not usable.
@@ -92,6 +102,7 @@ impl Session {
         bind: &str,
         generation: u64,
         now: u64,
+        absolute: u64,
     ) -> Result<Session, getrandom::Error> {
         Ok(Session {
             id: random_id()?,
@@ -103,7 +114,29 @@ impl Session {
             bind: bind.to_string(),
             console: None,
             generation,
+            exp: now.saturating_add(absolute),
         })
+    }
+
+    /// Until when a revocation of it must last: no gate takes it past its cookie's end
+    /// (an older cookie: this gate's absolute limit `absolute`).
+    pub fn revoked_until(&self, absolute: u64) -> u64 {
+        if self.exp == 0 {
+            self.iat.saturating_add(absolute)
+        } else {
+            self.exp
+        }
+    }
+
+    /// When the session ends at the latest, by its cookie's end or, for an older cookie,
+    /// by the absolute limit `absolute` of the gate asking.
+    pub fn expires(&self, absolute: u64) -> u64 {
+        let ours = self.iat.saturating_add(absolute);
+        if self.exp == 0 {
+            ours
+        } else {
+            self.exp.min(ours)
+        }
     }
 
     /// Checks the idle and absolute limits at `now`.
@@ -114,7 +147,7 @@ impl Session {
         if self.iat > now.saturating_add(CLOCK_SLACK) || self.seen < self.iat {
             return Err(Expiry::Future);
         }
-        if now.saturating_sub(self.iat) > absolute {
+        if now.saturating_sub(self.iat) > absolute || (self.exp != 0 && now > self.exp) {
             return Err(Expiry::Absolute);
         }
         if now.saturating_sub(self.seen) > idle {
@@ -238,6 +271,7 @@ mod tests {
             bind: "b".into(),
             console: None,
             generation: 0,
+            exp: 0,
         }
     }
 
@@ -327,6 +361,19 @@ mod tests {
             Err(Expiry::Absolute)
         );
         assert_eq!(s.check_times(900, 1800, 43200), Err(Expiry::Future));
+        // A cookie issued by a gate with a shorter absolute limit ends at its own end.
+        let short = Session {
+            exp: 1000 + 600,
+            seen: 1000 + 500,
+            ..sample()
+        };
+        assert_eq!(short.check_times(1000 + 600, 1800, 43200), Ok(()));
+        assert_eq!(
+            short.check_times(1000 + 601, 1800, 43200),
+            Err(Expiry::Absolute)
+        );
+        assert_eq!((short.expires(43200), short.expires(300)), (1600, 1300));
+        assert_eq!(sample().expires(43200), 1000 + 43200, "an older cookie");
     }
 
     #[test]

@@ -84,6 +84,21 @@ pub async fn current(
     Ok(Some(s))
 }
 
+/// The session in the request's cookie if the cookie is genuine and of this site —
+/// whatever its times, binding or revocation. Only for ending it: a logout on a gate
+/// whose own limits call the session over must still revoke it for the gates whose
+/// limits do not.
+pub fn genuine(gate: &Gate, ctx: &Ctx, headers: &HeaderMap) -> Option<Session> {
+    let cookies = RequestCookies::parse(headers);
+    let s = session::open_session(
+        cookies.exact(gate.names.session)?,
+        &gate.names,
+        &gate.keys.cookie,
+    )?;
+    let site = gate.site(ctx);
+    (s.site == site.name && s.realm == site.realm).then_some(s)
+}
+
 /// Whether a session issued at `iat` in reset `generation` still stands by `check`: its
 /// user is enrolled, not reset since, and the session not revoked.
 fn alive(check: &SessionCheck, iat: u64, generation: u64) -> bool {
@@ -171,7 +186,10 @@ pub async fn end(
 
 async fn revoke(gate: &Gate, ctx: &Ctx, s: &Session, event: &'static str) -> Result<(), Error> {
     gate.store
-        .revoke_session(&s.id, s.iat + gate.config.session.absolute.as_secs())
+        .revoke_session(
+            &s.id,
+            s.revoked_until(gate.config.session.absolute.as_secs()),
+        )
         .await?;
     gate.live.end_session(&s.id);
     audit::info(

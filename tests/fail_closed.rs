@@ -140,7 +140,7 @@ impl Store for Faulty {
 fn unavailable(got: &Got) {
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE, "{got:?}");
     assert!(
-        got.body.contains("lets nobody in"),
+        got.body.contains("lets nobody sign in"),
         "a clear page: {}",
         got.body
     );

@@ -161,3 +161,50 @@ async fn a_schema_newer_than_the_gate_is_refused_and_an_older_one_migrated_once(
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_gate_whose_clock_runs_fast_does_not_sweep_revocations_the_others_need() {
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let store = PgStore::connect(&settings(&url, None, None)).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Logged out; the session would have ended in ten minutes.
+    store.revoke_session("s1", now + 600).await.unwrap();
+    store.revoke_session("old", now - 2 * 3600).await.unwrap();
+    // A gate twelve hours ahead sweeps: the database's clock bounds what it may drop.
+    store.sweep(now + 12 * 3600).await.unwrap();
+    assert!(
+        store.session_revoked("s1").await.unwrap(),
+        "still needed by the others"
+    );
+    assert!(
+        !store.session_revoked("old").await.unwrap(),
+        "long over for everyone"
+    );
+}
+
+#[tokio::test]
+async fn tables_another_role_made_in_advance_are_refused() {
+    let cluster = PgCluster::start();
+    cluster.password_role("gate", "right-horse", "gatedb");
+    // Someone else on the cluster prepares a table the gate would adopt.
+    cluster.psql(
+        "gatedb",
+        "CREATE TABLE mfa_gate_users (realm text, name text); GRANT ALL ON mfa_gate_users TO gate",
+    );
+    let url = format!(
+        "postgres://gate:right-horse@127.0.0.1:{}/gatedb",
+        cluster.port()
+    );
+    let e = PgStore::connect(&settings(&url, None, None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mfa_gate_users belongs to the role postgres"),
+        "{e}"
+    );
+}

@@ -34,7 +34,9 @@ use common::postgres::PgCluster;
 use common::*;
 use http::StatusCode;
 use mfa_gate::clock::ManualClock;
+use mfa_gate::config::Postgres;
 use mfa_gate::response::Body;
+use mfa_gate::store::postgres::PgStore;
 
 const ALICE: (&str, &str) = ("alice", "pw-a");
 const BOB: (&str, &str) = ("bob", "pw-b");
@@ -467,6 +469,97 @@ async fn a_wrong_code_on_one_gate_does_not_lock_the_account_on_a_gate_whose_cloc
         "one wrong code locked the account for the gate whose clock is behind: {}\n{}",
         brief(&got),
         pg.psql(&url, "SELECT failures, locked_until FROM mfa_gate_users")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_through_a_gate_with_a_shorter_limit_ends_the_session_on_every_gate() {
+    // A rolling change of `[session] absolute`: A keeps 12 h, D already has 20 s. Alice's
+    // session (made on A) is 21 s old: over by D's limit, alive by A's. Her logout lands
+    // on D; it must still end the session on A — and D's sweep must not forget it.
+    let console = Console::start(&[ALICE]).await;
+    let pg = PgCluster::start();
+    let url = pg.fresh_database();
+    let keys = tempfile::tempdir().unwrap();
+    let builder = GateBuilder::basic(console.addr).postgres(&url, &keys.path().join("master.key"));
+    let a = builder
+        .clone()
+        .clock(Arc::new(ManualClock::new(T0)))
+        .start()
+        .await;
+    let d = builder
+        .session("absolute = \"20s\"")
+        .clock(Arc::new(ManualClock::new(T0)))
+        .start()
+        .await;
+    let alice = Browser::new(&a, Some(ALICE));
+    let (done, _) = alice.login(&a, "/", None).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", brief(&done));
+    let cookie = jar(&alice, "mfa_session").expect("a session");
+    let at_d = Browser::at(d.addr, Some(ALICE));
+    at_d.cookies
+        .lock()
+        .unwrap()
+        .insert("mfa_session".into(), cookie.clone());
+    assert_eq!(
+        at_d.get("/").await.status,
+        StatusCode::OK,
+        "D takes it at first"
+    );
+
+    a.clock.advance(21);
+    d.clock.advance(21);
+    assert_eq!(
+        alice.get("/").await.status,
+        StatusCode::OK,
+        "alive by A's limit"
+    );
+    assert_ne!(
+        at_d.get("/").await.status,
+        StatusCode::OK,
+        "over by D's limit"
+    );
+    let form = at_d.get("/.mfa/logout").await;
+    assert!(
+        form.body.contains("csrf"),
+        "D offers the sign-out: {}",
+        brief(&form)
+    );
+    let out = at_d
+        .post_form("/.mfa/logout", &[("csrf", &form.csrf())])
+        .await;
+    assert!(out.body.contains("Signed out"), "{}", brief(&out));
+    assert_eq!(
+        pg.psql(&url, "SELECT count(*) FROM mfa_gate_revoked")
+            .trim(),
+        "1"
+    );
+    // A sweep at D's time, past D's limit (and the margin) but within A's, keeps it.
+    d.clock.advance(2 * 3600);
+    let store = PgStore::connect(&Postgres::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    mfa_gate::store::Store::sweep(&store, d.now())
+        .await
+        .unwrap();
+    let again = Browser::at(a.addr, Some(ALICE));
+    again
+        .cookies
+        .lock()
+        .unwrap()
+        .insert("mfa_session".into(), cookie);
+    let got = again.get("/").await;
+    assert_ne!(
+        got.status,
+        StatusCode::OK,
+        "A still takes the logged-out cookie: {}",
+        brief(&got)
+    );
+    assert_eq!(
+        pg.psql(&url, "SELECT count(*) FROM mfa_gate_revoked")
+            .trim(),
+        "1",
+        "the revocation lasts as long as A's limit"
     );
 }
 

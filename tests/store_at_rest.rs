@@ -105,7 +105,7 @@ async fn a_dump_of_the_store_shows_no_seed_and_tampering_fails_closed() {
         )
         .await;
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(got.body.contains("lets nobody in"));
+    assert!(got.body.contains("lets nobody sign in"));
     assert!(got
         .set_cookies()
         .iter()

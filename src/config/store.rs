@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio_postgres::config::{Host, SslMode};
 use toml::Spanned;
 
 use super::values::{duration, positive, readable_file};
@@ -89,11 +91,8 @@ impl Postgres {
     pub fn settings(&self) -> Result<tokio_postgres::Config, String> {
         let mut settings = parse_url(&self.url)?;
         if settings.get_password().is_none() {
-            if let Some(file) = &self.password_file {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    format!("cannot read the password file {}: {e}", file.display())
-                })?;
-                settings.password(text.trim_end_matches(['\n', '\r']));
+            if let Some(password) = self.file_password()? {
+                settings.password(password);
             } else if let Some(p) = std::env::var_os("PGPASSWORD") {
                 settings.password(p.as_encoded_bytes());
             }
@@ -104,18 +103,72 @@ impl Postgres {
         Ok(settings)
     }
 
-    /// The URL without its password, for logs and messages.
+    /// The password in `password_file` as it is now (read again for each new connection,
+    /// so a rotated password needs no restart); `None` without a file.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn file_password(&self) -> Result<Option<String>, String> {
+        let Some(file) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the password file {}: {e}", file.display()))?;
+        Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+    }
+
+    /// The URL without its password, for logs and messages: rebuilt from the parsed
+    /// settings (a password may hide in the user part or in the query).
     pub fn shown(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("***"));
-                u.to_string()
-            }
-            Ok(u) => u.to_string(),
-            Err(_) => "postgres://(unreadable)".to_string(),
-        }
+        let Ok(settings) = parse_url(&self.url) else {
+            return "postgres://(unreadable)".to_string();
+        };
+        let user = settings
+            .get_user()
+            .map(|u| format!("{}@", utf8_percent_encode(u, URL_PART)))
+            .unwrap_or_default();
+        let ports = settings.get_ports();
+        let hosts: Vec<String> = settings
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let host = match h {
+                    Host::Tcp(name) => name.clone(),
+                    Host::Unix(path) => {
+                        utf8_percent_encode(&path.to_string_lossy(), URL_PART).to_string()
+                    }
+                };
+                match ports.get(i).or(ports.first()) {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                }
+            })
+            .collect();
+        let mode = match settings.get_ssl_mode() {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            _ => "prefer",
+        };
+        format!(
+            "postgres://{user}{}/{}?sslmode={mode}",
+            hosts.join(","),
+            settings.get_dbname().unwrap_or_default()
+        )
     }
 }
+
+/// What must be escaped in the user or a socket path written into a URL.
+const URL_PART: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'@')
+    .add(b':')
+    .add(b'/')
+    .add(b'%')
+    .add(b'?')
+    .add(b'#')
+    .add(b'&')
+    .add(b',');
 
 const DEFAULT_POOL: usize = 16;
 const DEFAULT_GRACE: Duration = Duration::from_secs(60);
@@ -131,7 +184,34 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
     if settings.get_dbname().is_none() {
         return Err("the URL names no database".into());
     }
+    if !on_this_host(&settings) && settings.get_ssl_mode() != SslMode::Require {
+        return Err(
+            "the database is on another host and sslmode is not require: whoever sits on the \
+             path could turn TLS off and read the password and every record"
+                .into(),
+        );
+    }
     Ok(settings)
+}
+
+/// Whether every host of `settings` is this machine (a unix socket or loopback), where
+/// there is no path between the gate and the database to attack.
+fn on_this_host(settings: &tokio_postgres::Config) -> bool {
+    settings
+        .get_hostaddrs()
+        .iter()
+        .all(std::net::IpAddr::is_loopback)
+        && settings.get_hosts().iter().all(|h| match h {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        })
 }
 
 pub(super) fn store(at: &Locator<'_>, table: Spanned<raw::Store>) -> Result<Store, ConfigError> {
@@ -252,7 +332,7 @@ fn postgres(
         at.at(
             url,
             &format!("cannot use this PostgreSQL URL: {why}"),
-            "postgres://USER@HOST:5432/DATABASE?sslmode=require (sslmode: disable, prefer or require)",
+            "postgres://USER@HOST:5432/DATABASE?sslmode=require (sslmode disable or prefer only for a database on this host)",
         )
     })?;
     let password_file = match &raw.password_file {

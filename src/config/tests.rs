@@ -558,14 +558,13 @@ fn a_postgres_store_is_read_and_never_shows_its_password() -> Result<(), ConfigE
     for shown in [pg.shown(), format!("{pg:?}"), format!("{c:?}")] {
         assert!(!shown.contains("s3cret"), "{shown}");
     }
-    assert!(
-        pg.shown().contains("gate:***@db.example.com"),
-        "{}",
-        pg.shown()
+    assert_eq!(
+        pg.shown(),
+        "postgres://gate@db.example.com:5432/mfa?sslmode=require"
     );
     // Defaults.
     let c = parse(&with_store(
-        "url = \"postgres://gate@db/mfa\"\nkey_file = \"/etc/mfa-gate/store.key\"",
+        "url = \"postgres://gate@db/mfa?sslmode=require\"\nkey_file = \"/etc/mfa-gate/store.key\"",
     ))?;
     let Backend::Postgres(pg) = &c.store.backend else {
         panic!("{:?}", c.store.backend);
@@ -590,7 +589,7 @@ fn store_mistakes_name_line_column_and_the_fix() {
     let cases = [
         // Both stores at once.
         (
-            format!("path = \"/tmp/s\"\nurl = \"postgres://g@db/m\"\n{key}"),
+            format!("path = \"/tmp/s\"\nurl = \"postgres://g@localhost/m\"\n{key}"),
             (6, 8),
             "one store",
         ),
@@ -600,7 +599,7 @@ fn store_mistakes_name_line_column_and_the_fix() {
             "url = \"postgres://",
         ),
         (
-            "url = \"postgres://g@db/m\"".to_string(),
+            "url = \"postgres://g@127.0.0.1/m\"".to_string(),
             (6, 7),
             "the same file on every instance",
         ),
@@ -610,27 +609,42 @@ fn store_mistakes_name_line_column_and_the_fix() {
             "postgres://USER@HOST",
         ),
         (
-            format!("url = \"postgres://g@db/m?sslmode=verify-full\"\n{key}"),
+            format!("url = \"postgres://g@localhost/m?sslmode=verify-full\"\n{key}"),
             (6, 7),
-            "sslmode: disable, prefer or require",
+            "sslmode=require",
+        ),
+        // A database on another host without sslmode=require: TLS could be stripped.
+        (
+            format!("url = \"postgres://g@db.example.com/m\"\n{key}"),
+            (6, 7),
+            "sslmode=require",
         ),
         (
-            format!("url = \"postgres://g@db\"\n{key}"),
+            format!("url = \"postgres://g@10.0.0.5/m?sslmode=prefer\"\n{key}"),
+            (6, 7),
+            "sslmode=require",
+        ),
+        (
+            format!("url = \"postgres://g@localhost\"\n{key}"),
             (6, 7),
             "postgres://USER@HOST",
         ),
         (
-            format!("url = \"postgres://g:pw@db/m\"\npassword_file = \"/etc/hostname\"\n{key}"),
+            format!(
+                "url = \"postgres://g:pw@localhost/m\"\npassword_file = \"/etc/hostname\"\n{key}"
+            ),
             (7, 17),
             "keep the password out of the URL",
         ),
         (
-            format!("url = \"postgres://g@db/m\"\npassword_file = \"/nonexistent/pw\"\n{key}"),
+            format!(
+                "url = \"postgres://g@localhost/m\"\npassword_file = \"/nonexistent/pw\"\n{key}"
+            ),
             (7, 17),
             "database password",
         ),
         (
-            format!("url = \"postgres://g@db/m\"\noutage_grace = \"soon\"\n{key}"),
+            format!("url = \"postgres://g@localhost/m\"\noutage_grace = \"soon\"\n{key}"),
             (7, 16),
             "a duration",
         ),
@@ -653,4 +667,30 @@ fn store_mistakes_name_line_column_and_the_fix() {
             "{lines}: {e}"
         );
     }
+}
+
+#[test]
+fn a_database_on_this_host_may_go_without_tls_and_no_password_is_ever_shown(
+) -> Result<(), ConfigError> {
+    let key = "key_file = \"/etc/mfa-gate/store.key\"";
+    for url in [
+        "postgres://g@localhost/m",
+        "postgres://g@127.0.0.1:5433/m?sslmode=disable",
+        "postgres://g@[::1]/m?sslmode=prefer",
+        "postgres://g@%2Frun%2Fpostgresql/m",
+    ] {
+        parse(&with_store(&format!("url = \"{url}\"\n{key}")))?;
+    }
+    let c = parse(&with_store(&format!(
+        "url = \"postgres://g@db.example.com/m?sslmode=require&password=S3cretQuery\"\n{key}"
+    )))?;
+    let Backend::Postgres(pg) = &c.store.backend else {
+        panic!("{:?}", c.store.backend);
+    };
+    assert_eq!(
+        pg.shown(),
+        "postgres://g@db.example.com:5432/m?sslmode=require"
+    );
+    assert!(!format!("{c:?}").contains("S3cret"));
+    Ok(())
 }

@@ -355,7 +355,10 @@ async fn finish(
         .user(&p.realm, &p.user)
         .await?
         .map_or(0, |u| u.generation);
-    let s = Session::new(&p.site, &p.realm, &p.user, &p.binding, generation, now)?;
+    let absolute = gate.config.session.absolute.as_secs();
+    let s = Session::new(
+        &p.site, &p.realm, &p.user, &p.binding, generation, now, absolute,
+    )?;
     let mut cookies: Vec<HeaderValue> = form::open_held(gate, p)?;
     cookies.extend(sessions::cookie(gate, &s));
     cookies.extend(sessions::clear(gate, gate.names.pending));

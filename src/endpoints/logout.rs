@@ -1,9 +1,11 @@
 //! `logout`: the gate's own sign-out — a page with a form, and the POST that ends the
 //! session (revoked everywhere, its WebSockets and streams closed) and clears the cookies.
+//! A genuine session cookie is ended even when this gate's own limits already call it
+//! over: a gate with longer limits on the same database would take it otherwise.
 
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::error::Error;
@@ -14,8 +16,15 @@ use crate::session::Session;
 use crate::sessions;
 use crate::state::{Ctx, Gate};
 
-/// `GET logout`: the sign-out form, or a note that there is no session.
-pub fn page(gate: &Gate, session: Option<Arc<Session>>) -> Response<Body> {
+/// `GET logout`: the sign-out form, or a note that there is no session. A session this
+/// gate's limits call over still gets the form: other gates may take it yet.
+pub fn page(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    session: Option<Arc<Session>>,
+) -> Response<Body> {
+    let session = session.or_else(|| sessions::genuine(gate, ctx, headers).map(Arc::new));
     match session {
         None => message::page(
             StatusCode::OK,
@@ -48,6 +57,7 @@ pub async fn submit(
         return Err(Error::CrossSite);
     }
     let (parts, body) = req.into_parts();
+    let session = session.or_else(|| sessions::genuine(gate, ctx, &parts.headers).map(Arc::new));
     let bytes = read_limited(&parts.headers, body, FORM_LIMIT, gate.body_deadline()).await?;
     let fields = required(&bytes, &["csrf"])?;
     let ended = match session {

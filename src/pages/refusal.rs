@@ -150,7 +150,7 @@ fn words(e: &Error) -> (StatusCode, &'static str, Cow<'_, str>) {
         Error::Upstream(UpstreamError::Unreachable) => (S::BAD_GATEWAY, "The console is unreachable", "The gate could not reach the console behind it. It may be down or restarting."),
         Error::Upstream(UpstreamError::Tls) => (S::BAD_GATEWAY, "The console's certificate was not accepted", "The gate could not open a trusted connection to the console behind it: its TLS certificate did not pass the gate's check. Tell your administrator (the gate's log says why)."),
         Error::Upstream(UpstreamError::Invalid) => (S::BAD_GATEWAY, "The console is unreachable", "The gate could not get a valid answer from the console behind it."),
-        Error::Store(_) => (S::SERVICE_UNAVAILABLE, "Sign-in is unavailable", "The gate cannot read or write its data right now, so it lets nobody in. Try again shortly; if it persists, tell your administrator."),
+        Error::Store(_) => (S::SERVICE_UNAVAILABLE, "Sign-in is unavailable", "The gate cannot read or write its data right now, so it lets nobody sign in, enroll or sign out until it can. Try again shortly; if it persists, tell your administrator."),
         Error::Random | Error::Seal(_) => (S::INTERNAL_SERVER_ERROR, "Sign-in is unavailable", "The gate hit an internal failure, so it lets nobody in. Tell your administrator."),
         Error::SecondFactorRequired => (S::UNAUTHORIZED, "Second factor required", "This console is behind two-factor authentication: sign in with a browser, or send a machine token in the X-MFA-Gate-Token header."),
         Error::TokenRefused(why) => {

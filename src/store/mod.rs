@@ -18,6 +18,10 @@ pub use self::open::{open, Opened};
 pub use self::seal::Sealed;
 pub use crate::throttle::{LockPolicy, PendingCaps};
 
+/// How much longer than its session's expiry a revocation is kept by [`Store::sweep`]:
+/// a gate whose clock runs behind still accepts the session a little longer.
+pub const REVOCATION_MARGIN: u64 = 3600;
+
 /// A store failure. The gate fails closed on every one of them.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -579,7 +583,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         quota: crate::throttle::Quota,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Drops expired pending logins, revocations and attempt quotas.
+    /// Drops expired pending logins and attempt quotas, and revocations
+    /// [`REVOCATION_MARGIN`] after their expiry.
     async fn sweep(&self, now: u64) -> Result<(), StoreError>;
 
     // Machine tokens (see `crate::tokens`): records keyed by the hex SHA-256 of the

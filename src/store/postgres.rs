@@ -79,6 +79,11 @@ const MIGRATION_LOCK: i64 = 0x6d66_612d_6761_7465;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How far this host's clock may be from the database's: warned past the first, refused
+/// at start past the second.
+const CLOCK_WARNED: u64 = 2;
+const CLOCK_REFUSED: u64 = 30;
+
 /// Most sessions whose last answer is kept for an outage; past it the memory starts again.
 const REMEMBERED: usize = 100_000;
 
@@ -123,10 +128,11 @@ impl Drop for OwnRuntime {
 type Connected =
     Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>;
 
-/// Opens connections on the store's runtime.
+/// Opens connections on the store's runtime, with the password file as it is now.
 struct Connector {
     handle: tokio::runtime::Handle,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    settings: Postgres,
 }
 
 impl deadpool_postgres::Connect for Connector {
@@ -134,7 +140,15 @@ impl deadpool_postgres::Connect for Connector {
         &self,
         settings: &tokio_postgres::Config,
     ) -> Pin<Box<dyn Future<Output = Connected> + Send + '_>> {
-        let (settings, tls) = (settings.clone(), self.tls.clone());
+        let (mut settings, tls) = (settings.clone(), self.tls.clone());
+        match self.settings.file_password() {
+            Ok(Some(password)) => {
+                settings.password(password);
+            }
+            Ok(None) => {}
+            // The password the pool started with is tried.
+            Err(e) => tracing::warn!(error = %e, "cannot read the database password again"),
+        }
         let opened = self.handle.spawn(async move {
             let (client, connection) = settings.connect(tls).await?;
             let driver = tokio::spawn(async move {
@@ -332,6 +346,7 @@ impl PgStore {
         let connector = Connector {
             handle: runtime.handle().clone(),
             tls,
+            settings: settings.clone(),
         };
         let manager = Manager::from_connect(
             pg,
@@ -359,7 +374,36 @@ impl PgStore {
             .migrate()
             .await
             .map_err(|e| StoreError::Io(format!("{shown}: {e}")))?;
+        store.check_clock().await?;
         Ok(store)
+    }
+
+    /// The database's clock (unix seconds).
+    async fn database_time(&self) -> Result<i64, StoreError> {
+        let row = self
+            .row("SELECT extract(epoch from now())::bigint", &[])
+            .await?;
+        row.map_or(Ok(0), |r| r.try_get(0).map_err(db))
+    }
+
+    /// Compares this host's clock with the database's. Gates on one database must agree
+    /// on the time: it decides which codes are current, when a back-off ends and how long
+    /// a revocation must be kept. Off by more than [`CLOCK_REFUSED`]: refused.
+    async fn check_clock(&self) -> Result<(), StoreError> {
+        let db_now = self.database_time().await?;
+        let ours = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let off = ours.saturating_sub(db_now).unsigned_abs();
+        if off > CLOCK_REFUSED {
+            return Err(StoreError::Io(format!(
+                "this host's clock is {off} s off the database's; set the time right (NTP) on both: gates on one database must agree on which codes are current, when a back-off ends and how long a logout lasts"
+            )));
+        }
+        if off > CLOCK_WARNED {
+            tracing::warn!(off_s = off, "this host's clock differs from the database's");
+        }
+        Ok(())
     }
 
     /// Where the data is, without a password.
@@ -374,6 +418,24 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(db)?;
+        // Tables another role made in advance (a shared cluster where `public` is open to
+        // every role) would let that role read and change the gate's records.
+        let foreign = tx
+            .query(
+                "SELECT tablename, tableowner FROM pg_tables \
+                 WHERE schemaname = current_schema() AND tablename LIKE 'mfa\\_gate\\_%' \
+                 AND tableowner <> current_user",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        if let Some(row) = foreign.first() {
+            let (table, owner): (String, String) =
+                (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
+            return Err(StoreError::Io(format!(
+                "the table {table} belongs to the role {owner}, not to the gate's: give the gate a database (or schema) of its own"
+            )));
+        }
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS mfa_gate_schema (version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
         )
@@ -1052,14 +1114,23 @@ impl Store for PgStore {
     }
 
     async fn sweep(&self, now: u64) -> Result<(), StoreError> {
-        let now_s = signed(now)?;
-        let now_ms = signed(now.saturating_mul(1000))?;
-        self.execute("DELETE FROM mfa_gate_revoked WHERE until < $1", &[&now_s])
+        // Another gate's clock may run behind this one's, and a session passes there
+        // until its expiry by that clock: nothing is dropped before the earlier of this
+        // gate's time and the database's (and revocations not before the margin).
+        let db_now = self.database_time().await?;
+        let floor = signed(now)?.min(db_now);
+        self.execute(
+            "DELETE FROM mfa_gate_revoked WHERE until < $1",
+            &[&floor.saturating_sub(signed(super::REVOCATION_MARGIN)?)],
+        )
+        .await?;
+        self.execute("DELETE FROM mfa_gate_pending WHERE expires < $1", &[&floor])
             .await?;
-        self.execute("DELETE FROM mfa_gate_pending WHERE expires < $1", &[&now_s])
-            .await?;
-        self.execute("DELETE FROM mfa_gate_attempts WHERE tat < $1", &[&now_ms])
-            .await?;
+        self.execute(
+            "DELETE FROM mfa_gate_attempts WHERE tat < $1",
+            &[&floor.saturating_mul(1000)],
+        )
+        .await?;
         // Answers older than the grace can never stand in again.
         if let Ok(mut seen) = self.remembered.lock() {
             seen.retain(|_, (_, at)| at.elapsed() <= self.grace);

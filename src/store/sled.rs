@@ -458,7 +458,7 @@ impl Store for SledStore {
     async fn sweep(&self, now: u64) -> Result<(), StoreError> {
         for item in self.revoked.iter() {
             let (k, v) = item.map_err(io)?;
-            if be_u64(&v) < now {
+            if be_u64(&v) < now.saturating_sub(super::REVOCATION_MARGIN) {
                 self.revoked.remove(&k).map_err(io)?;
                 self.view()?.revoked.remove(&*String::from_utf8_lossy(&k));
             }
