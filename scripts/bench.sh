@@ -10,7 +10,8 @@
 # median over the rounds of req/s, p99, CPU µs/request of the target's own processes
 # (/proc/PID/stat), 1 MiB MiB/s, and memory idle after start and after the load. Prints
 # the table and writes BENCHMARKS.md (how each number is taken is written there), keeping
-# the hand-written section "## Findings and changes" at the end of the existing file.
+# the hand-written section "## Findings and changes" at the end of the existing file and
+# the stores' section scripts/bench-store.sh writes (between its <!-- store-bench --> markers).
 # Needs: cargo, nginx, wrk, oathtool, curl (apt-get install -y nginx wrk oathtool curl).
 # Knobs (environment):
 #   BENCH_ROUNDS           alternating rounds                        (default 3)
@@ -690,9 +691,14 @@ COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 SRC_COMMIT=$(git log -1 --format='%h %s' -- src Cargo.toml Cargo.lock 2>/dev/null || true)
 [ "${#SRC_COMMIT}" -le 90 ] || SRC_COMMIT="${SRC_COMMIT:0:90}…"
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT + uncommitted changes in src/ or Cargo.*"
-# The hand-written findings at the end of an existing report are carried over.
-FINDINGS=""
-[ ! -f "$OUTPUT" ] || FINDINGS=$(sed -n '/^## Findings and changes/,$p' "$OUTPUT")
+# The hand-written findings at the end of an existing report are carried over, and so is
+# the section scripts/bench-store.sh writes (between its markers), put back before them.
+FINDINGS="" STORE_SECTION=""
+STORE_RANGE='/^<!-- store-bench:start -->$/,/^<!-- store-bench:end -->$/'
+if [ -f "$OUTPUT" ]; then
+    FINDINGS=$(sed -n '/^## Findings and changes/,$p' "$OUTPUT" | sed "${STORE_RANGE}d")
+    STORE_SECTION=$(sed -n "${STORE_RANGE}p" "$OUTPUT")
+fi
 WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s --latency -H 'Authorization: Basic …' [-H 'Cookie: mfa_session=…'] URL/  (1 MiB: -d$BIG_DURATION URL/big.bin)"
 
 {
@@ -758,6 +764,7 @@ EOF
         done
     done
     echo "</details>"
+    [ -z "$STORE_SECTION" ] || printf '\n%s\n' "$STORE_SECTION"
     [ -z "$FINDINGS" ] || printf '\n%s\n' "$FINDINGS"
 } >"$OUTPUT"
 
