@@ -10,9 +10,10 @@
 //! 3. `POST /.mfa/verify` with the code → 303 and the session cookie.
 //!
 //! A time step's code is accepted once per user, so each login takes the next user of a
-//! pool whose time step is still unused, round robin; a user is never used twice in one
-//! step (the per-user steps are kept in a state file from one run to the next, so several
-//! runs against one store never collide). Every client keeps one keep-alive connection, from
+//! pool whose time step is still unused, round robin in a fixed shuffled order (so that the
+//! console's line-by-line password file costs every run the same on average); a user is
+//! never used twice in one step (the per-user steps are kept in a state file from one run
+//! to the next, so several runs against one store never collide). Every client keeps one keep-alive connection, from
 //! its own loopback address (127.0.1.x) when `--sources` is more than 1, so the per-client
 //! attempt quota is spread as it is for people on their own machines.
 //!
@@ -255,43 +256,51 @@ fn range(flags: &Flags, users: usize) -> Res<(usize, usize)> {
     Ok((from, to))
 }
 
-/// The users `from..to` and the last time step each one used; round robin.
+/// The users `from..to` and the last time step each one used, taken round robin in a
+/// fixed shuffled order: the console reads its password file line by line, so users in
+/// file order would make each run's logins cheaper or dearer for the console than the
+/// last run's; shuffled, every run's users sit half-way down the file on average.
 struct Pool {
     last: Vec<u64>,
+    order: Vec<usize>,
+    /// The position in `order` of the next user.
     cursor: usize,
-    from: usize,
-    to: usize,
 }
 
 impl Pool {
     /// The next user whose step `step` is unused (marking it used), or `None` when every
     /// user of the pool already used it.
     fn take(&mut self, step: u64) -> Option<usize> {
-        let i = self.cursor;
+        let i = self.order[self.cursor];
         if self.last[i] >= step {
             return None;
         }
         self.last[i] = step;
-        self.cursor = if i + 1 >= self.to { self.from } else { i + 1 };
+        self.cursor = (self.cursor + 1) % self.order.len();
         Some(i)
     }
 
     /// The state file's steps (none yet: every user's import step, before `not_before`).
     fn load(path: &Path, users: usize, from: usize, to: usize, not_before: u64) -> Res<Pool> {
+        // Fisher-Yates with a fixed xorshift seed: the same order in every run.
+        let mut order: Vec<usize> = (from..to).collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for k in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let j = usize::try_from(x % (k as u64 + 1)).unwrap_or(0);
+            order.swap(k, j);
+        }
         let mut pool = Pool {
             last: vec![not_before.saturating_sub(1); users],
-            cursor: from,
-            from,
-            to,
+            order,
+            cursor: 0,
         };
         if let Ok(text) = std::fs::read_to_string(path) {
             let mut lines = text.lines();
             if let Some(cursor) = lines.next().and_then(|c| c.parse::<usize>().ok()) {
-                pool.cursor = if (from..to).contains(&cursor) {
-                    cursor
-                } else {
-                    from
-                };
+                pool.cursor = cursor % pool.order.len();
             }
             for (slot, line) in pool.last.iter_mut().zip(lines) {
                 *slot = (*slot).max(line.parse().unwrap_or(0));
