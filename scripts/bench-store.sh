@@ -91,6 +91,8 @@ END_MARK='<!-- store-bench:end -->'
 STORES=(embedded postgres)
 
 die() { echo "bench-store.sh: $*" >&2 && exit 1; }
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "$0")/bench-common.sh"
 for tool in "$NGINX" wrk curl awk sed base64 timeout xargs; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install -y nginx wrk curl)"
 done
@@ -130,24 +132,6 @@ trap 'exit 130' INT TERM
 # nginx workers and PostgreSQL (as nobody) must reach their files; mktemp -d is 0700.
 chmod 755 "$TMP"
 
-free_port() { # a port nobody listens on now (racy, but everything binds at once)
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        case " ${TAKEN_PORTS:-} " in *" $port "*) continue ;; esac
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { TAKEN_PORTS="${TAKEN_PORTS:-} $port" && echo "$port" && return 0; }
-    done
-    die "no free port found"
-}
-wait_http() { # $1 port, $2 name, $3 log: until the port answers HTTP at all, up to 20 s
-    for _ in $(seq 200); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    cat "$3" >&2 || true
-    die "$2 did not start on port $1"
-}
-duration_secs() { case $1 in *s) echo "${1%s}" ;; *m) echo $((${1%m} * 60)) ;; *) echo "$1" ;; esac; }
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { # utime + stime of the given pids (all threads)
     [ $# -gt 0 ] || { echo 0 && return; }
@@ -162,33 +146,12 @@ pg_ticks() { # "user system" ticks of every postgres process: the postmaster (wi
         "/proc/$master/stat" "${files[@]}" 2>/dev/null ||
         awk '{ sub(/.*\) /, ""); print $12 + $14, $13 + $15 }' "/proc/$master/stat"
 }
-system_ticks() { # "busy total" over all CPUs (steal counts as busy: someone else)
-    awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
-}
-cpu_busy_percent() { # busy share of all CPUs over one second
-    local a b
-    a=$(system_ticks) && sleep 1 && b=$(system_ticks)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
-        if (t > 0) printf "%.0f", 100 * (y[1] - x[1]) / t; else print 0 }'
-}
-wait_quiet() { # bounded wait for the machine to calm down; sets BUSY, fails if still busy
-    local waited=0
-    BUSY=$(cpu_busy_percent)
-    while [ "$BUSY" -gt "$MAX_OTHER" ]; do
-        [ "$waited" -lt "$IDLE_WAIT" ] && [ "$WAITED" -lt "$WAIT_BUDGET" ] || return 1
-        echo "    the machine is busy ($BUSY% CPU); waiting ($waited/$IDLE_WAIT s, $WAITED/$WAIT_BUDGET s in all)"
-        sleep 4
-        waited=$((waited + 5)) WAITED=$((WAITED + 5))
-        BUSY=$(cpu_busy_percent)
-    done
-}
 children_ticks_to() { # CPU ticks of this shell's finished children (wrk, the load generator), into $1
     times >"$TMP/times.txt" # (not in a $(…) subshell: its `times` would not see them)
     awk -v hz="$CLK_TCK" 'NR == 2 { t = 0
         for (i = 1; i <= 2; i++) { v = $i; sub(/s$/, "", v); split(v, p, "m"); t += p[1] * 60 + p[2] }
         printf "%.0f\n", t * hz }' "$TMP/times.txt" >"$1"
 }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
 step_now() { echo $(($(date +%s) / 30)); }
 
 # ---------------------------------------------------------------------------------------
@@ -510,14 +473,9 @@ val() { # $1 kind, $2 store, $3 key: the values over the rounds, one a line
     awk -v k="$1" -v s="$2" -v key="$3" '$1 == k && $3 == s {
         for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == key) print kv[2] } }' "$RESULTS"
 }
-median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "?"; else if (NR % 2) print a[(NR + 1) / 2]
-    else printf "%.10g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 sum() { awk '{ s += $1 } END { print s + 0 }'; }
 med() { val "$1" "$2" "$3" | median; }
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "?") print "?"; else printf f, v }'; }
-commas() { awk -v v="$1" 'BEGIN { n = sprintf("%.0f", v); s = ""
-    while (length(n) > 3) { s = "," substr(n, length(n) - 2) s; n = substr(n, 1, length(n) - 3) }
-    print n s }'; }
 row() { # $1 label, $2 kind, $3 key, $4 printf format, $5 = 1: no ratio
     local e p
     e=$(med "$2" embedded "$3") p=$(med "$2" postgres "$3")

@@ -26,8 +26,9 @@ use crate::store::SessionCheck;
 /// `passthrough`.)
 ///
 /// The decryption and the binding are done once per cookie and credentials ([`Verified`]);
-/// the times, the revocation and the user's state are checked on every request, from the
-/// store's view in memory.
+/// the times, the revocation and the user's state are checked on every request, in one
+/// [`Store::session_check`](crate::store::Store::session_check) (the embedded store answers
+/// from its view in memory, PostgreSQL in one query).
 ///
 /// # Errors
 /// The store could not be read (the caller fails closed).

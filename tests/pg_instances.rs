@@ -426,6 +426,17 @@ async fn wrong_codes_spread_over_both_gates_add_up_to_one_lock_seen_by_both() {
     assert!(line.contains("backing off for"), "{listed}");
 }
 
+/// A cluster with a fresh database, a directory for the key file, and a Basic-mode gate
+/// builder in front of `console` on that database — for gates in this process, whose
+/// clocks and settings a test sets one by one.
+fn on_one_database(console: &Console) -> (PgCluster, String, tempfile::TempDir, GateBuilder) {
+    let pg = PgCluster::start();
+    let url = pg.fresh_database();
+    let keys = tempfile::tempdir().unwrap();
+    let builder = GateBuilder::basic(console.addr).postgres(&url, &keys.path().join("master.key"));
+    (pg, url, keys, builder)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_code_on_one_gate_does_not_lock_the_account_on_a_gate_whose_clock_is_behind() {
     // Two gates in this process, so their clocks can differ: B's is a second behind A's.
@@ -433,10 +444,7 @@ async fn a_wrong_code_on_one_gate_does_not_lock_the_account_on_a_gate_whose_cloc
     // requests on one host that read the clock on both sides of a second, and reach the
     // database in the other order, are the same case.
     let console = Console::start(&[ALICE]).await;
-    let pg = PgCluster::start();
-    let url = pg.fresh_database();
-    let keys = tempfile::tempdir().unwrap();
-    let builder = GateBuilder::basic(console.addr).postgres(&url, &keys.path().join("master.key"));
+    let (pg, url, _keys, builder) = on_one_database(&console);
     let a = builder
         .clone()
         .clock(Arc::new(ManualClock::new(T0 + 1)))
@@ -478,10 +486,7 @@ async fn a_logout_through_a_gate_with_a_shorter_limit_ends_the_session_on_every_
     // session (made on A) is 21 s old: over by D's limit, alive by A's. Her logout lands
     // on D; it must still end the session on A — and D's sweep must not forget it.
     let console = Console::start(&[ALICE]).await;
-    let pg = PgCluster::start();
-    let url = pg.fresh_database();
-    let keys = tempfile::tempdir().unwrap();
-    let builder = GateBuilder::basic(console.addr).postgres(&url, &keys.path().join("master.key"));
+    let (pg, url, _keys, builder) = on_one_database(&console);
     let a = builder
         .clone()
         .clock(Arc::new(ManualClock::new(T0)))
