@@ -52,11 +52,10 @@ async fn tls_to_the_database_is_checked_against_the_ca_file() {
         .await
         .unwrap();
     store.check_key(&[7u8; 32]).await.unwrap();
-    assert_eq!(
-        gate_connections(&cluster),
-        (1, 0),
-        "the pool's connection is encrypted"
-    );
+    // The pool's connection, and the one listening for the other gates' notices once
+    // it is up: every one encrypted.
+    let (tls, plain) = gate_connections(&cluster);
+    assert!(tls >= 1 && plain == 0, "{tls} with TLS, {plain} without");
     drop(store);
 
     // Another CA: refused, with the reason.

@@ -568,6 +568,52 @@ async fn a_logout_through_a_gate_with_a_shorter_limit_ends_the_session_on_every_
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_through_one_gate_just_before_an_outage_does_not_pass_on_the_other() {
+    // B remembers its last answer for each session, for an outage; a logout through A
+    // reaches B as a notice and B forgets the answer, so the copied cookie cannot ride
+    // the grace. Bob's session, which nobody ended, still does (the grace works).
+    let console = Console::start(&[ALICE, BOB]).await;
+    let two = Instances::start(
+        GateBuilder::basic(console.addr),
+        &["outage_grace = \"60s\""],
+    )
+    .await;
+    let step = step_with_room(3).await;
+    let alice = Browser::at(two.a.addr, Some(ALICE));
+    enroll(&alice, step).await;
+    let bob = Browser::at(two.b.addr, Some(BOB));
+    enroll(&bob, step).await;
+    // A copy of alice's cookie (taken before she signs out), used through B.
+    let thief = Browser::at(two.b.addr, Some(ALICE));
+    thief
+        .cookies
+        .lock()
+        .unwrap()
+        .clone_from(&alice.cookies.lock().unwrap());
+    assert_console(&thief, "/before", "alice").await;
+    assert_console(&bob, "/before-bob", "bob").await;
+
+    let form = alice.get("/.mfa/logout").await;
+    let out = alice
+        .post_form("/.mfa/logout", &[("csrf", &form.csrf())])
+        .await;
+    assert!(out.body.contains("Signed out"), "{}", brief(&out));
+    // The notice goes out when the revocation commits; give it a moment on the wire.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| two.pg.stop());
+
+    let got = thief.get("/during").await;
+    assert_eq!(
+        got.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the logged-out cookie rode B's remembered answer: {}",
+        brief(&got)
+    );
+    assert!(forwarded_under(&console, "/during").is_empty());
+    assert_console(&bob, "/during-bob", "bob").await;
+}
+
 // ---------------------------------------------------------------------------------------
 // A login outlives the gate that began it
 // ---------------------------------------------------------------------------------------

@@ -15,7 +15,10 @@
 //! does not, a session's per-request check ([`Store::session_check`]) is answered from the
 //! last answer the database gave for that session, if it is younger than the configured
 //! `outage_grace`; everything else (logins, enrollments, resets) fails closed. The pool
-//! reconnects by itself.
+//! reconnects by itself. Revocations and changes to a user's state are announced on the
+//! `mfa_gate` channel (`NOTIFY`, sent when they commit); every gate listens and forgets
+//! the answers they made stale, so a logout or reset made just before an outage does not
+//! ride another gate's remembered answer.
 //!
 //! The schema is created and migrated at start, under a transaction-scoped advisory lock,
 //! so several gates starting at once on an empty database migrate it once.
@@ -97,7 +100,7 @@ pub struct PgStore {
     /// Where the connections' I/O runs (see [`OwnRuntime`]).
     _runtime: Arc<OwnRuntime>,
     /// What the database last said of each session, for an outage.
-    remembered: Arc<Mutex<HashMap<String, (SessionCheck, Instant)>>>,
+    remembered: Arc<Mutex<Remembered>>,
     grace: Duration,
     shown: String,
 }
@@ -363,10 +366,16 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Io(format!("cannot set up the database pool: {e}")))?;
+        let remembered = Arc::new(Mutex::new(Remembered::default()));
+        runtime.spawn(listen(
+            settings.clone(),
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(settings)?),
+            Arc::clone(&remembered),
+        ));
         let store = PgStore {
             pool,
             _runtime: Arc::new(OwnRuntime(Some(runtime))),
-            remembered: Arc::default(),
+            remembered,
             grace: settings.outage_grace,
             shown: shown.clone(),
         };
@@ -748,6 +757,15 @@ impl PgStore {
                 .transpose()?;
             let existed = old.is_some();
             let (new, outcome) = UserRecord::apply(old.clone(), op, now);
+            let state = |r: &Option<UserRecord>| r.as_ref().map(UserRecord::state);
+            if state(&old) != state(&new) {
+                // Delivered at commit: the other gates drop what they remember of the
+                // user's sessions (a reset, a lock, an unlock).
+                let notice = Notice::User(realm.clone(), user.clone()).payload();
+                tx.execute("SELECT pg_notify('mfa_gate', $1)", &[&notice])
+                    .await
+                    .map_err(db)?;
+            }
             match new {
                 Some(new) if old.as_ref() != Some(&new) => {
                     let row = UserRow::new(&new)?;
@@ -772,20 +790,15 @@ impl PgStore {
     }
 
     /// Remembers what the database said of a session, for an outage.
-    fn remember(&self, id: &str, check: SessionCheck) {
+    fn remember(&self, realm: &str, user: &str, id: &str, check: SessionCheck) {
         if let Ok(mut seen) = self.remembered.lock() {
-            if seen.len() >= REMEMBERED && !seen.contains_key(id) {
-                seen.clear();
-            }
-            seen.insert(id.to_string(), (check, Instant::now()));
+            seen.keep(realm, user, id, check);
         }
     }
 
     /// The last answer for a session if it is recent enough to stand in for the database.
     fn recall(&self, id: &str) -> Option<SessionCheck> {
-        let seen = self.remembered.lock().ok()?;
-        let (check, at) = seen.get(id)?;
-        (at.elapsed() <= self.grace).then_some(*check)
+        self.remembered.lock().ok()?.recall(id, self.grace)
     }
 
     async fn session_check_now(
@@ -857,6 +870,143 @@ impl PgStore {
         tx.commit().await.map_err(db)?;
         Ok(true)
     }
+}
+
+/// What this gate remembers of the sessions it checked: the database's last answer and
+/// when, for an outage. Notices from the other gates ([`listen`]) drop what they changed.
+#[derive(Debug, Default)]
+struct Remembered {
+    sessions: HashMap<String, Remembrance>,
+}
+
+#[derive(Debug)]
+struct Remembrance {
+    check: SessionCheck,
+    at: Instant,
+    realm: String,
+    user: String,
+}
+
+impl Remembered {
+    fn keep(&mut self, realm: &str, user: &str, id: &str, check: SessionCheck) {
+        if self.sessions.len() >= REMEMBERED && !self.sessions.contains_key(id) {
+            self.sessions.clear();
+        }
+        self.sessions.insert(
+            id.to_string(),
+            Remembrance {
+                check,
+                at: Instant::now(),
+                realm: realm.to_string(),
+                user: user.to_string(),
+            },
+        );
+    }
+
+    fn recall(&self, id: &str, grace: Duration) -> Option<SessionCheck> {
+        let r = self.sessions.get(id)?;
+        (r.at.elapsed() <= grace).then_some(r.check)
+    }
+
+    fn forget_session(&mut self, id: &str) {
+        self.sessions.remove(id);
+    }
+
+    fn forget_user(&mut self, realm: &str, user: &str) {
+        self.sessions
+            .retain(|_, r| !(r.realm == realm && r.user == user));
+    }
+
+    fn forget_older_than(&mut self, grace: Duration) {
+        self.sessions.retain(|_, r| r.at.elapsed() <= grace);
+    }
+
+    fn forget_all(&mut self) {
+        self.sessions.clear();
+    }
+}
+
+/// What one gate tells the others on the `mfa_gate` channel (`NOTIFY`, delivered when
+/// the change commits).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Notice {
+    /// A session was revoked (logout, a changed binding).
+    Session(String),
+    /// What a session check reads of a user changed (reset, lock, unlock, enrollment).
+    User(String, String),
+}
+
+impl Notice {
+    fn payload(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Listens on the `mfa_gate` channel for as long as the store lives, reconnecting after
+/// a second when the connection ends, and drops the remembered answers each notice
+/// makes stale. Whenever it (re)starts listening it forgets everything: a notice may
+/// have gone by while it was not. (While the database is down nothing is forgotten:
+/// that is what the answers are remembered for.)
+async fn listen(
+    settings: Postgres,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    remembered: Arc<Mutex<Remembered>>,
+) {
+    let mut told = false;
+    loop {
+        if let Err(e) = listen_once(&settings, tls.clone(), &remembered).await {
+            if !told {
+                tracing::warn!(error = %e, "not listening for the other gates' notices; trying again every second");
+                told = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(
+    settings: &Postgres,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    remembered: &Mutex<Remembered>,
+) -> Result<(), String> {
+    let mut pg = settings.settings()?;
+    pg.connect_timeout(CONNECT_TIMEOUT);
+    let (client, mut connection) = pg.connect(tls).await.map_err(|e| db(e).to_string())?;
+    let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if notices.send(n.payload().to_string()).is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN mfa_gate")
+        .await
+        .map_err(|e| db(e).to_string())?;
+    if let Ok(mut seen) = remembered.lock() {
+        seen.forget_all();
+    }
+    while let Some(payload) = received.recv().await {
+        let Ok(mut seen) = remembered.lock() else {
+            break;
+        };
+        match serde_json::from_str::<Notice>(&payload) {
+            Ok(Notice::Session(id)) => seen.forget_session(&id),
+            Ok(Notice::User(realm, user)) => seen.forget_user(&realm, &user),
+            // A notice this gate does not understand (a newer gate): be safe.
+            Err(_) => seen.forget_all(),
+        }
+    }
+    driver.abort();
+    drop(client);
+    Err("the listening connection ended".into())
 }
 
 /// TLS to the database: the system roots, or the configured CA file; the certificate
@@ -932,7 +1082,7 @@ impl Store for PgStore {
     ) -> Result<SessionCheck, StoreError> {
         match self.timed(self.session_check_now(realm, user, id)).await {
             Ok(check) => {
-                self.remember(id, check);
+                self.remember(realm, user, id, check);
                 Ok(check)
             }
             Err(e) => match self.recall(id) {
@@ -1057,15 +1207,22 @@ impl Store for PgStore {
     }
 
     async fn revoke_session(&self, id: &str, until: u64) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO mfa_gate_revoked (id, until) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET until = greatest(mfa_gate_revoked.until, $2)",
-            &[&id, &signed(until)?],
+        // The revocation and its notice to the other gates, in one statement.
+        self.row(
+            "WITH revoked AS (INSERT INTO mfa_gate_revoked (id, until) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET until = greatest(mfa_gate_revoked.until, $2) \
+             RETURNING id) \
+             SELECT pg_notify('mfa_gate', $3) FROM revoked",
+            &[
+                &id,
+                &signed(until)?,
+                &Notice::Session(id.to_string()).payload(),
+            ],
         )
         .await?;
         // This gate never lets the session pass on an older answer.
         if let Ok(mut seen) = self.remembered.lock() {
-            seen.remove(id);
+            seen.forget_session(id);
         }
         Ok(())
     }
@@ -1133,7 +1290,7 @@ impl Store for PgStore {
         .await?;
         // Answers older than the grace can never stand in again.
         if let Ok(mut seen) = self.remembered.lock() {
-            seen.retain(|_, (_, at)| at.elapsed() <= self.grace);
+            seen.forget_older_than(self.grace);
         }
         Ok(())
     }
@@ -1200,3 +1357,45 @@ impl Store for PgStore {
 }
 
 use super::Health;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live() -> SessionCheck {
+        SessionCheck {
+            user: Some(UserState {
+                enrolled: true,
+                not_before: 0,
+                generation: 0,
+            }),
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn notices_drop_exactly_what_they_changed() {
+        let grace = Duration::from_secs(60);
+        let mut seen = Remembered::default();
+        seen.keep("r", "alice", "a1", live());
+        seen.keep("r", "alice", "a2", live());
+        seen.keep("r", "bob", "b1", live());
+        seen.keep("q", "alice", "q1", live());
+        let notice = |n: Notice| serde_json::from_str::<Notice>(&n.payload()).ok();
+        assert_eq!(
+            notice(Notice::User("r".into(), "alice".into())),
+            Some(Notice::User("r".into(), "alice".into()))
+        );
+        seen.forget_user("r", "alice");
+        assert_eq!(
+            ["a1", "a2", "b1", "q1"].map(|id| seen.recall(id, grace).is_some()),
+            [false, false, true, true],
+            "a reset of r/alice: her sessions only, not q/alice's"
+        );
+        seen.forget_session("b1");
+        assert!(seen.recall("b1", grace).is_none());
+        assert!(seen.recall("q1", grace).is_some());
+        seen.forget_all();
+        assert!(seen.recall("q1", grace).is_none());
+    }
+}
