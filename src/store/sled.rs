@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    Outcome, PendingCaps, PendingLogin, Store, StoreError, Stored, TokenRecord, UserOp, UserRecord,
-    UserState,
+    Outcome, PendingCaps, PendingLogin, SessionCheck, Store, StoreError, Stored, TokenRecord,
+    UserOp, UserRecord, UserState,
 };
 
 /// The sled-backed store. Cheap to clone (sled handles are `Arc`s).
@@ -280,6 +280,30 @@ impl SledStore {
         }
     }
 
+    /// A user's state from the view, read from the store (and kept) the first time.
+    fn state_in(
+        &self,
+        view: &mut View,
+        realm: &str,
+        user: &str,
+    ) -> Result<Option<UserState>, StoreError> {
+        let key = user_key(realm, user);
+        if let Some(state) = view.users.get(&key) {
+            return Ok(*state);
+        }
+        let state = self
+            .users
+            .get(&key)
+            .map_err(io)?
+            .map(|v| decode::<UserRecord>(&v).map(|r| r.state()))
+            .transpose()?;
+        if view.users.len() >= VIEW_USERS {
+            view.users.clear();
+        }
+        view.users.insert(key, state);
+        Ok(state)
+    }
+
     fn view(&self) -> Result<std::sync::MutexGuard<'_, View>, StoreError> {
         self.view
             .lock()
@@ -310,22 +334,23 @@ impl Store for SledStore {
     }
 
     async fn user_state(&self, realm: &str, user: &str) -> Result<Option<UserState>, StoreError> {
-        let key = user_key(realm, user);
         let mut view = self.view()?;
-        if let Some(state) = view.users.get(&key) {
-            return Ok(*state);
-        }
-        let state = self
-            .users
-            .get(&key)
-            .map_err(io)?
-            .map(|v| decode::<UserRecord>(&v).map(|r| r.state()))
-            .transpose()?;
-        if view.users.len() >= VIEW_USERS {
-            view.users.clear();
-        }
-        view.users.insert(key, state);
-        Ok(state)
+        self.state_in(&mut view, realm, user)
+    }
+
+    /// Both answers from the view, under one lock and without the two calls of the
+    /// default (this runs on every request of a session).
+    async fn session_check(
+        &self,
+        realm: &str,
+        user: &str,
+        id: &str,
+    ) -> Result<SessionCheck, StoreError> {
+        let mut view = self.view()?;
+        Ok(SessionCheck {
+            user: self.state_in(&mut view, realm, user)?,
+            revoked: view.revoked.contains(id),
+        })
     }
 
     async fn users(
