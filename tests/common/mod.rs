@@ -20,6 +20,7 @@ pub mod postgres;
 pub mod servlet;
 pub mod systemd;
 pub mod tokens;
+pub mod wire;
 
 // Not every test binary uses all of them.
 #[allow(unused_imports)]
