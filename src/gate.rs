@@ -278,6 +278,38 @@ async fn admin_api_route(
     }
 }
 
+/// What [`route`] would decide for a request without a body, asked by the direct lane
+/// ([`crate::server::lane`]) before it forwards the request itself: its site and session
+/// when it is for the console, carries no machine token, is not the form login (or one of
+/// its aliases), has a session that is genuine, bound to its credentials and stands
+/// ([`sessions::known`]), and its console is plain HTTP (the lane does not speak TLS to consoles).
+/// `None` means "judge it in full": nothing was refused, counted or changed.
+pub async fn straight_through(
+    gate: &Gate,
+    req: &Request<()>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Option<(Ctx, Arc<Session>)> {
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let ctx = check_request(gate, req, peer, tls).ok()?;
+    if gate.site(&ctx).upstream.tls.is_some() {
+        return None;
+    }
+    let path = req.uri().path();
+    if target::route(path, &gate.config.server.prefix) != Ok(Route::Console)
+        || req.headers().contains_key(crate::tokens::HEADER)
+    {
+        return None;
+    }
+    if let FirstFactor::Form(f) = &gate.site(&ctx).first_factor {
+        if f.is_login(path) || f.is_login_alias(path) {
+            return None;
+        }
+    }
+    let session = sessions::known(gate, &ctx, req.headers()).await?;
+    Some((ctx, session))
+}
+
 /// Framing, target form and host: the checks before any routing.
 fn check_request<B>(
     gate: &Gate,

@@ -231,7 +231,7 @@ impl<B> Cut<B> {
 }
 
 /// A response body at least this large (or of unknown length) is long-lived traffic.
-const LONG_LIVED: u64 = 1024 * 1024;
+pub const LONG_LIVED: u64 = 1024 * 1024;
 
 /// Wraps a response of a continuing session so it is cut when the session ends, if it is
 /// long-lived (a stream, or large); a short answer is left as it is.

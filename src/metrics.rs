@@ -189,6 +189,8 @@ pub struct Metrics {
     session_checks: [Counter; 2],
     connections: Counter,
     open_connections: AtomicU64,
+    /// Requests answered by the direct lane, and connections it handed to the full router.
+    lane: [Counter; 2],
 }
 
 /// What a metric is counted for, outside the request path.
@@ -253,6 +255,16 @@ impl Metrics {
     /// A request's session cookie was checked; `valid`: it carried a session.
     pub fn session_checked(&self, valid: bool) {
         self.session_checks[usize::from(!valid)].inc();
+    }
+
+    /// A request was answered by the direct lane ([`crate::server::lane`]).
+    pub fn lane_answered(&self) {
+        self.lane[0].inc();
+    }
+
+    /// The direct lane handed a connection to the full router.
+    pub fn lane_handed_over(&self) {
+        self.lane[1].inc();
     }
 
     /// A connection was accepted; it counts as open until the guard is dropped.
@@ -434,6 +446,18 @@ impl Metrics {
             "mfa_gate_connections_total",
             "Client connections accepted.",
             self.connections.get(),
+        );
+        counter(
+            w,
+            "mfa_gate_direct_lane_requests_total",
+            "Requests of a session forwarded by the direct lane (the rest go through the full router).",
+            self.lane[0].get(),
+        );
+        counter(
+            w,
+            "mfa_gate_direct_lane_handovers_total",
+            "Client connections the direct lane handed to the full router at a request it does not take.",
+            self.lane[1].get(),
         );
         header(
             w,

@@ -270,15 +270,17 @@ impl ConsoleClient {
 
         let started = std::time::Instant::now();
         let sent = self.send(req, site).await;
-        if let Some(m) = fwd.metrics {
-            match &sent {
-                Ok(_) => m.upstream().observe(started.elapsed()),
-                Err(UpstreamError::Timeout) => m.upstream_failed(UpstreamFailure::Timeout),
-                Err(UpstreamError::Tls) => m.upstream_failed(UpstreamFailure::Tls),
-                Err(_) => m.upstream_failed(UpstreamFailure::Unreachable),
-            }
-        }
+        count_upstream(fwd.metrics, started, sent.as_ref().err());
         let mut resp = sent?;
+        // Framed both ways (RFC 9112 §6.3): hyper reads it as chunked and would keep the
+        // length for the client, so the client would read it otherwise. Refused.
+        let h = resp.headers();
+        if h.contains_key(http::header::TRANSFER_ENCODING)
+            && h.contains_key(http::header::CONTENT_LENGTH)
+        {
+            tracing::warn!(site = %site.name, "the console's answer has both Content-Length and Transfer-Encoding");
+            return Err(UpstreamError::Invalid);
+        }
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_side {
                 let console_side = hyper::upgrade::on(&mut resp);
@@ -318,6 +320,21 @@ impl ConsoleClient {
             parts,
             body.map_err(BoxError::from).boxed_unsync(),
         ))
+    }
+}
+
+/// Counts a console's answer to a request sent at `started` (its time), or its failure.
+pub fn count_upstream(
+    metrics: Option<&SiteMetrics>,
+    started: std::time::Instant,
+    failure: Option<&UpstreamError>,
+) {
+    let Some(m) = metrics else { return };
+    match failure {
+        None => m.upstream().observe(started.elapsed()),
+        Some(UpstreamError::Timeout) => m.upstream_failed(UpstreamFailure::Timeout),
+        Some(UpstreamError::Tls) => m.upstream_failed(UpstreamFailure::Tls),
+        Some(_) => m.upstream_failed(UpstreamFailure::Unreachable),
     }
 }
 

@@ -15,10 +15,13 @@
 pub mod activation;
 pub mod activity;
 pub mod connection;
+mod console_link;
+pub mod lane;
 pub mod limits;
 pub mod metrics_endpoint;
 pub mod reload;
 pub mod serving;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 
 use crate::audit;
-use crate::config::FirstFactor;
+use crate::config::{FirstFactor, Site};
 use crate::cookies::RequestCookies;
 use crate::error::Error;
 use crate::identity::{basic_identity, binding, same_binding};
@@ -25,7 +25,8 @@ use crate::store::SessionCheck;
 /// it. (In form mode a new console session arrives in an answer the gate sees; see
 /// `passthrough`.)
 ///
-/// The decryption and the binding are done once per cookie and credentials ([`Verified`]);
+/// The decryption and the binding are done once per cookie and credentials
+/// ([`Verified`](crate::verified::Verified));
 /// the times, the revocation and the user's state are checked on every request, in one
 /// [`Store::session_check`](crate::store::Store::session_check) (the embedded store answers
 /// from its view in memory, PostgreSQL in one query).
@@ -47,11 +48,7 @@ pub async fn current(
         valid: false,
     };
     let site = gate.site(ctx);
-    // What the session is bound to, as the request carries it.
-    let proof = match &site.first_factor {
-        FirstFactor::Basic(_) => headers.get(AUTHORIZATION).map_or(&[][..], |v| v.as_bytes()),
-        FirstFactor::Form(f) => cookies.exact(&f.session_cookie).unwrap_or("").as_bytes(),
-    };
+    let proof = proof(site, headers, &cookies);
     let s = match gate.verified.get(raw, proof) {
         Some(s) => s,
         None => {
@@ -69,20 +66,65 @@ pub async fn current(
             gate.verified.insert(raw, proof, s)
         }
     };
+    if !stands(gate, site, &s).await? {
+        return Ok(None);
+    }
+    counted.valid = true;
+    Ok(Some(s))
+}
+
+/// The session of a request the direct lane ([`crate::server::lane`]) may forward itself:
+/// the same answer as [`current`] when the session is genuine, bound to the request's
+/// credentials and stands; `None` otherwise — with nothing counted and nothing ended, for
+/// the request is then judged in full by [`current`].
+pub async fn known(gate: &Gate, ctx: &Ctx, headers: &HeaderMap) -> Option<Arc<Session>> {
+    let cookies = RequestCookies::parse(headers);
+    let raw = cookies.exact(gate.names.session)?;
+    let site = gate.site(ctx);
+    let proof = proof(site, headers, &cookies);
+    let s = match gate.verified.get(raw, proof) {
+        Some(s) => s,
+        None => {
+            let s = session::open_session(raw, &gate.names, &gate.keys.cookie)?;
+            // Not bound: [`current`] ends it (the credentials changed) or ignores it.
+            if !bound(gate, ctx, &s, headers, &cookies) {
+                return None;
+            }
+            gate.verified.insert(raw, proof, s)
+        }
+    };
+    if !stands(gate, site, &s).await.ok()? {
+        return None;
+    }
+    gate.metrics.session_checked(true);
+    Some(s)
+}
+
+/// What a session is bound to, as the request carries it: the Basic credentials, or the
+/// console's session cookie.
+fn proof<'h>(site: &Site, headers: &'h HeaderMap, cookies: &RequestCookies<'h>) -> &'h [u8] {
+    match &site.first_factor {
+        FirstFactor::Basic(_) => headers.get(AUTHORIZATION).map_or(&[][..], |v| v.as_bytes()),
+        FirstFactor::Form(f) => cookies.exact(&f.session_cookie).unwrap_or("").as_bytes(),
+    }
+}
+
+/// Whether a verified session of `site` still stands now: its site and realm, its idle
+/// and absolute limits, and (one store read) its user's state and its revocation.
+///
+/// # Errors
+/// The store could not be read.
+async fn stands(gate: &Gate, site: &Site, s: &Session) -> Result<bool, Error> {
     let limits = &gate.config.session;
     if s.site != site.name
         || s.realm != site.realm
         || s.check_times(gate.now(), limits.idle.as_secs(), limits.absolute.as_secs())
             .is_err()
     {
-        return Ok(None);
+        return Ok(false);
     }
     let check = gate.store.session_check(&s.realm, &s.user, &s.id).await?;
-    if !alive(&check, s.iat, s.generation) {
-        return Ok(None);
-    }
-    counted.valid = true;
-    Ok(Some(s))
+    Ok(alive(&check, s.iat, s.generation))
 }
 
 /// The session in the request's cookie if the cookie is genuine and of this site —

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::activity::{Busy, ConnState, Timing};
+use super::lane;
 use super::limits::Admitted;
 use super::serving::Current;
 use crate::response::{Body, BoxError};
@@ -118,12 +119,32 @@ async fn serve_io<IO>(
         tracing::debug!(%peer, "closed before a protocol was detected");
         return;
     };
-    let io = ConnIo {
+    let mut io = ConnIo {
         inner: io,
         replay: seen,
         http1: !http2,
         slot,
     };
+    if !http2 {
+        let conn = lane::Conn {
+            peer,
+            tls: settings.tls,
+            state: &state,
+            shared: settings.shared,
+            timing: settings.timing,
+            max_header_bytes: settings.max_header_bytes,
+        };
+        match lane::serve(io, &conn, shutdown).await {
+            lane::Outcome::Closed(why) => {
+                tracing::debug!(%peer, why, "connection ended");
+                return;
+            }
+            lane::Outcome::HandOver { io: rest, unread } => {
+                io = rest;
+                io.replay = unread;
+            }
+        }
+    }
     // The framing guard watches the plaintext: inside TLS, not the TCP bytes.
     let (io, smuggling) = crate::framing::Watched::new(io);
     let io = TokioIo::new(io);
@@ -272,7 +293,7 @@ async fn before_first_request<F: Future>(
     }
 }
 
-async fn sleep_until(due: Option<Instant>) {
+pub(super) async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due.into()).await,
         None => std::future::pending().await,

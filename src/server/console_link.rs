@@ -1,0 +1,319 @@
+//! The direct lane's connection to a console: one kept-alive TCP connection per client
+//! connection (as nginx's `keepalive` keeps them), the request head written in one go,
+//! the response head read under the site's `upstream_timeout`, and the body relayed to
+//! the client with the gate's own framing.
+//!
+//! A connection that has answered before may have been closed by the console while it
+//! sat idle; a request that meets such a close before any byte of an answer (they are
+//! all GET or HEAD here, which may be sent again) is sent once more on a new connection.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::uri::Authority;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::wire::{self, Dechunk, Framing, ResponseHead, Unusable};
+use crate::config::Site;
+use crate::error::UpstreamError;
+use crate::live::Lease;
+
+/// How long connecting to a console may take (as the pooled client's connector).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most bytes of a console's response head (as the pooled client's read buffer).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Bytes read from a console at a time while relaying a body.
+const RELAY_CHUNK: usize = 64 * 1024;
+
+/// One console connection.
+#[derive(Debug)]
+pub struct Link {
+    /// The console it is connected to.
+    authority: Authority,
+    stream: TcpStream,
+    /// Bytes read and not yet used.
+    inbox: BytesMut,
+    /// Whether it has answered a request before (so it may have been closed since).
+    answered: bool,
+}
+
+/// A response head read from a console, with the connection its body comes on.
+#[derive(Debug)]
+pub struct Answer {
+    pub head: ResponseHead,
+    pub link: Link,
+}
+
+/// Sends the request head `request` to the site's console — on `kept`, the connection
+/// kept from an earlier request, when it leads there — and reads the response head,
+/// within the site's `upstream_timeout`. Interim (1xx) answers are skipped.
+///
+/// # Errors
+/// The console cannot be reached, did not answer in time, or its answer is unusable.
+pub async fn round_trip(
+    kept: Option<Link>,
+    site: &Site,
+    request: &[u8],
+    to_head: bool,
+) -> Result<Answer, UpstreamError> {
+    let authority = &site.upstream.authority;
+    let kept = kept.filter(|l| l.authority == *authority);
+    let attempt = async {
+        let mut link = kept;
+        loop {
+            let reused = link.is_some();
+            let mut l = match link.take() {
+                Some(l) => l,
+                None => connect(site).await?,
+            };
+            match exchange(&mut l, request, to_head).await {
+                Ok(head) => return Ok(Answer { head, link: l }),
+                // Closed while idle: once more, on a new connection.
+                Err(Failure::Closed) if reused && l.answered => continue,
+                Err(Failure::Closed | Failure::Io) => {
+                    tracing::warn!(site = %site.name, "the console closed the connection without an answer");
+                    return Err(UpstreamError::Unreachable);
+                }
+                Err(Failure::Unusable(Unusable(why))) => {
+                    tracing::warn!(site = %site.name, "the console's answer is unusable: {why}");
+                    return Err(UpstreamError::Invalid);
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(site.upstream_timeout, attempt).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!(site = %site.name, "the console did not answer within {:?}", site.upstream_timeout);
+            Err(UpstreamError::Timeout)
+        }
+    }
+}
+
+async fn connect(site: &Site) -> Result<Link, UpstreamError> {
+    let authority = &site.upstream.authority;
+    let host = authority.host();
+    // An IPv6 literal comes in brackets.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(site = %site.name, error = %e, "cannot reach the console");
+            return Err(UpstreamError::Unreachable);
+        }
+        Err(_) => {
+            tracing::warn!(site = %site.name, "cannot reach the console: connecting timed out");
+            return Err(UpstreamError::Unreachable);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Link {
+        authority: authority.clone(),
+        stream,
+        inbox: BytesMut::with_capacity(8 * 1024),
+        answered: false,
+    })
+}
+
+enum Failure {
+    /// The console closed (or reset) the connection before any byte of an answer.
+    Closed,
+    /// It failed later, within the answer.
+    Io,
+    Unusable(Unusable),
+}
+
+async fn exchange(l: &mut Link, request: &[u8], to_head: bool) -> Result<ResponseHead, Failure> {
+    l.inbox.clear();
+    if l.stream.write_all(request).await.is_err() {
+        return Err(Failure::Closed);
+    }
+    loop {
+        match wire::response_head(&l.inbox, to_head).map_err(Failure::Unusable)? {
+            Some((head, n)) => {
+                l.inbox.advance(n);
+                if head.status.is_informational() {
+                    continue;
+                }
+                return Ok(head);
+            }
+            None if l.inbox.len() >= MAX_HEAD => {
+                return Err(Failure::Unusable(Unusable("a response head too large")))
+            }
+            None => {}
+        }
+        let before = l.inbox.len();
+        l.inbox.reserve(4096);
+        match l.stream.read_buf(&mut l.inbox).await {
+            Ok(0) | Err(_) if before == 0 => return Err(Failure::Closed),
+            Ok(0) | Err(_) => return Err(Failure::Io),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// How relaying a body ended.
+#[derive(Debug)]
+pub enum Relayed {
+    /// The whole body went to the client; the console connection may serve another
+    /// request.
+    Whole(Link),
+    /// The whole body went to the client; the console connection is done.
+    WholeLinkClosed,
+    /// The body was cut short (the console broke off, the client went away, the
+    /// session ended): the client connection must close, so the client sees it.
+    Broken,
+    /// The body's first bytes are not validly framed; nothing was sent to the client.
+    Unusable,
+}
+
+/// How relaying a body went.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Whole,
+    Broken,
+    /// Refused before anything was sent.
+    Unusable,
+}
+
+/// Writes `out` (the response head, ready) and the body of `answer` to `client`, framed
+/// as `wire::write_response_head` announced (the console's length, else chunked). With a
+/// `lease`, the relay stops when the session ends.
+pub async fn relay<C>(
+    client: &mut C,
+    out: &mut BytesMut,
+    answer: Answer,
+    lease: Option<Lease>,
+) -> Relayed
+where
+    C: AsyncWrite + Unpin,
+{
+    let Answer { head, mut link } = answer;
+    link.answered = true;
+    let relay = body(client, out, &head, &mut link);
+    let sent = match lease {
+        None => relay.await,
+        Some(lease) => tokio::select! {
+            sent = relay => sent,
+            () = lease.ended() => {
+                tracing::info!("closing a response of a session that ended");
+                Sent::Broken
+            }
+        },
+    };
+    match sent {
+        Sent::Broken => Relayed::Broken,
+        Sent::Unusable => Relayed::Unusable,
+        Sent::Whole if head.closes || head.framing == Framing::UntilClose => {
+            Relayed::WholeLinkClosed
+        }
+        // Bytes past the end of the answer: the console does not frame its answers as
+        // it says; its connection is not used again.
+        Sent::Whole if !link.inbox.is_empty() => Relayed::WholeLinkClosed,
+        Sent::Whole => Relayed::Whole(link),
+    }
+}
+
+/// Relays the body.
+async fn body<C>(client: &mut C, out: &mut BytesMut, head: &ResponseHead, link: &mut Link) -> Sent
+where
+    C: AsyncWrite + Unpin,
+{
+    match head.framing {
+        Framing::Empty => sent(client.write_all(out).await),
+        Framing::Length(n) => {
+            let mut left = n;
+            let first = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(link.inbox.len());
+            out.extend_from_slice(&link.inbox[..first]);
+            link.inbox.advance(first);
+            left -= first as u64;
+            if client.write_all(out).await.is_err() {
+                return Sent::Broken;
+            }
+            while left > 0 {
+                link.inbox.clear();
+                link.inbox.reserve(RELAY_CHUNK);
+                match link.stream.read_buf(&mut link.inbox).await {
+                    Ok(0) | Err(_) => return Sent::Broken,
+                    Ok(_) => {}
+                }
+                let take = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(link.inbox.len());
+                if client.write_all(&link.inbox[..take]).await.is_err() {
+                    return Sent::Broken;
+                }
+                link.inbox.advance(take);
+                left -= take as u64;
+            }
+            Sent::Whole
+        }
+        Framing::Chunked => {
+            let mut chunks = Dechunk::default();
+            let mut first = true;
+            loop {
+                match chunks.feed(&link.inbox, out) {
+                    Ok(used) => link.inbox.advance(used),
+                    Err(Unusable(why)) => {
+                        tracing::warn!("the console's chunked body is broken: {why}");
+                        // Nothing was sent yet when the first bytes are broken.
+                        return if first { Sent::Unusable } else { Sent::Broken };
+                    }
+                }
+                if chunks.done() {
+                    out.extend_from_slice(wire::LAST_CHUNK);
+                    return sent(client.write_all(out).await);
+                }
+                first = false;
+                if !out.is_empty() {
+                    if client.write_all(out).await.is_err() {
+                        return Sent::Broken;
+                    }
+                    out.clear();
+                }
+                link.inbox.clear();
+                link.inbox.reserve(RELAY_CHUNK);
+                match link.stream.read_buf(&mut link.inbox).await {
+                    Ok(0) | Err(_) => return Sent::Broken,
+                    Ok(_) => {}
+                }
+            }
+        }
+        Framing::UntilClose => {
+            loop {
+                wire::put_chunk(out, &link.inbox);
+                link.inbox.clear();
+                if !out.is_empty() {
+                    if client.write_all(out).await.is_err() {
+                        return Sent::Broken;
+                    }
+                    out.clear();
+                }
+                link.inbox.reserve(RELAY_CHUNK);
+                match link.stream.read_buf(&mut link.inbox).await {
+                    Ok(0) => break,
+                    Err(_) => return Sent::Broken,
+                    Ok(_) => {}
+                }
+            }
+            sent(client.write_all(wire::LAST_CHUNK).await)
+        }
+    }
+}
+
+fn sent(written: std::io::Result<()>) -> Sent {
+    match written {
+        Ok(()) => Sent::Whole,
+        Err(_) => Sent::Broken,
+    }
+}

@@ -1,0 +1,326 @@
+//! The direct lane: an HTTP/1.1 connection's plain console traffic — a `GET` or `HEAD`
+//! with no body, of a session the gate has verified before — forwarded without hyper's
+//! two codecs in between (its server reading the client, its client writing to the
+//! console): the head is read once with `httparse`, judged by the same code as every
+//! request ([`gate::straight_through`], then the same header hygiene and session rules
+//! as [`crate::passthrough`]), written to the console from what was judged, and the
+//! answer relayed with the gate's framing on one kept-alive console connection
+//! ([`console_link`]).
+//!
+//! The lane only ever answers requests it fully understands. At the first request it
+//! does not take — another method, a body, an upgrade, a login, the gate's own pages, a
+//! machine token, no or an unknown session, anything it cannot read — it hands the
+//! connection, with every byte it has read and not answered, to hyper and the full router
+//! ([`crate::gate::handle`]) for the rest of the connection's life. So nothing is refused
+//! or let through here that the full path would judge otherwise.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, SET_COOKIE, STRICT_TRANSPORT_SECURITY,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::activity::{ConnState, Timing};
+use super::connection::{Shared, CLOSE_GRACE};
+use super::console_link::{self, Relayed};
+use super::wire::{self, Framing, Outgoing, Scan};
+use crate::access_log::{self, Seen};
+use crate::error::Error;
+use crate::gate;
+use crate::live;
+use crate::pages::refusal::{self, Format};
+use crate::passthrough;
+use crate::proxy;
+use crate::response::Body;
+use crate::session::Session;
+use crate::sessions;
+use crate::state::{Ctx, Gate};
+use crate::target;
+
+/// One client connection, as the lane needs it.
+pub struct Conn<'a> {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub state: &'a Arc<ConnState>,
+    pub shared: &'a Arc<Shared>,
+    pub timing: Timing,
+    pub max_header_bytes: usize,
+}
+
+/// How the lane left a connection.
+pub enum Outcome<IO> {
+    /// It is over (closed by either side, timed out, evicted, shut down).
+    Closed(&'static str),
+    /// The rest is hyper's: `unread` are the bytes read from the client and not answered.
+    HandOver { io: IO, unread: Bytes },
+}
+
+/// Serves requests on `io` while the lane takes them.
+pub async fn serve<IO>(
+    mut io: IO,
+    c: &Conn<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Outcome<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut inbox = BytesMut::with_capacity(4096);
+    let mut out = BytesMut::with_capacity(4096);
+    let mut link = None;
+    loop {
+        let n = loop {
+            match wire::scan_request(&inbox) {
+                Scan::Complete(n) => break n,
+                Scan::Partial if inbox.len() < c.max_header_bytes => {}
+                // Too large or unreadable: hyper answers it as it must.
+                Scan::Partial | Scan::Unreadable => {
+                    c.shared.serving.load().gate.metrics.lane_handed_over();
+                    return hand_over(io, None, inbox);
+                }
+            }
+            if let Err(why) = next_bytes(&mut io, &mut inbox, c, shutdown).await {
+                return Outcome::Closed(why);
+            }
+        };
+        let head = inbox.split_to(n).freeze();
+        let gate = c.shared.serving.load().gate.clone();
+        let judged = match takes(&head) {
+            Some(req) => gate::straight_through(&gate, &req, c.peer, c.tls)
+                .await
+                .map(|pass| (req, pass)),
+            None => None,
+        };
+        let Some((req, (ctx, session))) = judged else {
+            gate.metrics.lane_handed_over();
+            return hand_over(io, Some(head), inbox);
+        };
+        gate.metrics.lane_answered();
+        let busy = c.state.begin();
+        let keep = answer(&gate, &ctx, session, req, &mut io, &mut link, &mut out).await;
+        drop(busy);
+        if !keep {
+            let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+            return Outcome::Closed("closed after the answer");
+        }
+        if *shutdown.borrow() {
+            let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+            return Outcome::Closed("server shutting down");
+        }
+    }
+}
+
+fn hand_over<IO>(io: IO, head: Option<Bytes>, rest: BytesMut) -> Outcome<IO> {
+    let unread = match head {
+        None => rest.freeze(),
+        Some(head) => {
+            let mut all = BytesMut::with_capacity(head.len() + rest.len());
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&rest);
+            all.freeze()
+        }
+    };
+    Outcome::HandOver { io, unread }
+}
+
+/// The request in `head` if the lane takes it: a `GET` or `HEAD` with no body, no
+/// upgrade and no expectation.
+fn takes(head: &Bytes) -> Option<Request<()>> {
+    let req = wire::request(head)?;
+    let h = req.headers();
+    let plain = (req.method() == Method::GET || req.method() == Method::HEAD)
+        && !h.contains_key(CONTENT_LENGTH)
+        && !h.contains_key(TRANSFER_ENCODING)
+        && !h.contains_key(UPGRADE)
+        && !h.contains_key(EXPECT);
+    plain.then_some(req)
+}
+
+/// Reads more of the client's bytes, under the connection's deadlines (as hyper's
+/// connections are driven in [`super::connection`]); `Err` when the connection is over.
+async fn next_bytes<IO>(
+    io: &mut IO,
+    inbox: &mut BytesMut,
+    c: &Conn<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), &'static str>
+where
+    IO: AsyncRead + Unpin,
+{
+    if inbox.capacity() - inbox.len() < 1024 {
+        inbox.reserve(4096);
+    }
+    loop {
+        let due = c.state.deadline(&c.timing, true);
+        tokio::select! {
+            read = io.read_buf(inbox) => return match read {
+                Ok(0) => Err("closed by the client"),
+                Ok(_) => Ok(()),
+                Err(_) => Err("a read error"),
+            },
+            () = super::connection::sleep_until(due) => {
+                // A head may have begun since `due` was computed.
+                if c.state.deadline(&c.timing, true).is_none_or(|d| d > Instant::now()) {
+                    continue;
+                }
+                return Err(if c.state.has_served() {
+                    "idle past its deadline"
+                } else {
+                    "no complete request before the header timeout"
+                });
+            }
+            () = c.state.changed() => {
+                if c.state.is_evicted() {
+                    return Err("evicted to admit a new connection");
+                }
+            }
+            _ = shutdown.changed() => return Err("server shutting down"),
+        }
+    }
+}
+
+/// Forwards one request of `session` and relays the answer; counts and logs it as the
+/// router does. Returns whether the client connection goes on.
+async fn answer<IO>(
+    gate: &Gate,
+    ctx: &Ctx,
+    session: Arc<Session>,
+    req: Request<()>,
+    io: &mut IO,
+    link: &mut Option<console_link::Link>,
+    out: &mut BytesMut,
+) -> bool
+where
+    IO: AsyncWrite + Unpin,
+{
+    let record = access_log::start(gate, &req);
+    let (status, keep) = exchange(gate, ctx, &session, req, io, link, out).await;
+    let seen = Seen {
+        site: Some(ctx.site_index),
+        session: Some(session),
+    };
+    access_log::finish(gate, record, &seen, status);
+    keep
+}
+
+async fn exchange<IO>(
+    gate: &Gate,
+    ctx: &Ctx,
+    session: &Session,
+    req: Request<()>,
+    io: &mut IO,
+    link: &mut Option<console_link::Link>,
+    out: &mut BytesMut,
+) -> (StatusCode, bool)
+where
+    IO: AsyncWrite + Unpin,
+{
+    let client_close = wire::has_token(req.headers(), "close");
+    let to_head = req.method() == Method::HEAD;
+    let site = gate.site(ctx);
+    let now = gate.now();
+    let seen = sessions::seen_after(session, now);
+    gate.live.touch(&session.id, seen);
+    let (parts, ()) = req.into_parts();
+    let mut headers = parts.headers;
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = target::strip_session_params(target, site.session_cookie());
+    let fwd = passthrough::to_console(gate, ctx, &headers, session, seen);
+    proxy::prepare_request_headers(&mut headers, site, &fwd, None);
+    out.clear();
+    wire::write_request_head(out, &parts.method, &target, &headers);
+
+    let started = Instant::now();
+    let answer = console_link::round_trip(link.take(), site, out, to_head).await;
+    proxy::count_upstream(fwd.metrics, started, answer.as_ref().err());
+    let page = |e: Error| refusal::render(&e, Format::for_client(&headers));
+    let mut answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => return write_page(gate, io, out, page(e.into()), to_head, client_close).await,
+    };
+    let h = &mut answer.head.headers;
+    proxy::remove_hop_by_hop(h);
+    proxy::drop_gate_cookies(h, site);
+    let verdict = match passthrough::answered(gate, ctx, parts.uri.path(), session, h, now).await {
+        Ok(verdict) => verdict,
+        Err(e) => return write_page(gate, io, out, page(e), to_head, client_close).await,
+    };
+    if let Some(cookie) = verdict.cookie {
+        h.append(SET_COOKIE, cookie);
+    }
+    if let Some(hsts) = &gate.hsts {
+        h.entry(STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
+    if client_close {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    let (outgoing, long) = match answer.head.framing {
+        Framing::Empty => (Outgoing::None, false),
+        Framing::Length(n) => (Outgoing::Length(n), n >= live::LONG_LIVED),
+        Framing::Chunked | Framing::UntilClose => (Outgoing::Chunked, true),
+    };
+    // A stream of the session (server-sent events, a big download) ends with it.
+    let lease = (long && !verdict.ended).then(|| gate.live.watch(session, seen).lease());
+    let status = answer.head.status;
+    out.clear();
+    wire::write_response_head(out, status, h, outgoing);
+    match console_link::relay(io, out, answer, lease).await {
+        Relayed::Unusable => {
+            let e = Error::Upstream(crate::error::UpstreamError::Invalid);
+            write_page(gate, io, out, page(e), to_head, client_close).await
+        }
+        Relayed::Whole(kept) => {
+            *link = Some(kept);
+            (status, !client_close)
+        }
+        Relayed::WholeLinkClosed => (status, !client_close),
+        Relayed::Broken => (status, false),
+    }
+}
+
+/// Writes one of the gate's own answers (a 502 page, say) whole.
+async fn write_page<IO>(
+    gate: &Gate,
+    io: &mut IO,
+    out: &mut BytesMut,
+    resp: Response<Body>,
+    to_head: bool,
+    client_close: bool,
+) -> (StatusCode, bool)
+where
+    IO: AsyncWrite + Unpin,
+{
+    let (mut parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some(hsts) = &gate.hsts {
+        parts
+            .headers
+            .entry(STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
+    if client_close {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    out.clear();
+    let length = Outgoing::Length(body.len() as u64);
+    wire::write_response_head(out, parts.status, &parts.headers, length);
+    if !to_head {
+        out.extend_from_slice(&body);
+    }
+    let written = io.write_all(out).await.is_ok();
+    (parts.status, written && !client_close)
+}
