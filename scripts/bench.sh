@@ -36,7 +36,7 @@
 #                          proxy (one process) under valgrind's callgrind for a fixed
 #                          number of requests: instructions per request in user space,
 #                          repeatable whatever else runs (needs valgrind); 0 = none (default 0)
-#   BENCH_CALLGRIND_REQUESTS  requests in each callgrind run        (default 20000)
+#   BENCH_CALLGRIND_SECONDS   length of each counted callgrind run  (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -56,7 +56,7 @@ WAITED=0
 OUTPUT=${BENCH_OUTPUT:-BENCHMARKS.md}
 PROFILE=${BENCH_PROFILE:-1}
 CALLGRIND=${BENCH_CALLGRIND:-0}
-CALLGRIND_REQUESTS=${BENCH_CALLGRIND_REQUESTS:-20000}
+CALLGRIND_SECONDS=${BENCH_CALLGRIND_SECONDS:-10}
 case $OUTPUT in /*) ;; *) OUTPUT=$ROOT/$OUTPUT ;; esac
 NGINX=${NGINX:-/usr/sbin/nginx}
 GATE_BIN=${BENCH_GATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mfa-gate}
@@ -74,8 +74,8 @@ for tool in "$NGINX" wrk oathtool curl awk sed base64 timeout; do
 done
 [ "$ROUNDS" -ge 1 ] || die "BENCH_ROUNDS must be at least 1"
 if [ "$CALLGRIND" = 1 ]; then
-    for tool in valgrind callgrind_control callgrind_annotate ab; do
-        command -v "$tool" >/dev/null 2>&1 || die "$tool is required for BENCH_CALLGRIND=1 (apt-get install -y valgrind apache2-utils), or set BENCH_CALLGRIND=0"
+    for tool in valgrind callgrind_control callgrind_annotate; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is required for BENCH_CALLGRIND=1 (apt-get install -y valgrind), or set BENCH_CALLGRIND=0"
     done
 fi
 if [ "$PROFILE" = 1 ]; then
@@ -500,17 +500,19 @@ fi
 # same on a busy or a quiet machine. Counting is switched on only around a fixed number of
 # requests (ab, keep-alive, 4 at a time), after a warm-up, so start-up and login are left out.
 CALLGRIND_TABLE="" CALLGRIND_TOP=""
-callgrind_run() { # $1 name, $2 port, $3 = pid of the process under valgrind, rest = ab args
+callgrind_run() { # $1 name, $2 port, $3 = pid of the process under valgrind, rest = wrk args
     local name=$1 port=$2 pid=$3 ir
     shift 3
-    ab -q -k -c 4 -n 2000 "$@" "http://127.0.0.1:$port/" >"$TMP/ab-$name-warm.txt" 2>&1 ||
-        die "ab warm-up against $name failed: $(tail -3 "$TMP/ab-$name-warm.txt")"
+    # wrk speaks HTTP/1.1 with keep-alive, as browsers do (ab speaks HTTP/1.0).
+    wrk -t1 -c4 -d2s "$@" "http://127.0.0.1:$port/" >"$TMP/cg-$name-warm.txt" 2>&1 ||
+        die "wrk warm-up against $name failed: $(tail -3 "$TMP/cg-$name-warm.txt")"
     callgrind_control -i on "$pid" >/dev/null
-    ab -q -k -c 4 -n "$CALLGRIND_REQUESTS" "$@" "http://127.0.0.1:$port/" >"$TMP/ab-$name.txt" 2>&1 ||
-        die "ab against $name failed: $(tail -3 "$TMP/ab-$name.txt")"
+    wrk -t1 -c4 -d"$CALLGRIND_SECONDS" "$@" "http://127.0.0.1:$port/" >"$TMP/cg-$name.txt" 2>&1 ||
+        die "wrk against $name failed: $(tail -3 "$TMP/cg-$name.txt")"
     callgrind_control -i off "$pid" >/dev/null
-    grep -q "^Failed requests: *0" "$TMP/ab-$name.txt" || die "ab against $name: failed requests"
-    grep -q "^Non-2xx responses" "$TMP/ab-$name.txt" && die "ab against $name: non-2xx answers"
+    grep -Eq "Non-2xx|Socket errors" "$TMP/cg-$name.txt" && die "wrk against $name: errors or non-2xx answers: $(cat "$TMP/cg-$name.txt")"
+    CALLGRIND_DONE=$(awk '/ requests in / { print $1 }' "$TMP/cg-$name.txt")
+    [ "${CALLGRIND_DONE:-0}" -gt 0 ] || die "wrk against $name counted no requests"
     callgrind_control -d "$pid" >/dev/null
     sleep 1
     # The dump holds the counted window (the file written at exit, nothing).
@@ -520,7 +522,7 @@ callgrind_run() { # $1 name, $2 port, $3 = pid of the process under valgrind, re
     [ "$ir" -gt 0 ] || die "callgrind counted no instructions for $name"
     callgrind_annotate --inclusive=no "$dump" >"$TMP/callgrind-$name-annotate.txt" 2>&1 || true
     awk '/^ *[0-9,]+ \(/ && n++ < 15' "$TMP/callgrind-$name-annotate.txt" >"$TMP/callgrind-$name-top.txt"
-    CALLGRIND_TABLE+="| $name | $(awk -v a="$ir" -v n="$CALLGRIND_REQUESTS" 'BEGIN { printf "%.0f", a / n }') |
+    CALLGRIND_TABLE+="| $name | $CALLGRIND_DONE | $(awk -v a="$ir" -v n="$CALLGRIND_DONE" 'BEGIN { printf "%.0f", a / n }') |
 "
     CALLGRIND_TOP+="
 $name, the functions with the most instructions of their own (callgrind_annotate):
@@ -531,7 +533,7 @@ $(cat "$TMP/callgrind-$name-top.txt")
 "
 }
 if [ "$CALLGRIND" = 1 ]; then
-    echo "==> callgrind: mfa-gate (workers = 1), $CALLGRIND_REQUESTS requests"
+    echo "==> callgrind: mfa-gate (workers = 1), ${CALLGRIND_SECONDS}s of requests"
     kill "$GATE_PID" 2>/dev/null || true
     wait "$GATE_PID" 2>/dev/null || true
     sed 's/^\[server\]$/[server]\nworkers = 1/' "$GATE_DIR/mfa-gate.toml" >"$GATE_DIR/callgrind.toml"
@@ -543,7 +545,7 @@ if [ "$CALLGRIND" = 1 ]; then
     LOGIN_AT=0
     ensure_session 55
     callgrind_run gate "$GATE_PORT" "$GATE_PID" -H "Authorization: $AUTH" -H "Cookie: $SESSION"
-    echo "==> callgrind: nginx proxy (master_process off), $CALLGRIND_REQUESTS requests"
+    echo "==> callgrind: nginx proxy (master_process off), ${CALLGRIND_SECONDS}s of requests"
     CG_PORT=$(free_port)
     sed -e 's/master_process on;/master_process off;/' -e "s/listen 127.0.0.1:$PROXY_PORT;/listen 127.0.0.1:$CG_PORT;/" \
         -e "s#pid \"$PROXY_DIR/nginx.pid\"#pid \"$PROXY_DIR/callgrind.pid\"#" "$PROXY_DIR/nginx.conf" >"$PROXY_DIR/callgrind.conf"
@@ -553,8 +555,8 @@ if [ "$CALLGRIND" = 1 ]; then
     PIDS+=("$CG_NGINX")
     wait_http "$CG_PORT" "nginx under callgrind" "$PROXY_DIR/callgrind.log"
     callgrind_run nginx "$CG_PORT" "$CG_NGINX" -H "Authorization: $AUTH"
-    CALLGRIND_TABLE="| target (one process, user space only) | instructions/request |
-|---|---:|
+    CALLGRIND_TABLE="| target (one process, user space only) | requests counted | instructions/request |
+|---|---:|---:|
 $CALLGRIND_TABLE"
 fi
 
@@ -694,8 +696,8 @@ EOF
         printf '%s\n\n' "Context switches and migrations from \`perf stat\` over the target's processes during a normal run; syscalls from a separate run under \`strace -c -f\` (which slows the target, so only the counts per request are used)."
     fi
     if [ -n "$CALLGRIND_TABLE" ]; then
-        printf '## Instructions per request (callgrind, %s requests of %s)\n\n%s\n%s\n' "$CALLGRIND_REQUESTS" "\`/\`" "$CALLGRIND_TABLE" "$CALLGRIND_TOP"
-        printf '%s\n\n' "Each target alone under \`valgrind --tool=callgrind\`, counting switched on (\`--instr-atstart=no\`, then \`callgrind_control -i on\`) only around \`ab -k -c 4 -n $CALLGRIND_REQUESTS\` after a 2,000-request warm-up: instructions executed in user space per request (the kernel's share is not counted). The gate runs with \`workers = 1\`, nginx with \`master_process off\`. Repeatable whatever else the machine runs."
+        printf '## Instructions per request (callgrind, %s of requests of %s)\n\n%s\n%s\n' "${CALLGRIND_SECONDS}s" "\`/\`" "$CALLGRIND_TABLE" "$CALLGRIND_TOP"
+        printf '%s\n\n' "Each target alone under \`valgrind --tool=callgrind\`, counting switched on (\`--instr-atstart=no\`, then \`callgrind_control -i on\`) only around \`wrk -t1 -c4 -d${CALLGRIND_SECONDS}s\` (HTTP/1.1, kept alive) after a 2 s warm-up: instructions executed in user space per request (the kernel's share is not counted). The gate runs with \`workers = 1\`, nginx with \`master_process off\`. Repeatable whatever else the machine runs."
     fi
     cat <<EOF
 ## How it is measured

@@ -28,7 +28,7 @@ use crate::upstream_tls::{HttpsConnector, TlsFailure, UpstreamTls};
 
 /// Whether a header is hop-by-hop and never crosses the gate (RFC 9110 §7.6.1, plus the
 /// de-facto ones). Names in a map are lower case; a `match` compares no more than needed.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -481,10 +481,10 @@ pub fn prepare_request_headers(
     cookies::rewrite_for_console(headers, &fwd.console_cookie);
 
     let xff = match client_xff {
-        Some(chain) => format!("{chain}, {}", fwd.peer),
-        None => fwd.peer.to_string(),
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", fwd.peer)).ok(),
+        None => ip_value(fwd.peer),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = client_proto
@@ -507,6 +507,29 @@ pub fn prepare_request_headers(
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
     }
+}
+
+/// An address as a header value; IPv4 written without the formatting machinery (this is
+/// done for every forwarded request).
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).ok();
+    };
+    let mut text = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[n] = b'.';
+            n += 1;
+        }
+        for (digit, place) in [(octet / 100, 100), ((octet / 10) % 10, 10), (octet % 10, 1)] {
+            if octet >= place || place == 1 {
+                text[n] = b'0' + digit;
+                n += 1;
+            }
+        }
+    }
+    HeaderValue::from_bytes(&text[..n]).ok()
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -605,6 +628,25 @@ mod tests {
         );
         let _ = console.tls_client(&a);
         assert_eq!(count(&console), 2);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.100.9.99",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().expect("address");
+            assert_eq!(
+                ip_value(ip).expect("a value").to_str().expect("text"),
+                ip.to_string()
+            );
+        }
     }
 
     #[test]

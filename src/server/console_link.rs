@@ -25,8 +25,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of a console's response head (as the pooled client's read buffer).
 const MAX_HEAD: usize = 64 * 1024;
 
-/// Bytes read from a console at a time while relaying a body.
-const RELAY_CHUNK: usize = 64 * 1024;
+/// Bytes read from a console at a time while relaying a long body (fewer, larger reads
+/// and writes; the buffer is given back after the body).
+const RELAY_CHUNK: usize = 256 * 1024;
+
+/// The read buffer a kept console connection holds between requests.
+const KEPT_BUFFER: usize = 8 * 1024;
 
 /// One console connection.
 #[derive(Debug)]
@@ -47,20 +51,22 @@ pub struct Answer {
     pub link: Link,
 }
 
-/// Sends the request head `request` to the site's console — on `kept`, the connection
+/// Sends the request head in `out` to the site's console — on `kept`, the connection
 /// kept from an earlier request, when it leads there — and reads the response head,
-/// within the site's `upstream_timeout`. Interim (1xx) answers are skipped.
+/// within the site's `upstream_timeout`, into `out` ([`wire::response_head`]). Interim
+/// (1xx) answers are skipped.
 ///
 /// # Errors
 /// The console cannot be reached, did not answer in time, or its answer is unusable.
 pub async fn round_trip(
     kept: Option<Link>,
     site: &Site,
-    request: &[u8],
+    out: &mut BytesMut,
     to_head: bool,
 ) -> Result<Answer, UpstreamError> {
     let authority = &site.upstream.authority;
     let kept = kept.filter(|l| l.authority == *authority);
+    let request = out.split().freeze();
     let attempt = async {
         let mut link = kept;
         loop {
@@ -69,7 +75,7 @@ pub async fn round_trip(
                 Some(l) => l,
                 None => connect(site).await?,
             };
-            match exchange(&mut l, request, to_head).await {
+            match exchange(&mut l, &request, out, to_head).await {
                 Ok(head) => return Ok(Answer { head, link: l }),
                 // Closed while idle: once more, on a new connection.
                 Err(Failure::Closed) if reused && l.answered => continue,
@@ -118,7 +124,7 @@ async fn connect(site: &Site) -> Result<Link, UpstreamError> {
     Ok(Link {
         authority: authority.clone(),
         stream,
-        inbox: BytesMut::with_capacity(8 * 1024),
+        inbox: BytesMut::with_capacity(KEPT_BUFFER),
         answered: false,
     })
 }
@@ -131,13 +137,19 @@ enum Failure {
     Unusable(Unusable),
 }
 
-async fn exchange(l: &mut Link, request: &[u8], to_head: bool) -> Result<ResponseHead, Failure> {
+async fn exchange(
+    l: &mut Link,
+    request: &[u8],
+    out: &mut BytesMut,
+    to_head: bool,
+) -> Result<ResponseHead, Failure> {
     l.inbox.clear();
     if l.stream.write_all(request).await.is_err() {
         return Err(Failure::Closed);
     }
     loop {
-        match wire::response_head(&l.inbox, to_head).map_err(Failure::Unusable)? {
+        out.clear();
+        match wire::response_head(&l.inbox, to_head, out).map_err(Failure::Unusable)? {
             Some((head, n)) => {
                 l.inbox.advance(n);
                 if head.status.is_informational() {
@@ -209,6 +221,9 @@ where
             }
         },
     };
+    if link.inbox.capacity() > 2 * KEPT_BUFFER && link.inbox.is_empty() {
+        link.inbox = BytesMut::with_capacity(KEPT_BUFFER);
+    }
     match sent {
         Sent::Broken => Relayed::Broken,
         Sent::Unusable => Relayed::Unusable,

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::activity::{ConnState, Timing};
 use super::connection::{Shared, CLOSE_GRACE};
 use super::console_link::{self, Relayed};
-use super::wire::{self, Framing, Outgoing, Scan};
+use super::wire::{self, Framing, Head, Outgoing};
 use crate::access_log::{self, Seen};
 use crate::error::Error;
 use crate::gate;
@@ -76,12 +76,12 @@ where
     let mut out = BytesMut::with_capacity(4096);
     let mut link = None;
     loop {
-        let n = loop {
-            match wire::scan_request(&inbox) {
-                Scan::Complete(n) => break n,
-                Scan::Partial if inbox.len() < c.max_header_bytes => {}
+        let (head, request) = loop {
+            match wire::take_request(&mut inbox) {
+                Head::Complete { bytes, request } => break (bytes, request),
+                Head::Partial if inbox.len() < c.max_header_bytes => {}
                 // Too large or unreadable: hyper answers it as it must.
-                Scan::Partial | Scan::Unreadable => {
+                Head::Partial | Head::Unreadable => {
                     c.shared.serving.load().gate.metrics.lane_handed_over();
                     return hand_over(io, None, inbox);
                 }
@@ -90,9 +90,8 @@ where
                 return Outcome::Closed(why);
             }
         };
-        let head = inbox.split_to(n).freeze();
         let gate = c.shared.serving.load().gate.clone();
-        let judged = match takes(&head) {
+        let judged = match request.filter(takes) {
             Some(req) => gate::straight_through(&gate, &req, c.peer, c.tls)
                 .await
                 .map(|pass| (req, pass)),
@@ -130,17 +129,15 @@ fn hand_over<IO>(io: IO, head: Option<Bytes>, rest: BytesMut) -> Outcome<IO> {
     Outcome::HandOver { io, unread }
 }
 
-/// The request in `head` if the lane takes it: a `GET` or `HEAD` with no body, no
-/// upgrade and no expectation.
-fn takes(head: &Bytes) -> Option<Request<()>> {
-    let req = wire::request(head)?;
+/// Whether the lane takes `req`: a `GET` or `HEAD` with no body, no upgrade and no
+/// expectation.
+fn takes(req: &Request<()>) -> bool {
     let h = req.headers();
-    let plain = (req.method() == Method::GET || req.method() == Method::HEAD)
+    (req.method() == Method::GET || req.method() == Method::HEAD)
         && !h.contains_key(CONTENT_LENGTH)
         && !h.contains_key(TRANSFER_ENCODING)
         && !h.contains_key(UPGRADE)
-        && !h.contains_key(EXPECT);
-    plain.then_some(req)
+        && !h.contains_key(EXPECT)
 }
 
 /// Reads more of the client's bytes, under the connection's deadlines (as hyper's
@@ -241,37 +238,34 @@ where
     let answer = console_link::round_trip(link.take(), site, out, to_head).await;
     proxy::count_upstream(fwd.metrics, started, answer.as_ref().err());
     let page = |e: Error| refusal::render(&e, Format::for_client(&headers));
-    let mut answer = match answer {
+    let answer = match answer {
         Ok(answer) => answer,
         Err(e) => return write_page(gate, io, out, page(e.into()), to_head, client_close).await,
     };
-    let h = &mut answer.head.headers;
-    proxy::remove_hop_by_hop(h);
-    proxy::drop_gate_cookies(h, site);
-    let verdict = match passthrough::answered(gate, ctx, parts.uri.path(), session, h, now).await {
-        Ok(verdict) => verdict,
-        Err(e) => return write_page(gate, io, out, page(e), to_head, client_close).await,
-    };
-    if let Some(cookie) = verdict.cookie {
-        h.append(SET_COOKIE, cookie);
+    let head = &answer.head;
+    if !head.gate_cookies.is_empty() {
+        tracing::warn!(site = %site.name, cookies = ?head.gate_cookies, "dropped the console's Set-Cookie for the gate's own cookies");
     }
-    if let Some(hsts) = &gate.hsts {
-        h.entry(STRICT_TRANSPORT_SECURITY)
-            .or_insert_with(|| hsts.clone());
-    }
-    if client_close {
-        h.insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    let (outgoing, long) = match answer.head.framing {
+    let path = parts.uri.path();
+    let verdict =
+        match passthrough::answered(gate, ctx, path, session, &head.set_cookies, now).await {
+            Ok(verdict) => verdict,
+            Err(e) => return write_page(gate, io, out, page(e), to_head, client_close).await,
+        };
+    let close = HeaderValue::from_static("close");
+    let hsts = gate.hsts.as_ref().filter(|_| !head.hsts);
+    let fields = (verdict.cookie.iter().map(|c| (&SET_COOKIE, c)))
+        .chain(hsts.map(|h| (&STRICT_TRANSPORT_SECURITY, h)))
+        .chain(client_close.then_some((&CONNECTION, &close)));
+    let (outgoing, long) = match head.framing {
         Framing::Empty => (Outgoing::None, false),
         Framing::Length(n) => (Outgoing::Length(n), n >= live::LONG_LIVED),
         Framing::Chunked | Framing::UntilClose => (Outgoing::Chunked, true),
     };
+    wire::end_response_head(out, fields, outgoing);
     // A stream of the session (server-sent events, a big download) ends with it.
     let lease = (long && !verdict.ended).then(|| gate.live.watch(session, seen).lease());
-    let status = answer.head.status;
-    out.clear();
-    wire::write_response_head(out, status, h, outgoing);
+    let status = head.status;
     match console_link::relay(io, out, answer, lease).await {
         Relayed::Unusable => {
             let e = Error::Upstream(crate::error::UpstreamError::Invalid);
@@ -316,8 +310,8 @@ where
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     out.clear();
-    let length = Outgoing::Length(body.len() as u64);
-    wire::write_response_head(out, parts.status, &parts.headers, length);
+    wire::begin_response_head(out, parts.status, &parts.headers);
+    wire::end_response_head(out, [], Outgoing::Length(body.len() as u64));
     if !to_head {
         out.extend_from_slice(&body);
     }

@@ -8,65 +8,80 @@
 //! head the lane does not take is left to hyper whole; a console answer that is not plain
 //! HTTP/1.1 framing is refused.
 
+use std::mem::MaybeUninit;
+
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE, STRICT_TRANSPORT_SECURITY,
+    TRANSFER_ENCODING,
+};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 /// Most header lines in a head (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
 
-/// Where a head ends in a buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Scan {
-    /// The head is complete and this many bytes long.
-    Complete(usize),
+/// What the start of a client's bytes holds. (Not boxed: one per request, moved once.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Head {
+    /// A complete head, taken off the buffer: its bytes, and the request they make if it
+    /// is an HTTP/1.1 request with an origin-form target and well-formed header values
+    /// (`None`: hyper reads it, and answers what it must). Values share `bytes`.
+    Complete {
+        bytes: Bytes,
+        request: Option<Request<()>>,
+    },
     /// More bytes are needed.
     Partial,
     /// Not a head this side reads (malformed, too many lines).
     Unreadable,
 }
 
-/// Whether `buf` starts with a complete request head.
-pub fn scan_request(buf: &[u8]) -> Scan {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut lines).parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Scan::Complete(n),
-        Ok(httparse::Status::Partial) => Scan::Partial,
-        Err(_) => Scan::Unreadable,
-    }
-}
-
-/// The request in `head` (exactly one complete head), as the gate judges it; `None` for
-/// anything but an HTTP/1.1 request with an origin-form target and well-formed header
-/// values (hyper then reads it, and answers what it must). Values share `head`'s bytes.
-pub fn request(head: &Bytes) -> Option<Request<()>> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut lines);
-    let Ok(httparse::Status::Complete(_)) = parsed.parse(head) else {
-        return None;
+/// Takes the request head at the start of `inbox`, if it is complete (read once).
+pub fn take_request(inbox: &mut BytesMut) -> Head {
+    let mut lines = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let n = match parsed.parse_with_uninit_headers(inbox, &mut lines) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Unreadable,
     };
-    if parsed.version != Some(1) {
-        return None;
-    }
-    let target = parsed.path.filter(|t| t.starts_with('/'))?;
-    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes())).ok()?;
-    let mut req = Request::new(());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = header_map(head, parsed.headers)?;
-    Some(req)
-}
-
-fn header_map(head: &Bytes, lines: &[httparse::Header<'_>]) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(lines.len());
-    for line in lines {
-        let name = HeaderName::from_bytes(line.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(line.value)).ok()?;
-        map.append(name, value);
-    }
-    Some(map)
+    // Where each part lies, so the parts can share the head's bytes once it is split off.
+    let base = inbox.as_ptr() as usize;
+    let at = |part: &[u8]| (part.as_ptr() as usize - base, part.len());
+    let fields: Vec<_> = parsed
+        .headers
+        .iter()
+        .map(|line| (at(line.name.as_bytes()), at(line.value)))
+        .collect();
+    let version = parsed.version;
+    let target = parsed.path.map(|t| at(t.as_bytes()));
+    let method = parsed
+        .method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let bytes = inbox.split_to(n).freeze();
+    let part = |(start, len): (usize, usize)| bytes.slice(start..start + len);
+    let request = (|| {
+        if version != Some(1) {
+            return None;
+        }
+        let target = part(target?);
+        if !target.starts_with(b"/") {
+            return None;
+        }
+        let mut req = Request::new(());
+        *req.method_mut() = method?;
+        *req.uri_mut() = Uri::from_maybe_shared(target).ok()?;
+        *req.version_mut() = Version::HTTP_11;
+        let map = req.headers_mut();
+        map.reserve(fields.len());
+        for &(name, value) in &fields {
+            let name = HeaderName::from_bytes(&part(name)).ok()?;
+            map.append(name, HeaderValue::from_maybe_shared(part(value)).ok()?);
+        }
+        Some(req)
+    })();
+    Head::Complete { bytes, request }
 }
 
 /// Writes the head of `req` for the console at `target` (path and query): the request
@@ -77,17 +92,10 @@ pub fn write_request_head(out: &mut BytesMut, method: &Method, target: &str, hea
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    write_fields(out, headers);
-    out.put_slice(b"\r\n");
-}
-
-fn write_fields(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        put_field(out, name, value.as_bytes());
     }
+    out.put_slice(b"\r\n");
 }
 
 /// How a console's response body is delimited (RFC 9112 §6.3).
@@ -103,14 +111,20 @@ pub enum Framing {
     UntilClose,
 }
 
-/// A console's response head.
+/// A console's response head, as the lane passes it on.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    pub headers: HeaderMap,
     pub framing: Framing,
     /// The console will close the connection after this response.
     pub closes: bool,
+    /// The console's `Set-Cookie` fields that go to the client, for the session rules
+    /// ([`crate::passthrough::answered`]).
+    pub set_cookies: HeaderMap,
+    /// The names of the gate's own cookies the console tried to set (dropped).
+    pub gate_cookies: Vec<String>,
+    /// Whether the console sent its own `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 /// Why a console's answer is not used.
@@ -118,15 +132,24 @@ pub struct ResponseHead {
 pub struct Unusable(pub &'static str);
 
 /// Reads a response head from `buf`: `Ok(None)` while incomplete, else the head and its
-/// length. Interim (1xx) responses are returned too; the caller skips them.
+/// length, with the status line and every field that may reach the client written to
+/// `out` (not yet ended: [`end_response_head`] adds the gate's fields and framing).
+/// Hop-by-hop fields (RFC 9110 §7.6.1, and those `Connection` names), the framing fields
+/// and a `Set-Cookie` for a gate cookie never do. Interim (1xx) responses are returned
+/// too; the caller skips them.
 ///
 /// # Errors
 /// The answer is not a usable HTTP/1.1 response head: malformed, `101` (nothing was asked
 /// to switch), both or conflicting framing fields, a transfer coding not ending in chunked.
-pub fn response_head(buf: &[u8], to_head: bool) -> Result<Option<(ResponseHead, usize)>, Unusable> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut lines);
-    let n = match parsed.parse(buf) {
+pub fn response_head(
+    buf: &[u8],
+    to_head: bool,
+    out: &mut BytesMut,
+) -> Result<Option<(ResponseHead, usize)>, Unusable> {
+    let mut lines = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let n = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut lines) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Unusable("a malformed response head")),
@@ -138,26 +161,156 @@ pub fn response_head(buf: &[u8], to_head: bool) -> Result<Option<(ResponseHead, 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(Unusable("101 to a request that asked for no upgrade"));
     }
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for line in parsed.headers.iter() {
+    let fields = parsed.headers;
+    // `Connection` first: it names more fields to drop, wherever they are.
+    let mut closes = parsed.version == Some(0);
+    let mut named: Vec<HeaderName> = Vec::new();
+    for line in fields.iter() {
+        if line.name.eq_ignore_ascii_case("connection") {
+            let value =
+                std::str::from_utf8(line.value).map_err(|_| Unusable("a bad Connection"))?;
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    closes = true;
+                } else if !token.eq_ignore_ascii_case("keep-alive") {
+                    if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                        named.push(name);
+                    }
+                }
+            }
+        }
+    }
+    let mut frame = FramingFields::default();
+    let mut head = ResponseHead {
+        status,
+        framing: Framing::Empty,
+        closes,
+        set_cookies: HeaderMap::new(),
+        gate_cookies: Vec::new(),
+        hsts: false,
+    };
+    let body_follows = !(to_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    begin_status(out, status, 64 + n);
+    for line in fields.iter() {
         let name = HeaderName::from_bytes(line.name.as_bytes())
             .map_err(|_| Unusable("a malformed header name"))?;
-        let value = HeaderValue::from_bytes(line.value)
-            .map_err(|_| Unusable("a malformed header value"))?;
-        headers.append(name, value);
+        if name == CONTENT_LENGTH {
+            frame.length(line.value)?;
+            // An answer without a body keeps the console's length (that of the answer to
+            // HEAD); a body is framed by the gate.
+            if !body_follows {
+                put_field(out, &name, line.value);
+            }
+            continue;
+        }
+        if name == TRANSFER_ENCODING {
+            frame.coding(line.value);
+            continue;
+        }
+        if crate::proxy::is_hop_by_hop(&name) || named.contains(&name) {
+            continue;
+        }
+        if name == SET_COOKIE {
+            let value = HeaderValue::from_bytes(line.value)
+                .map_err(|_| Unusable("a malformed header value"))?;
+            match crate::cookies::set_cookie_name(&value) {
+                Some(n) if !n.is_empty() && !crate::cookies::is_gate_cookie(n) => {
+                    head.set_cookies.append(SET_COOKIE, value.clone());
+                }
+                // A nameless cookie (`Set-Cookie: =mfa_session=x`) comes back from
+                // browsers as `mfa_session=x`: it goes too, as one that cannot be read.
+                other => {
+                    let shown = other.map_or_else(
+                        || String::from_utf8_lossy(line.value).into_owned(),
+                        str::to_string,
+                    );
+                    head.gate_cookies.push(shown);
+                    continue;
+                }
+            }
+        } else if name == STRICT_TRANSPORT_SECURITY {
+            head.hsts = true;
+        }
+        put_field(out, &name, line.value);
     }
-    let old = parsed.version == Some(0);
-    let closes = old || has_token(&headers, "close");
-    let framing = framing(status, &headers, to_head)?;
-    Ok(Some((
-        ResponseHead {
-            status,
-            headers,
-            framing,
-            closes,
-        },
-        n,
-    )))
+    head.framing = frame.framing(body_follows)?;
+    Ok(Some((head, n)))
+}
+
+fn begin_status(out: &mut BytesMut, status: StatusCode, room: usize) {
+    out.reserve(room);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+fn put_field(out: &mut BytesMut, name: &HeaderName, value: &[u8]) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// The framing fields of a response, as they are read.
+#[derive(Debug, Default)]
+struct FramingFields {
+    /// The one length all `Content-Length` values agree on (`Err` if they do not).
+    length: Option<Result<u64, Unusable>>,
+    /// Whether `Transfer-Encoding` is present, and whether its last coding is chunked.
+    coding: Option<bool>,
+}
+
+impl FramingFields {
+    /// Takes one `Content-Length` field, itself maybe a list of one repeated number
+    /// (RFC 9110 §8.6).
+    fn length(&mut self, value: &[u8]) -> Result<(), Unusable> {
+        let bad = || Unusable("a bad Content-Length");
+        let text = std::str::from_utf8(value).map_err(|_| bad())?;
+        for part in text.split(',').map(str::trim) {
+            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let n: u64 = part.parse().map_err(|_| bad())?;
+            match self.length {
+                Some(Ok(l)) if l != n => {
+                    self.length = Some(Err(Unusable("conflicting Content-Length values")));
+                }
+                Some(_) => {}
+                None => self.length = Some(Ok(n)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one `Transfer-Encoding` field; the last one's last coding counts.
+    fn coding(&mut self, value: &[u8]) {
+        let last = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.split(',').map(str::trim).rfind(|c| !c.is_empty()));
+        self.coding = Some(last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")));
+    }
+
+    /// How the body is delimited (RFC 9112 §6.3).
+    fn framing(self, body_follows: bool) -> Result<Framing, Unusable> {
+        if self.coding.is_some() && self.length.is_some() {
+            return Err(Unusable("both Content-Length and Transfer-Encoding"));
+        }
+        let length = self.length.transpose()?;
+        if !body_follows {
+            return Ok(Framing::Empty);
+        }
+        match (self.coding, length) {
+            (Some(true), _) => Ok(Framing::Chunked),
+            (Some(false), _) => Err(Unusable("a transfer coding that does not end in chunked")),
+            (None, Some(n)) => Ok(Framing::Length(n)),
+            (None, None) => Ok(Framing::UntilClose),
+        }
+    }
 }
 
 /// Whether the `Connection` header lists `token`.
@@ -170,76 +323,26 @@ pub fn has_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn framing(status: StatusCode, headers: &HeaderMap, to_head: bool) -> Result<Framing, Unusable> {
-    let te = headers.get_all(TRANSFER_ENCODING);
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    if te.iter().next().is_some() && lengths.next().is_some() {
-        return Err(Unusable("both Content-Length and Transfer-Encoding"));
-    }
-    if to_head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Empty);
-    }
-    if te.iter().next().is_some() {
-        // The last coding of the last line is the one applied last.
-        let last_line = te.iter().next_back().map(HeaderValue::to_str);
-        let last = match last_line {
-            Some(Ok(line)) => line.split(',').map(str::trim).rfind(|c| !c.is_empty()),
-            _ => None,
-        };
-        return match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            _ => Err(Unusable("a transfer coding that does not end in chunked")),
-        };
-    }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        // Each value may itself be a list of one repeated number (RFC 9110 §8.6).
-        for part in v
-            .to_str()
-            .map_err(|_| Unusable("a bad Content-Length"))?
-            .split(',')
-        {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || part.len() > 19 {
-                return Err(Unusable("a bad Content-Length"));
-            }
-            let n: u64 = part.parse().map_err(|_| Unusable("a bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Unusable("conflicting Content-Length values"));
-            }
-            length = Some(n);
+/// Begins the head of one of the gate's own answers: the status line and `headers`
+/// (framing fields excluded: [`end_response_head`] adds the gate's).
+pub fn begin_response_head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
+    begin_status(out, status, 64 + headers.len() * 40);
+    for (name, value) in headers {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            put_field(out, name, value.as_bytes());
         }
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
-/// Writes a response head for the client: the status line, the judged header map, then
-/// the framing the gate sends the body with (in place of the console's).
-pub fn write_response_head(
+/// Ends a response head begun by [`response_head`] or [`begin_response_head`]: the
+/// gate's own `fields`, then the framing the gate sends the body with.
+pub fn end_response_head<'a>(
     out: &mut BytesMut,
-    status: StatusCode,
-    headers: &HeaderMap,
+    fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     body: Outgoing,
 ) {
-    out.reserve(64 + headers.len() * 40);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
-    for (name, value) in headers {
-        // An answer without a body keeps the console's length (that of the answer to HEAD).
-        if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && body != Outgoing::None) {
-            continue;
-        }
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+    for (name, value) in fields {
+        put_field(out, name, value.as_bytes());
     }
     match body {
         Outgoing::None => {}
@@ -526,9 +629,14 @@ mod tests {
         );
     }
 
+    fn framing_of(head: &str) -> Result<Option<Framing>, Unusable> {
+        response_head(head.as_bytes(), false, &mut BytesMut::new())
+            .map(|h| h.map(|(h, _)| h.framing))
+    }
+
     #[test]
     fn response_framing_follows_rfc_9112() {
-        let head = |s: &str| response_head(s.as_bytes(), false).map(|h| h.map(|(h, _)| h.framing));
+        let head = framing_of;
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"),
             Ok(Some(Framing::Length(12)))
@@ -552,6 +660,7 @@ mod tests {
         assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 5"), Ok(None));
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1 2\r\n\r\n",
@@ -562,8 +671,11 @@ mod tests {
         ] {
             assert!(head(bad).is_err(), "{bad:?}");
         }
-        let answer_to_head =
-            response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", true);
+        let answer_to_head = response_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+            true,
+            &mut BytesMut::new(),
+        );
         assert_eq!(
             answer_to_head.map(|h| h.map(|(h, _)| h.framing)),
             Ok(Some(Framing::Empty))
@@ -572,11 +684,19 @@ mod tests {
 
     #[test]
     fn a_request_is_read_once_and_written_from_what_was_read() {
-        let head =
-            Bytes::from_static(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nx-one: 2\r\n\r\n");
-        assert_eq!(scan_request(&head), Scan::Complete(head.len()));
-        assert_eq!(scan_request(&head[..10]), Scan::Partial);
-        let req = request(&head).expect("a request");
+        let raw: &[u8] = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nx-one: 2\r\n\r\nGET /next";
+        let mut inbox = BytesMut::from(&raw[..10]);
+        assert!(matches!(take_request(&mut inbox), Head::Partial));
+        let mut inbox = BytesMut::from(raw);
+        let Head::Complete {
+            bytes,
+            request: Some(req),
+        } = take_request(&mut inbox)
+        else {
+            panic!("a request");
+        };
+        assert_eq!(&inbox[..], b"GET /next", "the rest stays");
+        assert_eq!(bytes.len(), raw.len() - 9);
         let mut out = BytesMut::new();
         write_request_head(&mut out, req.method(), "/a?b=c", req.headers());
         assert_eq!(
@@ -588,36 +708,54 @@ mod tests {
             b"GET http://x/a HTTP/1.1\r\nHost: x\r\n\r\n",
             b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
+            let taken = take_request(&mut BytesMut::from(other));
             assert!(
-                request(&Bytes::from_static(other)).is_none(),
+                matches!(taken, Head::Complete { request: None, .. }),
                 "{:?}",
                 String::from_utf8_lossy(other)
             );
         }
-        assert_eq!(
-            scan_request(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
-            Scan::Unreadable
-        );
+        let bad = take_request(&mut BytesMut::from(
+            &b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"[..],
+        ));
+        assert!(matches!(bad, Head::Unreadable));
     }
 
     #[test]
-    fn a_response_head_is_written_with_the_gates_framing() {
-        let mut h = HeaderMap::new();
-        h.insert("content-type", HeaderValue::from_static("text/plain"));
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
+    fn a_response_head_keeps_what_may_reach_the_client_and_takes_the_gates_framing() {
+        let console = "HTTP/1.1 200 Fine\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: mfa_session=forged; Path=/\r\nSet-Cookie: =mfa_session=x\r\nSet-Cookie: console=1\r\nStrict-Transport-Security: max-age=1\r\n\r\n";
         let mut out = BytesMut::new();
-        write_response_head(&mut out, StatusCode::OK, &h, Outgoing::Length(12));
+        let (head, n) = response_head(console.as_bytes(), false, &mut out)
+            .expect("usable")
+            .expect("complete");
+        assert_eq!(n, console.len());
+        assert_eq!(head.framing, Framing::Length(12));
+        assert!(head.hsts && !head.closes);
         assert_eq!(
-            &out[..],
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n\r\n"
+            head.gate_cookies,
+            vec!["mfa_session".to_string(), String::new()]
+        );
+        assert_eq!(head.set_cookies.get_all(SET_COOKIE).iter().count(), 1);
+        end_response_head(&mut out, [], Outgoing::Length(12));
+        assert_eq!(
+            std::str::from_utf8(&out).expect("text"),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nset-cookie: console=1\r\nstrict-transport-security: max-age=1\r\ncontent-length: 12\r\n\r\n"
         );
         out.clear();
-        write_response_head(
+        let to_head = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nConnection: close\r\n\r\n";
+        let (head, _) = response_head(to_head.as_bytes(), true, &mut out)
+            .expect("usable")
+            .expect("complete");
+        assert!(head.closes);
+        end_response_head(&mut out, [], Outgoing::None);
+        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n");
+        out.clear();
+        begin_response_head(
             &mut out,
             StatusCode::from_u16(299).expect("code"),
             &HeaderMap::new(),
-            Outgoing::Chunked,
         );
+        end_response_head(&mut out, [], Outgoing::Chunked);
         assert_eq!(
             &out[..],
             b"HTTP/1.1 299 \r\ntransfer-encoding: chunked\r\n\r\n"
