@@ -343,16 +343,21 @@ fn check_request<B>(
             None => return Err(bad("The request has no Host header.")),
         },
     };
+    // A user part (`evil@console`) is dropped by the authority parser: the name judged
+    // would not be the header forwarded.
+    if host.as_bytes().contains(&b'@') {
+        return Err(bad("The Host header names a user."));
+    }
     let site_index = host
         .to_str()
         .ok()
         .and_then(|v| v.parse::<http::uri::Authority>().ok())
         .and_then(|a| {
-            let name = a.host().to_ascii_lowercase();
+            let name = a.host();
             gate.config
                 .sites
                 .iter()
-                .position(|s| s.hosts.contains(&name))
+                .position(|s| s.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)))
         })
         .ok_or_else(|| bad("This gate does not serve the requested host name."))?;
     Ok(Ctx {

@@ -27,20 +27,25 @@ use crate::session::Session;
 use crate::upstream_tls::{HttpsConnector, TlsFailure, UpstreamTls};
 
 /// Whether a header is hop-by-hop and never crosses the gate (RFC 9110 §7.6.1, plus the
-/// de-facto ones). Names in a map are lower case; a `match` compares no more than needed.
+/// de-facto ones).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    is_hop_by_hop_name(name.as_str().as_bytes())
+}
+
+/// [`is_hop_by_hop`] for a name in lower case; a `match` compares no more than needed.
+pub fn is_hop_by_hop_name(lower: &[u8]) -> bool {
     matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "http2-settings"
+        lower,
+        b"connection"
+            | b"keep-alive"
+            | b"proxy-connection"
+            | b"te"
+            | b"trailer"
+            | b"transfer-encoding"
+            | b"upgrade"
+            | b"proxy-authorization"
+            | b"proxy-authenticate"
+            | b"http2-settings"
     )
 }
 

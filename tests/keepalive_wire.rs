@@ -18,7 +18,7 @@ mod common;
 use std::time::Duration;
 
 use common::wire::{
-    ok, page, page_body, Framing, RawConsole, RawRequest, Response, Session, Step, Wire, USER,
+    ok, page, page_body, Framing, RawConsole, RawRequest, Response, Session, Step, Wire, BOB, USER,
 };
 use common::*;
 use mfa_gate::admin_socket::{self, Request as Admin};
@@ -856,4 +856,155 @@ async fn session_gets_take_the_direct_lane_until_a_post_hands_the_connection_ove
         "{targets:?}"
     );
     assert!(!targets.iter().any(|t| t == "/x"), "{targets:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Kept console connections: nothing a console sends unasked is ever an answer
+// (found by an outside review of the direct lane: F1–F4)
+// ---------------------------------------------------------------------------------------
+
+/// A second, unasked answer, with a cookie of the console's.
+const INJECTED: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSet-Cookie: console_sid=attacker; Path=/\r\nContent-Length: 8\r\n\r\nINJECTED";
+
+/// `/poison`: an answer, then (after a pause) a second answer nobody asked for;
+/// `/victim`: an answer that takes a moment.
+fn poisoning(req: &RawRequest) -> Vec<Step> {
+    match req.path() {
+        "/poison" => vec![
+            write(ok("first")),
+            Step::Sleep(Duration::from_millis(150)),
+            write(INJECTED),
+        ],
+        "/victim" => vec![
+            Step::Sleep(Duration::from_millis(100)),
+            write(ok("SECRET of the victim")),
+        ],
+        _ => page(req),
+    }
+}
+
+#[tokio::test]
+async fn a_late_unasked_answer_never_answers_the_next_request() {
+    let (_console, gate, s) = setup(poisoning).await;
+    let mut wire = Wire::connect(gate.addr).await;
+    wire.write(&s.get("/poison")).await;
+    assert_eq!(wire.response("GET").await.text(), "first");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    wire.write(&s.get("/next")).await;
+    let r = wire.response("GET").await;
+    assert_eq!(r.text(), page_body("/next"), "{}", r.head);
+    assert!(!r.head.contains("attacker"), "{}", r.head);
+}
+
+#[tokio::test]
+async fn on_a_client_connection_two_users_share_a_late_answer_never_crosses_between_them() {
+    let console = RawConsole::start(poisoning).await;
+    let gate = GateBuilder::basic(console.addr)
+        .trusted_proxies(&["127.0.0.1/32"])
+        .start()
+        .await;
+    let alice = Session::sign_in(&gate).await;
+    let bob = Session::sign_in_as(&gate, BOB).await;
+    // A front proxy reusing its connection to the gate for both.
+    let mut wire = Wire::connect(gate.addr).await;
+    wire.write(&alice.get("/poison")).await;
+    assert_eq!(wire.response("GET").await.text(), "first");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    wire.write(&bob.get("/victim")).await;
+    assert_eq!(wire.response("GET").await.text(), "SECRET of the victim");
+    wire.write(&alice.get("/again")).await;
+    assert_eq!(wire.response("GET").await.text(), page_body("/again"));
+}
+
+#[tokio::test]
+async fn a_408_and_close_on_an_idle_console_connection_is_not_an_answer() {
+    let (_console, gate, s) = setup(|req| match req.path() {
+        "/x" => vec![
+            write(ok("x")),
+            Step::Sleep(Duration::from_millis(150)),
+            write("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+            Step::Close,
+        ],
+        _ => page(req),
+    })
+    .await;
+    let mut wire = Wire::connect(gate.addr).await;
+    wire.write(&s.get("/x")).await;
+    assert_eq!(wire.response("GET").await.text(), "x");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_page(&mut wire, &s, "/y").await;
+}
+
+#[tokio::test]
+async fn a_late_body_after_an_answer_to_head_is_not_an_answer() {
+    let (_console, gate, s) = setup(|req| match (req.method.as_str(), req.path()) {
+        ("HEAD", "/h") => vec![
+            write(format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                INJECTED.len()
+            )),
+            Step::Sleep(Duration::from_millis(50)),
+            write(INJECTED),
+        ],
+        _ => page(req),
+    })
+    .await;
+    let mut wire = Wire::connect(gate.addr).await;
+    wire.write(&s.request("HEAD", "/h", "", b"")).await;
+    assert_eq!(wire.response("HEAD").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_page(&mut wire, &s, "/next").await;
+}
+
+#[tokio::test]
+async fn idle_clients_do_not_pin_console_connections() {
+    let (console, gate, s) = setup(page).await;
+    let before = console.connections();
+    let mut idle = Vec::new();
+    for i in 0..40 {
+        let mut w = Wire::connect(gate.addr).await;
+        assert_page(&mut w, &s, &format!("/idle{i}")).await;
+        idle.push(w);
+    }
+    let opened = console.connections() - before;
+    assert!(
+        opened <= 2,
+        "40 clients one after another, each left open: {opened} console connections"
+    );
+}
+
+#[tokio::test]
+async fn a_204_carries_no_length_and_an_answer_to_head_keeps_its_own() {
+    let (_console, gate, s) = setup(|req| match req.path() {
+        "/204" => vec![write(
+            "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+        )],
+        _ => page(req),
+    })
+    .await;
+    let mut wire = Wire::connect(gate.addr).await;
+    wire.write(&s.get("/204")).await;
+    let r = wire.response("GET").await;
+    assert_eq!(r.status, 204);
+    assert!(
+        !r.head.to_ascii_lowercase().contains("content-length"),
+        "{}",
+        r.head
+    );
+    assert_page(&mut wire, &s, "/after").await;
+}
+
+#[tokio::test]
+async fn a_host_with_a_user_part_gets_400_and_nothing_is_forwarded() {
+    let (console, gate, s) = setup(page).await;
+    console.clear();
+    let mut wire = Wire::connect(gate.addr).await;
+    let req = format!(
+        "GET /ui HTTP/1.1\r\nHost: evil@{}\r\nAuthorization: {}\r\nCookie: {}\r\n\r\n",
+        s.host, s.authorization, s.cookie
+    );
+    wire.write(req.as_bytes()).await;
+    assert_eq!(wire.response("GET").await.status, 400);
+    assert!(console.forwarded().is_empty());
 }

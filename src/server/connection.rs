@@ -293,7 +293,7 @@ async fn before_first_request<F: Future>(
     }
 }
 
-pub(super) async fn sleep_until(due: Option<Instant>) {
+async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due.into()).await,
         None => std::future::pending().await,

@@ -1,18 +1,24 @@
-//! The direct lane's connection to a console: one kept-alive TCP connection per client
-//! connection (as nginx's `keepalive` keeps them), the request head written in one go,
-//! the response head read under the site's `upstream_timeout`, and the body relayed to
-//! the client with the gate's own framing.
+//! The direct lane's connections to consoles: kept alive between requests in a small pool
+//! per worker thread (as nginx's `keepalive` keeps them per worker, and at most
+//! [`KEPT_PER_THREAD`] of them, so idle clients do not pin console connections), the
+//! request head written in one go, the response head read under the site's
+//! `upstream_timeout`, and the body relayed to the client with the gate's own framing.
 //!
-//! A connection that has answered before may have been closed by the console while it
-//! sat idle; a request that meets such a close before any byte of an answer (they are
-//! all GET or HEAD here, which may be sent again) is sent once more on a new connection.
+//! A kept connection is used again only if nothing came from the console while it sat
+//! idle: a late or extra answer, a `408`, a close. Bytes a console sends unasked would
+//! otherwise be read as the answer to the next request — someone else's, maybe. A request
+//! that still meets a close before any byte of an answer (they are all GET or HEAD here,
+//! which may be sent again) is sent once more on a new connection.
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::wire::{self, Dechunk, Framing, ResponseHead, Unusable};
 use crate::config::Site;
@@ -32,6 +38,18 @@ const RELAY_CHUNK: usize = 256 * 1024;
 /// The read buffer a kept console connection holds between requests.
 const KEPT_BUFFER: usize = 8 * 1024;
 
+/// Most idle console connections a worker thread keeps, and for how long (as the pooled
+/// client of the full path keeps its own).
+const KEPT_PER_THREAD: usize = 32;
+const KEPT_IDLE: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// This worker thread's idle console connections, the most recently used last. (Each
+    /// worker runs its own runtime, so a connection is always driven by the thread that
+    /// keeps it.)
+    static IDLE: RefCell<Vec<Link>> = const { RefCell::new(Vec::new()) };
+}
+
 /// One console connection.
 #[derive(Debug)]
 pub struct Link {
@@ -42,6 +60,44 @@ pub struct Link {
     inbox: BytesMut,
     /// Whether it has answered a request before (so it may have been closed since).
     answered: bool,
+    /// Since when it has been idle in the pool.
+    idle_since: Instant,
+}
+
+impl Link {
+    /// Whether nothing came from the console since the last answer: no byte, no close.
+    fn quiet(&self) -> bool {
+        let mut probe = [0u8; 1];
+        self.inbox.is_empty()
+            && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// An idle connection to `authority` that may be used again, if this thread keeps one.
+fn take_idle(authority: &Authority) -> Option<Link> {
+    IDLE.with_borrow_mut(|idle| {
+        let now = Instant::now();
+        idle.retain(|l| now.duration_since(l.idle_since) < KEPT_IDLE);
+        while let Some(i) = idle.iter().rposition(|l| l.authority == *authority) {
+            let link = idle.remove(i);
+            if link.quiet() {
+                return Some(link);
+            }
+        }
+        None
+    })
+}
+
+/// Keeps a connection that answered whole for a later request (the oldest idle one goes
+/// when the pool is full).
+pub fn keep(mut link: Link) {
+    link.idle_since = Instant::now();
+    IDLE.with_borrow_mut(|idle| {
+        if idle.len() >= KEPT_PER_THREAD {
+            idle.remove(0);
+        }
+        idle.push(link);
+    });
 }
 
 /// A response head read from a console, with the connection its body comes on.
@@ -51,24 +107,23 @@ pub struct Answer {
     pub link: Link,
 }
 
-/// Sends the request head in `out` to the site's console — on `kept`, the connection
-/// kept from an earlier request, when it leads there — and reads the response head,
-/// within the site's `upstream_timeout`, into `out` ([`wire::response_head`]). Interim
+/// Sends the request head in `out` to the site's console — on a kept connection when
+/// this thread has a quiet one there — and reads the response head,
+/// within the site's `upstream_timeout` (on `timer`), into `out` ([`wire::response_head`]). Interim
 /// (1xx) answers are skipped.
 ///
 /// # Errors
 /// The console cannot be reached, did not answer in time, or its answer is unusable.
 pub async fn round_trip(
-    kept: Option<Link>,
     site: &Site,
     out: &mut BytesMut,
     to_head: bool,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<Answer, UpstreamError> {
     let authority = &site.upstream.authority;
-    let kept = kept.filter(|l| l.authority == *authority);
     let request = out.split().freeze();
     let attempt = async {
-        let mut link = kept;
+        let mut link = take_idle(authority);
         loop {
             let reused = link.is_some();
             let mut l = match link.take() {
@@ -90,9 +145,12 @@ pub async fn round_trip(
             }
         }
     };
-    match tokio::time::timeout(site.upstream_timeout, attempt).await {
-        Ok(answer) => answer,
-        Err(_) => {
+    timer
+        .as_mut()
+        .reset(tokio::time::Instant::now() + site.upstream_timeout);
+    tokio::select! {
+        answer = attempt => answer,
+        () = timer => {
             tracing::warn!(site = %site.name, "the console did not answer within {:?}", site.upstream_timeout);
             Err(UpstreamError::Timeout)
         }
@@ -126,6 +184,7 @@ async fn connect(site: &Site) -> Result<Link, UpstreamError> {
         stream,
         inbox: BytesMut::with_capacity(KEPT_BUFFER),
         answered: false,
+        idle_since: Instant::now(),
     })
 }
 
@@ -143,7 +202,10 @@ async fn exchange(
     out: &mut BytesMut,
     to_head: bool,
 ) -> Result<ResponseHead, Failure> {
-    l.inbox.clear();
+    if !l.inbox.is_empty() {
+        // Never reached: only a connection whose answer ended with its bytes is kept.
+        return Err(Failure::Unusable(Unusable("bytes before the request")));
+    }
     if l.stream.write_all(request).await.is_err() {
         return Err(Failure::Closed);
     }

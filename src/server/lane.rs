@@ -15,6 +15,7 @@
 //! or let through here that the full path would judge otherwise.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use super::activity::{ConnState, Timing};
 use super::connection::{Shared, CLOSE_GRACE};
@@ -44,6 +46,13 @@ use crate::session::Session;
 use crate::sessions;
 use crate::state::{Ctx, Gate};
 use crate::target;
+
+/// What a connection keeps from one request to the next: its write buffer, and one timer
+/// for its deadlines and the console's (moved as they change).
+struct Kept {
+    out: BytesMut,
+    timer: Pin<Box<Sleep>>,
+}
 
 /// One client connection, as the lane needs it.
 pub struct Conn<'a> {
@@ -73,8 +82,10 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut inbox = BytesMut::with_capacity(4096);
-    let mut out = BytesMut::with_capacity(4096);
-    let mut link = None;
+    let mut kept = Kept {
+        out: BytesMut::with_capacity(4096),
+        timer: Box::pin(tokio::time::sleep(c.timing.header_timeout)),
+    };
     loop {
         let (head, request) = loop {
             match wire::take_request(&mut inbox) {
@@ -86,7 +97,9 @@ where
                     return hand_over(io, None, inbox);
                 }
             }
-            if let Err(why) = next_bytes(&mut io, &mut inbox, c, shutdown).await {
+            if let Err(why) =
+                next_bytes(&mut io, &mut inbox, c, kept.timer.as_mut(), shutdown).await
+            {
                 return Outcome::Closed(why);
             }
         };
@@ -103,7 +116,7 @@ where
         };
         gate.metrics.lane_answered();
         let busy = c.state.begin();
-        let keep = answer(&gate, &ctx, session, req, &mut io, &mut link, &mut out).await;
+        let keep = answer(&gate, &ctx, session, req, &mut io, &mut kept).await;
         drop(busy);
         if !keep {
             let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
@@ -146,6 +159,7 @@ async fn next_bytes<IO>(
     io: &mut IO,
     inbox: &mut BytesMut,
     c: &Conn<'_>,
+    mut timer: Pin<&mut Sleep>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), &'static str>
 where
@@ -156,13 +170,16 @@ where
     }
     loop {
         let due = c.state.deadline(&c.timing, true);
+        if let Some(due) = due {
+            timer.as_mut().reset(due.into());
+        }
         tokio::select! {
             read = io.read_buf(inbox) => return match read {
                 Ok(0) => Err("closed by the client"),
                 Ok(_) => Ok(()),
                 Err(_) => Err("a read error"),
             },
-            () = super::connection::sleep_until(due) => {
+            () = timer.as_mut(), if due.is_some() => {
                 // A head may have begun since `due` was computed.
                 if c.state.deadline(&c.timing, true).is_none_or(|d| d > Instant::now()) {
                     continue;
@@ -191,14 +208,13 @@ async fn answer<IO>(
     session: Arc<Session>,
     req: Request<()>,
     io: &mut IO,
-    link: &mut Option<console_link::Link>,
-    out: &mut BytesMut,
+    kept: &mut Kept,
 ) -> bool
 where
     IO: AsyncWrite + Unpin,
 {
     let record = access_log::start(gate, &req);
-    let (status, keep) = exchange(gate, ctx, &session, req, io, link, out).await;
+    let (status, keep) = exchange(gate, ctx, &session, req, io, kept).await;
     let seen = Seen {
         site: Some(ctx.site_index),
         session: Some(session),
@@ -213,12 +229,12 @@ async fn exchange<IO>(
     session: &Session,
     req: Request<()>,
     io: &mut IO,
-    link: &mut Option<console_link::Link>,
-    out: &mut BytesMut,
+    kept: &mut Kept,
 ) -> (StatusCode, bool)
 where
     IO: AsyncWrite + Unpin,
 {
+    let Kept { out, timer } = kept;
     let client_close = wire::has_token(req.headers(), "close");
     let to_head = req.method() == Method::HEAD;
     let site = gate.site(ctx);
@@ -235,7 +251,7 @@ where
     wire::write_request_head(out, &parts.method, &target, &headers);
 
     let started = Instant::now();
-    let answer = console_link::round_trip(link.take(), site, out, to_head).await;
+    let answer = console_link::round_trip(site, out, to_head, timer.as_mut()).await;
     proxy::count_upstream(fwd.metrics, started, answer.as_ref().err());
     let page = |e: Error| refusal::render(&e, Format::for_client(&headers));
     let answer = match answer {
@@ -271,8 +287,8 @@ where
             let e = Error::Upstream(crate::error::UpstreamError::Invalid);
             write_page(gate, io, out, page(e), to_head, client_close).await
         }
-        Relayed::Whole(kept) => {
-            *link = Some(kept);
+        Relayed::Whole(link) => {
+            console_link::keep(link);
             (status, !client_close)
         }
         Relayed::WholeLinkClosed => (status, !client_close),

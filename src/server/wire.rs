@@ -11,10 +11,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{
-    HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE, STRICT_TRANSPORT_SECURITY,
-    TRANSFER_ENCODING,
-};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 /// Most header lines in a head (hyper's limit too).
@@ -74,7 +71,8 @@ pub fn take_request(inbox: &mut BytesMut) -> Head {
         *req.uri_mut() = Uri::from_maybe_shared(target).ok()?;
         *req.version_mut() = Version::HTTP_11;
         let map = req.headers_mut();
-        map.reserve(fields.len());
+        // Room for the forwarding fields the gate adds, so the map never grows.
+        map.reserve(fields.len() + 6);
         for &(name, value) in &fields {
             let name = HeaderName::from_bytes(&part(name)).ok()?;
             map.append(name, HeaderValue::from_maybe_shared(part(value)).ok()?);
@@ -164,7 +162,7 @@ pub fn response_head(
     let fields = parsed.headers;
     // `Connection` first: it names more fields to drop, wherever they are.
     let mut closes = parsed.version == Some(0);
-    let mut named: Vec<HeaderName> = Vec::new();
+    let mut named: Vec<&str> = Vec::new();
     for line in fields.iter() {
         if line.name.eq_ignore_ascii_case("connection") {
             let value =
@@ -172,10 +170,8 @@ pub fn response_head(
             for token in value.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     closes = true;
-                } else if !token.eq_ignore_ascii_case("keep-alive") {
-                    if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                        named.push(name);
-                    }
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                    named.push(token);
                 }
             }
         }
@@ -195,46 +191,56 @@ pub fn response_head(
         || status == StatusCode::NOT_MODIFIED);
     begin_status(out, status, 64 + n);
     for line in fields.iter() {
-        let name = HeaderName::from_bytes(line.name.as_bytes())
-            .map_err(|_| Unusable("a malformed header name"))?;
-        if name == CONTENT_LENGTH {
-            frame.length(line.value)?;
-            // An answer without a body keeps the console's length (that of the answer to
-            // HEAD); a body is framed by the gate.
-            if !body_follows {
-                put_field(out, &name, line.value);
+        // httparse let through token characters only; the names looked for are short.
+        let mut low = [0u8; 32];
+        let name: &[u8] = match low.get_mut(..line.name.len()) {
+            Some(low) => {
+                low.copy_from_slice(line.name.as_bytes());
+                low.make_ascii_lowercase();
+                low
             }
-            continue;
-        }
-        if name == TRANSFER_ENCODING {
-            frame.coding(line.value);
-            continue;
-        }
-        if crate::proxy::is_hop_by_hop(&name) || named.contains(&name) {
-            continue;
-        }
-        if name == SET_COOKIE {
-            let value = HeaderValue::from_bytes(line.value)
-                .map_err(|_| Unusable("a malformed header value"))?;
-            match crate::cookies::set_cookie_name(&value) {
-                Some(n) if !n.is_empty() && !crate::cookies::is_gate_cookie(n) => {
-                    head.set_cookies.append(SET_COOKIE, value.clone());
-                }
-                // A nameless cookie (`Set-Cookie: =mfa_session=x`) comes back from
-                // browsers as `mfa_session=x`: it goes too, as one that cannot be read.
-                other => {
-                    let shown = other.map_or_else(
-                        || String::from_utf8_lossy(line.value).into_owned(),
-                        str::to_string,
-                    );
-                    head.gate_cookies.push(shown);
+            None => b"",
+        };
+        match name {
+            b"content-length" => {
+                frame.length(line.value)?;
+                // The answer to HEAD, and a 304, keep the console's length (of the body
+                // they stand for); a body is framed by the gate; a 204 or 1xx has none.
+                if body_follows || !(to_head || status == StatusCode::NOT_MODIFIED) {
                     continue;
                 }
             }
-        } else if name == STRICT_TRANSPORT_SECURITY {
-            head.hsts = true;
+            b"transfer-encoding" => {
+                frame.coding(line.value);
+                continue;
+            }
+            hop if crate::proxy::is_hop_by_hop_name(hop) => continue,
+            b"set-cookie" => {
+                let value = HeaderValue::from_bytes(line.value)
+                    .map_err(|_| Unusable("a malformed header value"))?;
+                match crate::cookies::set_cookie_name(&value) {
+                    Some(n) if !n.is_empty() && !crate::cookies::is_gate_cookie(n) => {
+                        head.set_cookies.append(SET_COOKIE, value.clone());
+                    }
+                    // A nameless cookie (`Set-Cookie: =mfa_session=x`) comes back from
+                    // browsers as `mfa_session=x`: it goes too, as one that cannot be read.
+                    other => {
+                        let shown = other.map_or_else(
+                            || String::from_utf8_lossy(line.value).into_owned(),
+                            str::to_string,
+                        );
+                        head.gate_cookies.push(shown);
+                        continue;
+                    }
+                }
+            }
+            b"strict-transport-security" => head.hsts = true,
+            _ => {}
         }
-        put_field(out, &name, line.value);
+        if named.iter().any(|t| t.eq_ignore_ascii_case(line.name)) {
+            continue;
+        }
+        put_raw(out, line.name.as_bytes(), line.value);
     }
     head.framing = frame.framing(body_follows)?;
     Ok(Some((head, n)))
@@ -250,7 +256,11 @@ fn begin_status(out: &mut BytesMut, status: StatusCode, room: usize) {
 }
 
 fn put_field(out: &mut BytesMut, name: &HeaderName, value: &[u8]) {
-    out.put_slice(name.as_str().as_bytes());
+    put_raw(out, name.as_str().as_bytes(), value);
+}
+
+fn put_raw(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
@@ -739,7 +749,7 @@ mod tests {
         end_response_head(&mut out, [], Outgoing::Length(12));
         assert_eq!(
             std::str::from_utf8(&out).expect("text"),
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nset-cookie: console=1\r\nstrict-transport-security: max-age=1\r\ncontent-length: 12\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: console=1\r\nStrict-Transport-Security: max-age=1\r\ncontent-length: 12\r\n\r\n"
         );
         out.clear();
         let to_head = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nConnection: close\r\n\r\n";
@@ -748,7 +758,7 @@ mod tests {
             .expect("complete");
         assert!(head.closes);
         end_response_head(&mut out, [], Outgoing::None);
-        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n");
+        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
         out.clear();
         begin_response_head(
             &mut out,

@@ -19,6 +19,8 @@ use super::{Browser, TestGate};
 
 /// The console's one user.
 pub const USER: (&str, &str) = ("alice", "pw-a");
+/// A second user of the console (for a client connection two users share).
+pub const BOB: (&str, &str) = ("bob", "pw-b");
 
 /// The longest any one read of the client may wait before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -420,7 +422,10 @@ impl RawConsole {
 /// The console's answer to its probe: HTTP Basic for [`USER`].
 fn probe_answer(req: &RawRequest) -> Vec<u8> {
     let right = format!("Basic {}", basic(USER));
-    if req.values("authorization") == [right.as_str()] {
+    let bob = format!("Basic {}", basic(BOB));
+    if req.values("authorization") == [right.as_str()]
+        || req.values("authorization") == [bob.as_str()]
+    {
         ok("probe ok\n")
     } else {
         b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"Raw Console\"\r\nContent-Length: 6\r\n\r\nwrong\n".to_vec()
@@ -672,7 +677,12 @@ pub struct Session {
 impl Session {
     /// Logs [`USER`] in through `gate` (enrollment with a code from `oathtool`).
     pub async fn sign_in(gate: &TestGate) -> Session {
-        let b = Browser::new(gate, Some(USER));
+        Self::sign_in_as(gate, USER).await
+    }
+
+    /// Logs `user` (one the console's probe accepts: [`USER`] or [`BOB`]) in through `gate`.
+    pub async fn sign_in_as(gate: &TestGate, user: (&str, &str)) -> Session {
+        let b = Browser::new(gate, Some(user));
         let (done, _) = b.login(gate, "/", None).await;
         assert!(done.next().is_some(), "login: {done:?}");
         let jar = b.cookies.lock().unwrap();
@@ -683,7 +693,7 @@ impl Session {
         Session {
             host: gate.addr.to_string(),
             cookie: format!("{name}={value}"),
-            authorization: format!("Basic {}", basic(USER)),
+            authorization: format!("Basic {}", basic(user)),
         }
     }
 
