@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::activity::{Busy, ConnState, Timing};
+use super::console_link::ClientSocket;
 use super::lane;
 use super::limits::Admitted;
 use super::serving::Current;
@@ -111,7 +112,7 @@ async fn serve_io<IO>(
     settings: &Settings<'_>,
     shutdown: &mut watch::Receiver<bool>,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + ClientSocket + Unpin + Send + 'static,
 {
     let state = Arc::clone(slot.state());
     let detected = before_first_request(sniff(&mut io), &state, &settings.timing, shutdown).await;
@@ -350,6 +351,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ConnIo<IO> {
             this.slot.state().saw_bytes(Instant::now());
         }
         poll
+    }
+}
+
+impl<IO: ClientSocket> ClientSocket for ConnIo<IO> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        self.inner.tcp()
     }
 }
 

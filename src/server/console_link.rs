@@ -234,6 +234,94 @@ async fn exchange(
     }
 }
 
+/// A client connection a body can be spliced to: a plain TCP socket (not TLS).
+pub trait ClientSocket {
+    /// The socket, if the client's bytes go on it as they are.
+    fn tcp(&self) -> Option<&TcpStream>;
+}
+
+impl ClientSocket for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl<IO> ClientSocket for tokio_rustls::server::TlsStream<IO> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// A body at least this long still to go is spliced when it can be.
+const SPLICE_FROM: u64 = 64 * 1024;
+
+/// How much a splice pipe holds (asked of the kernel; it may give less).
+const PIPE_SIZE: usize = 256 * 1024;
+
+/// Moves `left` bytes from the console to the client inside the kernel, through a pipe
+/// (splice(2)): the body is not copied into the gate and out again. `None` when no pipe
+/// could be had (the caller copies instead).
+async fn splice_body(from: &TcpStream, to: &TcpStream, mut left: u64) -> Option<bool> {
+    use rustix::pipe::{self, PipeFlags, SpliceFlags};
+    use tokio::io::Interest;
+    let (out_of_pipe, into_pipe) =
+        pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).ok()?;
+    let room = pipe::fcntl_setpipe_size(&into_pipe, PIPE_SIZE)
+        .or_else(|_| pipe::fcntl_getpipe_size(&into_pipe))
+        .ok()?;
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let mut in_pipe = 0usize;
+    loop {
+        let mut moved = false;
+        if left > 0 && in_pipe < room {
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(room - in_pipe);
+            let fill = from.try_io(Interest::READABLE, || {
+                pipe::splice(from, None, &into_pipe, None, want, flags)
+                    .map_err(std::io::Error::from)
+            });
+            match fill {
+                // The console closed before the end of the body.
+                Ok(0) => return Some(false),
+                Ok(n) => {
+                    in_pipe += n;
+                    left -= n as u64;
+                    moved = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Some(false),
+            }
+        }
+        if in_pipe > 0 {
+            let drain = to.try_io(Interest::WRITABLE, || {
+                pipe::splice(&out_of_pipe, None, to, None, in_pipe, flags)
+                    .map_err(std::io::Error::from)
+            });
+            match drain {
+                Ok(n) => {
+                    in_pipe -= n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Some(false),
+            }
+        }
+        if left == 0 && in_pipe == 0 {
+            return Some(true);
+        }
+        if !moved {
+            let ready = tokio::select! {
+                r = from.readable(), if left > 0 && in_pipe < room => r,
+                r = to.writable(), if in_pipe > 0 => r,
+            };
+            if ready.is_err() {
+                return Some(false);
+            }
+        }
+    }
+}
+
 /// How relaying a body ended.
 #[derive(Debug)]
 pub enum Relayed {
@@ -268,7 +356,7 @@ pub async fn relay<C>(
     lease: Option<Lease>,
 ) -> Relayed
 where
-    C: AsyncWrite + Unpin,
+    C: AsyncWrite + ClientSocket + Unpin,
 {
     let Answer { head, mut link } = answer;
     link.answered = true;
@@ -302,7 +390,7 @@ where
 /// Relays the body.
 async fn body<C>(client: &mut C, out: &mut BytesMut, head: &ResponseHead, link: &mut Link) -> Sent
 where
-    C: AsyncWrite + Unpin,
+    C: AsyncWrite + ClientSocket + Unpin,
 {
     match head.framing {
         Framing::Empty => sent(client.write_all(out).await),
@@ -316,6 +404,13 @@ where
             left -= first as u64;
             if client.write_all(out).await.is_err() {
                 return Sent::Broken;
+            }
+            if left >= SPLICE_FROM {
+                if let Some(to) = client.tcp() {
+                    if let Some(whole) = splice_body(&link.stream, to, left).await {
+                        return if whole { Sent::Whole } else { Sent::Broken };
+                    }
+                }
             }
             while left > 0 {
                 link.inbox.clear();

@@ -32,7 +32,7 @@ use tokio::time::Sleep;
 
 use super::activity::{ConnState, Timing};
 use super::connection::{Shared, CLOSE_GRACE};
-use super::console_link::{self, Relayed};
+use super::console_link::{self, ClientSocket, Relayed};
 use super::wire::{self, Framing, Head, Outgoing};
 use crate::access_log::{self, Seen};
 use crate::error::Error;
@@ -79,7 +79,7 @@ pub async fn serve<IO>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome<IO>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + ClientSocket + Unpin,
 {
     let mut inbox = BytesMut::with_capacity(4096);
     let mut kept = Kept {
@@ -211,7 +211,7 @@ async fn answer<IO>(
     kept: &mut Kept,
 ) -> bool
 where
-    IO: AsyncWrite + Unpin,
+    IO: AsyncWrite + ClientSocket + Unpin,
 {
     let record = access_log::start(gate, &req);
     let (status, keep) = exchange(gate, ctx, &session, req, io, kept).await;
@@ -232,7 +232,7 @@ async fn exchange<IO>(
     kept: &mut Kept,
 ) -> (StatusCode, bool)
 where
-    IO: AsyncWrite + Unpin,
+    IO: AsyncWrite + ClientSocket + Unpin,
 {
     let Kept { out, timer } = kept;
     let client_close = wire::has_token(req.headers(), "close");

@@ -229,7 +229,12 @@ pub fn download(query: Option<&str>) -> Response<Body> {
         .and_then(|q| q.strip_prefix("bytes="))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    Response::new(stream_of(total))
+    // With its length, as a file server sends it: the gate then relays it as it is (spliced
+    // on plain TCP), and a cut must still reach it.
+    let mut resp = Response::new(stream_of(total));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, total.into());
+    resp
 }
 
 /// A body of `total` zero bytes in 64 KiB chunks, produced as it is read.
