@@ -27,11 +27,20 @@ struct Entry {
 const VERIFIED: usize = 1024;
 
 impl Verified {
+    /// Where an entry is looked for: a keyed hash of the ends of the cookie (sealed, so
+    /// its last bytes — the tag — differ between any two cookies) and of the credentials.
+    /// Entries are compared whole, so two values with one key only cost a miss; and only
+    /// verified sessions are ever stored, so no one can choose values to push others out.
     fn key(&self, cookie: &str, proof: &[u8]) -> u64 {
-        use std::hash::{BuildHasher, Hash, Hasher};
+        use std::hash::{BuildHasher, Hasher};
+        fn tail(b: &[u8]) -> &[u8] {
+            b.get(b.len().saturating_sub(32)..).unwrap_or(b)
+        }
         let mut h = self.hasher.build_hasher();
-        cookie.hash(&mut h);
-        proof.hash(&mut h);
+        h.write_usize(cookie.len());
+        h.write(tail(cookie.as_bytes()));
+        h.write_usize(proof.len());
+        h.write(tail(proof));
         h.finish()
     }
 
@@ -59,5 +68,24 @@ impl Verified {
             map.insert(key, entry);
         }
         session
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_cookie_and_credentials_find_a_session() {
+        let v = Verified::default();
+        let s = Session::new("site", "realm", "alice", "bind", 0, 1, 100).expect("session");
+        let tail = "x".repeat(40);
+        let cookie = format!("AAAA{tail}");
+        v.insert(&cookie, b"Basic YWxpY2U6cHc=", s);
+        assert!(v.get(&cookie, b"Basic YWxpY2U6cHc=").is_some());
+        // The same ends (so, most likely, the same key), other bytes before them.
+        assert!(v.get(&format!("BBBB{tail}"), b"Basic YWxpY2U6cHc=").is_none());
+        assert!(v.get(&cookie, b"Basic Ym9iOnB3").is_none());
+        assert!(v.get(&cookie, b"").is_none());
     }
 }
