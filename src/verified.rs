@@ -84,7 +84,9 @@ mod tests {
         v.insert(&cookie, b"Basic YWxpY2U6cHc=", s);
         assert!(v.get(&cookie, b"Basic YWxpY2U6cHc=").is_some());
         // The same ends (so, most likely, the same key), other bytes before them.
-        assert!(v.get(&format!("BBBB{tail}"), b"Basic YWxpY2U6cHc=").is_none());
+        assert!(v
+            .get(&format!("BBBB{tail}"), b"Basic YWxpY2U6cHc=")
+            .is_none());
         assert!(v.get(&cookie, b"Basic Ym9iOnB3").is_none());
         assert!(v.get(&cookie, b"").is_none());
     }

@@ -95,17 +95,22 @@ impl ConnState {
         a.in_flight += 1;
         a.served += 1;
         a.head_started = None;
-        Busy(Arc::clone(self))
+        Busy {
+            state: Arc::clone(self),
+            tell: true,
+        }
     }
 
-    fn end(&self, now: Instant) {
+    fn end(&self, now: Instant, tell: bool) {
         let mut a = self.lock();
         a.in_flight = a.in_flight.saturating_sub(1);
         if a.in_flight == 0 {
             a.idle_since = now;
             a.head_started = None;
             drop(a);
-            self.changed.notify_one();
+            if tell {
+                self.changed.notify_one();
+            }
         }
     }
 
@@ -175,11 +180,23 @@ impl ConnState {
 
 /// A request in flight; dropping it ends the request.
 #[derive(Debug)]
-pub struct Busy(Arc<ConnState>);
+pub struct Busy {
+    state: Arc<ConnState>,
+    /// Whether the end wakes whoever waits on the connection's changes (hyper's driver
+    /// recomputes its deadline then; the direct lane computes it itself).
+    tell: bool,
+}
+
+impl Busy {
+    /// Ends the request without waking the waiter (it would only find nothing to do).
+    pub fn end_quietly(mut self) {
+        self.tell = false;
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.end(Instant::now());
+        self.state.end(Instant::now(), self.tell);
     }
 }
 

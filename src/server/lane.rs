@@ -117,7 +117,8 @@ where
         gate.metrics.lane_answered();
         let busy = c.state.begin();
         let keep = answer(&gate, &ctx, session, req, &mut io, &mut kept).await;
-        drop(busy);
+        // The lane computes its next deadline itself: nobody to wake.
+        busy.end_quietly();
         if !keep {
             let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
             return Outcome::Closed("closed after the answer");
