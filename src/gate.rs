@@ -278,7 +278,7 @@ async fn admin_api_route(
     }
 }
 
-/// What [`route`] would decide for a request without a body, asked by the direct lane
+/// What `route` would decide for a request without a body, asked by the direct lane
 /// ([`crate::server::lane`]) before it forwards the request itself: its site and session
 /// when it is for the console, carries no machine token, is not the form login (or one of
 /// its aliases), has a session that is genuine, bound to its credentials and stands

@@ -12,7 +12,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | commands | [`cli`] (`serve`, `check-config`, `demo`, `user …`, `token …`, `store …`), [`demo`], [`user_cmd`], [`enrollment_cmd`] (`user invite/import/export`), [`token_cmd`], [`store_cmd`] (`store migrate`), [`admin_socket`], [`logging`] (log formats) |
-//! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, shutdown, reload on SIGHUP, systemd, the metrics listener |
+//! | listening | [`server`]: listeners (plain/TLS; bound, or passed by systemd), connection deadlines and caps, the direct lane (session GETs without hyper), shutdown, reload on SIGHUP, systemd, the metrics listener |
 //! | routing | [`gate`]: the one router — checks, site, client, session; errors become pages there; [`access_log`]: each request's count and access line |
 //! | handlers | [`first_factor`] (how each mode learns "password accepted"), [`endpoints`] (the gate's own pages, one a file), [`passthrough`] (the console with a session), [`machine`] (a request with a machine token) |
 //! | services | [`sessions`] (which session a request carries; its cookie; its ends), [`pending`] (logins in progress), [`second_factor`] (a code under the lockout; step-up), [`users`] (list/show/reset/unlock), [`enrollment_policy`] (who may enroll; invitations), [`import`] (import and export of secrets), [`tokens`] (machine tokens: scope, create/list/revoke) |

@@ -6,6 +6,9 @@
 //! |---|---|
 //! | [`limits`] | the connection table: total and per-address caps, eviction at the cap |
 //! | [`connection`] | one connection: TLS, protocol detection, HTTP/1.1 or HTTP/2, deadlines |
+//! | [`lane`] | the direct lane: plain session GET/HEAD forwarded without hyper; anything else handed to hyper |
+//! | `wire` | HTTP/1.1 heads read with httparse and written from what was judged; body framing |
+//! | `console_link` | the lane's console connections: a pool per worker thread, the round trip, the relay (splice) |
 //! | [`activity`] | one connection's record (requests in flight, idle since) and its deadline rule |
 //! | [`activation`] | the listening socket systemd passes (socket activation, `LISTEN_FDS`) |
 //! | [`reload`] | SIGHUP: the configuration and certificates read again and swapped in |

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
+/// How long a connection told to close gracefully may take before it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// The time limits of a connection without a request in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {

@@ -35,8 +35,7 @@ use super::limits::Admitted;
 use super::serving::Current;
 use crate::response::{Body, BoxError};
 
-/// How long a connection told to close gracefully may take before it is dropped.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub use super::activity::CLOSE_GRACE;
 
 /// HTTP/2 streams one connection may have open at once (RFC 9113 §6.5.2 suggests no
 /// fewer than 100).
@@ -131,7 +130,7 @@ async fn serve_io<IO>(
             peer,
             tls: settings.tls,
             state: &state,
-            shared: settings.shared,
+            serving: &settings.shared.serving,
             timing: settings.timing,
             max_header_bytes: settings.max_header_bytes,
         };

@@ -4,8 +4,8 @@
 //! console): the head is read once with `httparse`, judged by the same code as every
 //! request ([`gate::straight_through`], then the same header hygiene and session rules
 //! as [`crate::passthrough`]), written to the console from what was judged, and the
-//! answer relayed with the gate's framing on one kept-alive console connection
-//! ([`console_link`]).
+//! answer relayed with the gate's framing on a kept-alive console connection from the
+//! worker thread's pool (`console_link`).
 //!
 //! The lane only ever answers requests it fully understands. At the first request it
 //! does not take — another method, a body, an upgrade, a login, the gate's own pages, a
@@ -30,9 +30,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-use super::activity::{ConnState, Timing};
-use super::connection::{Shared, CLOSE_GRACE};
+use super::activity::{ConnState, Timing, CLOSE_GRACE};
 use super::console_link::{self, ClientSocket, Relayed};
+use super::serving::Current;
 use super::wire::{self, Framing, Head, Outgoing};
 use crate::access_log::{self, Seen};
 use crate::error::Error;
@@ -59,7 +59,8 @@ pub struct Conn<'a> {
     pub peer: SocketAddr,
     pub tls: bool,
     pub state: &'a Arc<ConnState>,
-    pub shared: &'a Arc<Shared>,
+    /// The gate in force, read once per request.
+    pub serving: &'a Current,
     pub timing: Timing,
     pub max_header_bytes: usize,
 }
@@ -93,7 +94,7 @@ where
                 Head::Partial if inbox.len() < c.max_header_bytes => {}
                 // Too large or unreadable: hyper answers it as it must.
                 Head::Partial | Head::Unreadable => {
-                    c.shared.serving.load().gate.metrics.lane_handed_over();
+                    c.serving.load().gate.metrics.lane_handed_over();
                     return hand_over(io, None, inbox);
                 }
             }
@@ -103,7 +104,7 @@ where
                 return Outcome::Closed(why);
             }
         };
-        let gate = c.shared.serving.load().gate.clone();
+        let gate = c.serving.load().gate.clone();
         let judged = match request.filter(takes) {
             Some(req) => gate::straight_through(&gate, &req, c.peer, c.tls)
                 .await
