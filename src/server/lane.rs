@@ -105,6 +105,9 @@ where
             }
         };
         let gate = c.serving.load().gate.clone();
+        // In flight from here, as hyper's requests are from the call of the service: not
+        // chosen for eviction while the session is checked.
+        let busy = c.state.begin();
         let judged = match request.filter(takes) {
             Some(req) => gate::straight_through(&gate, &req, c.peer, c.tls)
                 .await
@@ -112,11 +115,11 @@ where
             None => None,
         };
         let Some((req, (ctx, session))) = judged else {
+            busy.end_quietly();
             gate.metrics.lane_handed_over();
             return hand_over(io, Some(head), inbox);
         };
         gate.metrics.lane_answered();
-        let busy = c.state.begin();
         let keep = answer(&gate, &ctx, session, req, &mut io, &mut kept).await;
         // The lane computes its next deadline itself: nobody to wake.
         busy.end_quietly();
