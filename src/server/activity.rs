@@ -118,13 +118,17 @@ impl ConnState {
     }
 
     /// Bytes arrived from the client. On an idle HTTP/1 connection that starts the
-    /// next request head, which then has `header_timeout` to finish.
-    pub fn saw_bytes(&self, now: Instant) {
+    /// next request head, which then has `header_timeout` to finish. `tell`: wake the
+    /// waiter on the connection's changes (hyper's driver, whose deadline this shortens;
+    /// the direct lane is reading these bytes itself).
+    pub fn saw_bytes(&self, now: Instant, tell: bool) {
         let mut a = self.lock();
         if a.in_flight == 0 && a.served > 0 && a.head_started.is_none() {
             a.head_started = Some(now);
             drop(a);
-            self.changed.notify_one();
+            if tell {
+                self.changed.notify_one();
+            }
         }
     }
 
@@ -223,7 +227,7 @@ mod tests {
         assert_eq!(s.deadline(&T, true), Some(t0 + T.header_timeout));
         assert_eq!(s.deadline(&T, false), Some(t0 + T.header_timeout));
         // Bytes before the first request change nothing: the deadline counts from accept.
-        s.saw_bytes(t0 + Duration::from_secs(9));
+        s.saw_bytes(t0 + Duration::from_secs(9), true);
         assert_eq!(s.deadline(&T, true), Some(t0 + T.header_timeout));
         assert_eq!(s.rank(), Some(Rank::Fresh));
     }
@@ -252,8 +256,8 @@ mod tests {
         drop(s.begin());
         let idle = s.lock().idle_since;
         let first = idle + Duration::from_secs(30);
-        s.saw_bytes(first);
-        s.saw_bytes(first + Duration::from_secs(5));
+        s.saw_bytes(first, true);
+        s.saw_bytes(first + Duration::from_secs(5), true);
         assert_eq!(s.deadline(&T, true), Some(first + T.header_timeout));
         // HTTP/2 reads are frames (pings, window updates), not a head: idle still counts.
         assert_eq!(s.deadline(&T, false), Some(idle + T.keepalive_idle));

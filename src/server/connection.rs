@@ -123,6 +123,7 @@ async fn serve_io<IO>(
         inner: io,
         replay: seen,
         http1: !http2,
+        hyper: http2,
         slot,
     };
     if !http2 {
@@ -142,6 +143,7 @@ async fn serve_io<IO>(
             lane::Outcome::HandOver { io: rest, unread } => {
                 io = rest;
                 io.replay = unread;
+                io.hyper = true;
             }
         }
     }
@@ -325,6 +327,9 @@ struct ConnIo<IO> {
     inner: IO,
     replay: Bytes,
     http1: bool,
+    /// Whether hyper reads it (after the direct lane, or HTTP/2): the start of a head then
+    /// wakes its driver.
+    hyper: bool,
     slot: Admitted,
 }
 
@@ -347,7 +352,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ConnIo<IO> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if this.http1 && matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.slot.state().saw_bytes(Instant::now());
+            this.slot.state().saw_bytes(Instant::now(), this.hyper);
         }
         poll
     }
