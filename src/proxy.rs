@@ -373,13 +373,19 @@ pub fn drop_gate_cookies(headers: &mut HeaderMap, site: &Site) {
 
 /// The protocol a request asks to upgrade to, if it really asks (`Connection: upgrade`).
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
+    connection_lists(headers, "upgrade")
+        .then(|| headers.get(UPGRADE).cloned())
+        .flatten()
+}
+
+/// Whether the `Connection` header lists `token` (any case, any of its fields).
+pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`. Cheap in

@@ -240,7 +240,7 @@ where
     IO: AsyncWrite + ClientSocket + Unpin,
 {
     let Kept { out, timer } = kept;
-    let client_close = wire::has_token(req.headers(), "close");
+    let client_close = proxy::connection_lists(req.headers(), "close");
     let to_head = req.method() == Method::HEAD;
     let site = gate.site(ctx);
     let now = gate.now();

@@ -323,16 +323,6 @@ impl FramingFields {
     }
 }
 
-/// Whether the `Connection` header lists `token`.
-pub fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
 /// Begins the head of one of the gate's own answers: the status line and `headers`
 /// (framing fields excluded: [`end_response_head`] adds the gate's).
 pub fn begin_response_head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
