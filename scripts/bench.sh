@@ -302,6 +302,8 @@ gate_login() {
     SESSION=$(sed -n 's/^[Ss]et-[Cc]ookie: \(mfa_session=[^;]*\).*/\1/p' "$TMP/login2.h" | tr -d '\r' | head -n1)
     [ -n "$SESSION" ] || die "code step ($action): no mfa_session cookie"
     LOGIN_AT=$(date +%s)
+    # With BENCH_KEEP=1, what a later login by hand needs (the run's directory is kept).
+    [ "${BENCH_KEEP:-0}" = 1 ] && printf '%s\n' "$SECRET" >"$TMP/secret"
     [ "$(check_target "$GATE/" -H "Cookie: $SESSION")" = 200 ] || die "the gate does not pass the session through"
     [ "$(check_target "$GATE/big.bin" -H "Cookie: $SESSION")" = 200 ] || die "the gate does not pass the 1 MiB file"
     echo "    gate session ok ($action)"

@@ -9,6 +9,7 @@
 //! | [`lane`] | the direct lane: plain session GET/HEAD forwarded without hyper; anything else handed to hyper |
 //! | `wire` | HTTP/1.1 heads read with httparse and written from what was judged; body framing |
 //! | `console_link` | the lane's console connections: a pool per worker thread, the round trip, the relay (splice) |
+//! | `deadline` | the lane's timers, moved only when a deadline comes earlier |
 //! | [`activity`] | one connection's record (requests in flight, idle since) and its deadline rule |
 //! | [`activation`] | the listening socket systemd passes (socket activation, `LISTEN_FDS`) |
 //! | [`reload`] | SIGHUP: the configuration and certificates read again and swapped in |
@@ -19,6 +20,7 @@ pub mod activation;
 pub mod activity;
 pub mod connection;
 mod console_link;
+mod deadline;
 pub mod lane;
 pub mod limits;
 pub mod metrics_endpoint;

@@ -11,15 +11,14 @@
 //! which may be sent again) is sent once more on a new connection.
 
 use std::cell::RefCell;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
 
+use super::deadline::LazyTimer;
 use super::wire::{self, Dechunk, Framing, ResponseHead, Unusable};
 use crate::config::Site;
 use crate::error::UpstreamError;
@@ -118,7 +117,7 @@ pub async fn round_trip(
     site: &Site,
     out: &mut BytesMut,
     to_head: bool,
-    mut timer: Pin<&mut Sleep>,
+    timer: &mut LazyTimer,
 ) -> Result<Answer, UpstreamError> {
     let authority = &site.upstream.authority;
     let request = out.split().freeze();
@@ -145,14 +144,21 @@ pub async fn round_trip(
             }
         }
     };
-    timer
-        .as_mut()
-        .reset(tokio::time::Instant::now() + site.upstream_timeout);
-    tokio::select! {
-        answer = attempt => answer,
-        () = timer => {
-            tracing::warn!(site = %site.name, "the console did not answer within {:?}", site.upstream_timeout);
-            Err(UpstreamError::Timeout)
+    let due = Instant::now() + site.upstream_timeout;
+    tokio::pin!(attempt);
+    loop {
+        timer.arm(due);
+        tokio::select! {
+            biased;
+            answer = &mut attempt => return answer,
+            () = timer.fired() => {
+                // Set for an earlier request's deadline: armed again for this one.
+                if Instant::now() < due {
+                    continue;
+                }
+                tracing::warn!(site = %site.name, "the console did not answer within {:?}", site.upstream_timeout);
+                return Err(UpstreamError::Timeout);
+            }
         }
     }
 }

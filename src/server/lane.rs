@@ -15,7 +15,6 @@
 //! or let through here that the full path would judge otherwise.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,14 +23,14 @@ use http::header::{
     HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, SET_COOKIE, STRICT_TRANSPORT_SECURITY,
     TRANSFER_ENCODING, UPGRADE,
 };
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::Sleep;
 
 use super::activity::{ConnState, Timing, CLOSE_GRACE};
 use super::console_link::{self, ClientSocket, Relayed};
+use super::deadline::LazyTimer;
 use super::serving::Current;
 use super::wire::{self, Framing, Head, Outgoing};
 use crate::access_log::{self, Seen};
@@ -47,12 +46,19 @@ use crate::sessions;
 use crate::state::{Ctx, Gate};
 use crate::target;
 
-/// What a connection keeps from one request to the next: its write buffer, and one timer
-/// for its deadlines and the console's (moved as they change).
+/// What a connection keeps from one request to the next: its write buffer, an empty
+/// header map for the next request, the timer of its own deadlines and the timer of the
+/// console's time to answer.
 struct Kept {
     out: BytesMut,
-    timer: Pin<Box<Sleep>>,
+    spare: HeaderMap,
+    idle: LazyTimer,
+    console: LazyTimer,
 }
+
+/// A request's header map is kept for the next one if it holds no more fields than this
+/// (one with many fields is not kept as the connection's standing memory).
+const KEPT_FIELDS: usize = 48;
 
 /// One client connection, as the lane needs it.
 pub struct Conn<'a> {
@@ -83,13 +89,16 @@ where
     IO: AsyncRead + AsyncWrite + ClientSocket + Unpin,
 {
     let mut inbox = BytesMut::with_capacity(4096);
+    let start = Instant::now();
     let mut kept = Kept {
         out: BytesMut::with_capacity(4096),
-        timer: Box::pin(tokio::time::sleep(c.timing.header_timeout)),
+        spare: HeaderMap::new(),
+        idle: LazyTimer::new(start + c.timing.header_timeout),
+        console: LazyTimer::new(start),
     };
     loop {
         let (head, request) = loop {
-            match wire::take_request(&mut inbox) {
+            match wire::take_request(&mut inbox, &mut kept.spare) {
                 Head::Complete { bytes, request } => break (bytes, request),
                 Head::Partial if inbox.len() < c.max_header_bytes => {}
                 // Too large or unreadable: hyper answers it as it must.
@@ -99,7 +108,7 @@ where
                 }
             }
             if let Err(why) =
-                next_bytes(&mut io, &mut inbox, c, kept.timer.as_mut(), shutdown).await
+                next_bytes(&mut io, &mut inbox, c, &mut kept.idle, shutdown).await
             {
                 return Outcome::Closed(why);
             }
@@ -164,7 +173,7 @@ async fn next_bytes<IO>(
     io: &mut IO,
     inbox: &mut BytesMut,
     c: &Conn<'_>,
-    mut timer: Pin<&mut Sleep>,
+    timer: &mut LazyTimer,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), &'static str>
 where
@@ -176,16 +185,19 @@ where
     loop {
         let due = c.state.deadline(&c.timing, true);
         if let Some(due) = due {
-            timer.as_mut().reset(due.into());
+            timer.arm(due);
         }
         tokio::select! {
+            // The client's bytes first: the other branches are for when there are none.
+            biased;
             read = io.read_buf(inbox) => return match read {
                 Ok(0) => Err("closed by the client"),
                 Ok(_) => Ok(()),
                 Err(_) => Err("a read error"),
             },
-            () = timer.as_mut(), if due.is_some() => {
-                // A head may have begun since `due` was computed.
+            () = timer.fired(), if due.is_some() => {
+                // Fired early (set for an earlier deadline), or a head may have begun
+                // since `due` was computed: armed again at the top.
                 if c.state.deadline(&c.timing, true).is_none_or(|d| d > Instant::now()) {
                     continue;
                 }
@@ -239,7 +251,12 @@ async fn exchange<IO>(
 where
     IO: AsyncWrite + ClientSocket + Unpin,
 {
-    let Kept { out, timer } = kept;
+    let Kept {
+        out,
+        spare,
+        console,
+        ..
+    } = kept;
     let client_close = proxy::connection_lists(req.headers(), "close");
     let to_head = req.method() == Method::HEAD;
     let site = gate.site(ctx);
@@ -247,7 +264,10 @@ where
     let seen = sessions::seen_after(session, now);
     gate.live.touch(&session.id, seen);
     let (parts, ()) = req.into_parts();
-    let mut headers = parts.headers;
+    let mut headers = Lent {
+        map: parts.headers,
+        home: spare,
+    };
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = target::strip_session_params(target, site.session_cookie());
     let fwd = passthrough::to_console(gate, ctx, &headers, session, seen);
@@ -256,7 +276,7 @@ where
     wire::write_request_head(out, &parts.method, &target, &headers);
 
     let started = Instant::now();
-    let answer = console_link::round_trip(site, out, to_head, timer.as_mut()).await;
+    let answer = console_link::round_trip(site, out, to_head, console).await;
     proxy::count_upstream(fwd.metrics, started, answer.as_ref().err());
     let page = |e: Error| refusal::render(&e, Format::for_client(&headers));
     let answer = match answer {
@@ -298,6 +318,36 @@ where
         }
         Relayed::WholeLinkClosed => (status, !client_close),
         Relayed::Broken => (status, false),
+    }
+}
+
+/// A request's header map, given back emptied to the connection when the request is
+/// done (if it is not too large to keep).
+struct Lent<'a> {
+    map: HeaderMap,
+    home: &'a mut HeaderMap,
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = HeaderMap;
+    fn deref(&self) -> &HeaderMap {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut HeaderMap {
+        &mut self.map
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if self.map.capacity() <= KEPT_FIELDS {
+            // Emptied now: its values share the request head's bytes.
+            self.map.clear();
+            std::mem::swap(self.home, &mut self.map);
+        }
     }
 }
 

@@ -34,8 +34,10 @@ pub enum Head {
     Unreadable,
 }
 
-/// Takes the request head at the start of `inbox`, if it is complete (read once).
-pub fn take_request(inbox: &mut BytesMut) -> Head {
+/// Takes the request head at the start of `inbox`, if it is complete (read once). The
+/// request's header map is `spare` (an empty map, kept by the connection so that a
+/// request does not allocate one), which is left empty in its place.
+pub fn take_request(inbox: &mut BytesMut, spare: &mut HeaderMap) -> Head {
     let mut lines = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let n = match parsed.parse_with_uninit_headers(inbox, &mut lines) {
@@ -71,6 +73,8 @@ pub fn take_request(inbox: &mut BytesMut) -> Head {
         *req.uri_mut() = Uri::from_maybe_shared(target).ok()?;
         *req.version_mut() = Version::HTTP_11;
         let map = req.headers_mut();
+        *map = std::mem::take(spare);
+        map.clear();
         // Room for the forwarding fields the gate adds, so the map never grows.
         map.reserve(fields.len() + 6);
         for &(name, value) in &fields {
@@ -686,15 +690,19 @@ mod tests {
     fn a_request_is_read_once_and_written_from_what_was_read() {
         let raw: &[u8] = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nx-one: 2\r\n\r\nGET /next";
         let mut inbox = BytesMut::from(&raw[..10]);
-        assert!(matches!(take_request(&mut inbox), Head::Partial));
+        assert!(matches!(take_request(&mut inbox, &mut HeaderMap::new()), Head::Partial));
         let mut inbox = BytesMut::from(raw);
+        // The connection's spare map still holds an earlier request's fields.
+        let mut spare = HeaderMap::new();
+        spare.insert("x-earlier", HeaderValue::from_static("1"));
         let Head::Complete {
             bytes,
             request: Some(req),
-        } = take_request(&mut inbox)
+        } = take_request(&mut inbox, &mut spare)
         else {
             panic!("a request");
         };
+        assert!(spare.is_empty());
         assert_eq!(&inbox[..], b"GET /next", "the rest stays");
         assert_eq!(bytes.len(), raw.len() - 9);
         let mut out = BytesMut::new();
@@ -708,16 +716,17 @@ mod tests {
             b"GET http://x/a HTTP/1.1\r\nHost: x\r\n\r\n",
             b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
-            let taken = take_request(&mut BytesMut::from(other));
+            let taken = take_request(&mut BytesMut::from(other), &mut HeaderMap::new());
             assert!(
                 matches!(taken, Head::Complete { request: None, .. }),
                 "{:?}",
                 String::from_utf8_lossy(other)
             );
         }
-        let bad = take_request(&mut BytesMut::from(
-            &b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"[..],
-        ));
+        let bad = take_request(
+            &mut BytesMut::from(&b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"[..]),
+            &mut HeaderMap::new(),
+        );
         assert!(matches!(bad, Head::Unreadable));
     }
 
