@@ -75,9 +75,16 @@ impl Link {
 /// An idle connection to `authority` that may be used again, if this thread keeps one.
 fn take_idle(authority: &Authority) -> Option<Link> {
     IDLE.with_borrow_mut(|idle| {
+        // Oldest first (kept in the order they fell idle).
         let now = Instant::now();
-        idle.retain(|l| now.duration_since(l.idle_since) < KEPT_IDLE);
-        while let Some(i) = idle.iter().rposition(|l| l.authority == *authority) {
+        let expired = idle
+            .iter()
+            .take_while(|l| now.duration_since(l.idle_since) >= KEPT_IDLE)
+            .count();
+        idle.drain(..expired);
+        // The authority as configured: the same text for every link to one console.
+        let wanted = authority.as_str();
+        while let Some(i) = idle.iter().rposition(|l| l.authority.as_str() == wanted) {
             let link = idle.remove(i);
             if link.quiet() {
                 return Some(link);

@@ -48,7 +48,10 @@ mod tests {
         let mut timer = LazyTimer::new(t0 + Duration::from_secs(60));
         // Later deadlines leave it where it is: it fires early, at 60 s.
         timer.arm(t0 + Duration::from_secs(90));
-        assert_eq!(timer.sleep.deadline(), (t0 + Duration::from_secs(60)).into());
+        assert_eq!(
+            timer.sleep.deadline(),
+            (t0 + Duration::from_secs(60)).into()
+        );
         // An earlier one moves it.
         timer.arm(t0 + Duration::from_secs(5));
         assert_eq!(timer.sleep.deadline(), (t0 + Duration::from_secs(5)).into());
@@ -56,7 +59,10 @@ mod tests {
         assert!(Instant::now() >= t0 + Duration::from_secs(5));
         // Once fired, arming sets it to the new deadline whatever it is.
         timer.arm(t0 + Duration::from_secs(90));
-        assert_eq!(timer.sleep.deadline(), (t0 + Duration::from_secs(90)).into());
+        assert_eq!(
+            timer.sleep.deadline(),
+            (t0 + Duration::from_secs(90)).into()
+        );
         assert!(!timer.sleep.is_elapsed());
     }
 }

@@ -107,9 +107,7 @@ where
                     return hand_over(io, None, inbox);
                 }
             }
-            if let Err(why) =
-                next_bytes(&mut io, &mut inbox, c, &mut kept.idle, shutdown).await
-            {
+            if let Err(why) = next_bytes(&mut io, &mut inbox, c, &mut kept.idle, shutdown).await {
                 return Outcome::Closed(why);
             }
         };

@@ -244,7 +244,7 @@ pub fn response_head(
         if named.iter().any(|t| t.eq_ignore_ascii_case(line.name)) {
             continue;
         }
-        put_raw(out, line.name.as_bytes(), line.value);
+        put_line(out, buf, line);
     }
     head.framing = frame.framing(body_follows)?;
     Ok(Some((head, n)))
@@ -257,6 +257,22 @@ fn begin_status(out: &mut BytesMut, status: StatusCode, room: usize) {
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
+}
+
+/// Writes a console's field line as it came — name, colon, the console's spacing, value
+/// (httparse has checked each, and trimmed the value's end) — ended with CRLF.
+fn put_line(out: &mut BytesMut, buf: &[u8], line: &httparse::Header<'_>) {
+    let base = buf.as_ptr() as usize;
+    let start = (line.name.as_ptr() as usize).wrapping_sub(base);
+    let end = (line.value.as_ptr() as usize + line.value.len()).wrapping_sub(base);
+    match buf.get(start..end) {
+        Some(text) if end > start + line.name.len() => {
+            out.put_slice(text);
+            out.put_slice(b"\r\n");
+        }
+        // An empty value may not point into the buffer.
+        _ => put_raw(out, line.name.as_bytes(), line.value),
+    }
 }
 
 fn put_field(out: &mut BytesMut, name: &HeaderName, value: &[u8]) {
@@ -690,7 +706,10 @@ mod tests {
     fn a_request_is_read_once_and_written_from_what_was_read() {
         let raw: &[u8] = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nx-one: 2\r\n\r\nGET /next";
         let mut inbox = BytesMut::from(&raw[..10]);
-        assert!(matches!(take_request(&mut inbox, &mut HeaderMap::new()), Head::Partial));
+        assert!(matches!(
+            take_request(&mut inbox, &mut HeaderMap::new()),
+            Head::Partial
+        ));
         let mut inbox = BytesMut::from(raw);
         // The connection's spare map still holds an earlier request's fields.
         let mut spare = HeaderMap::new();
@@ -769,5 +788,26 @@ mod tests {
             &out[..],
             b"HTTP/1.1 299 \r\ntransfer-encoding: chunked\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_console_field_line_keeps_its_spacing_and_ends_with_crlf() {
+        // Bare LF line ends, a tab, no space, trailing spaces, an empty value.
+        let console = "HTTP/1.1 200 OK\nX-Tab:\tone\nX-Tight:two\nX-Trail: three  \nX-Empty:\nX-Spaced:   \r\nContent-Length: 0\n\n";
+        let mut out = BytesMut::new();
+        let (head, n) = response_head(console.as_bytes(), false, &mut out)
+            .expect("usable")
+            .expect("complete");
+        assert_eq!((n, head.framing), (console.len(), Framing::Length(0)));
+        let text = std::str::from_utf8(&out).expect("text");
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines[0], "HTTP/1.1 200 OK");
+        assert_eq!(lines[1], "X-Tab:\tone");
+        assert_eq!(lines[2], "X-Tight:two");
+        assert_eq!(lines[3].trim_end(), "X-Trail: three");
+        assert_eq!(lines[4].trim_end(), "X-Empty:");
+        assert_eq!(lines[5].trim_end(), "X-Spaced:");
+        assert_eq!(lines.len(), 7, "every line ended with CRLF: {text:?}");
+        assert!(!text.contains('\n') || text.matches('\n').count() == text.matches("\r\n").count());
     }
 }
