@@ -48,12 +48,18 @@ pub fn fold(name: &str) -> String {
 /// Whether `name` folds to `target` (a fold: see [`fold`]), without allocating for the
 /// usual plain names.
 pub fn folds_to(name: &str, target: &str) -> bool {
+    folds_to_any(name, &[target])
+}
+
+/// Whether `name` folds to one of `targets`: the name is read once for all of them.
+fn folds_to_any(name: &str, targets: &[&str]) -> bool {
+    // Plain: printable ASCII, spaces and tabs, nothing percent- or plus-decoded.
     let plain = name
         .bytes()
-        .all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
-        && !name.contains(['%', '+']);
+        .all(|b| (b.is_ascii_graphic() && b != b'%' && b != b'+') || b == b' ' || b == b'\t');
     if !plain {
-        return fold(name) == target;
+        let folded = fold(name);
+        return targets.iter().any(|t| folded == *t);
     }
     let trimmed = name.trim_matches(|c: char| c.is_ascii_whitespace());
     let bare = ["__host-", "__secure-"]
@@ -65,14 +71,16 @@ pub fn folds_to(name: &str, target: &str) -> bool {
                 .map(|_| &trimmed[p.len()..])
         })
         .unwrap_or(trimmed);
-    bare.len() == target.len()
-        && bare.bytes().zip(target.bytes()).all(|(b, t)| {
-            let b = match b.to_ascii_lowercase() {
-                b' ' | b'.' | b'[' => b'_',
-                b => b,
-            };
-            b == t
-        })
+    targets.iter().any(|target| {
+        bare.len() == target.len()
+            && bare.bytes().zip(target.bytes()).all(|(b, t)| {
+                let b = match b.to_ascii_lowercase() {
+                    b' ' | b'.' | b'[' => b'_',
+                    b => b,
+                };
+                b == t
+            })
+    })
 }
 
 /// The folds of the gate's own cookie names (whatever prefix the deployment uses).
@@ -80,7 +88,7 @@ const GATE_FOLDS: [&str; 3] = ["mfa_session", "mfa_pending", "mfa_prelogin"];
 
 /// Whether a cookie name is one of the gate's, in any spelling.
 pub fn is_gate_cookie(name: &str) -> bool {
-    GATE_FOLDS.iter().any(|g| folds_to(name, g))
+    folds_to_any(name, &GATE_FOLDS)
 }
 
 /// One `name=value` pair of a request's cookies, trimmed.
@@ -370,6 +378,11 @@ mod tests {
                     "{name:?} {target:?}"
                 );
             }
+            assert_eq!(
+                is_gate_cookie(name),
+                GATE_FOLDS.contains(&fold(name).as_str()),
+                "{name:?}"
+            );
         }
     }
 

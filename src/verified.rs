@@ -2,6 +2,7 @@
 //! lookup instead of a decryption (see [`Verified`]).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 
 use crate::session::Session;
@@ -13,7 +14,28 @@ use crate::session::Session;
 pub struct Verified {
     hasher: std::hash::RandomState,
     /// std `Mutex`: held for a map operation only.
-    map: Mutex<HashMap<u64, Entry>>,
+    map: Mutex<HashMap<u64, Entry, BuildHasherDefault<Prehashed>>>,
+}
+
+/// The map's keys are keyed hashes already ([`Verified::key`]): used as they are.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for `u64` keys; kept correct for anything else.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 #[derive(Debug)]
