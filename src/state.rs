@@ -115,6 +115,11 @@ impl std::ops::Deref for Gate {
 }
 
 impl Gate {
+    /// Whether `other` is this very gate (not one built from the same configuration).
+    pub fn same(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn new(config: Config, store: Arc<dyn Store>, keys: Keys, clock: Arc<dyn Clock>) -> Gate {
         let calibrations = config
             .sites

@@ -169,6 +169,38 @@ async fn a_changed_site_takes_effect_and_restart_only_settings_wait() {
     assert!(d.stop().await.success());
 }
 
+/// A connection kept alive across a reload (its requests go the direct lane) is judged by
+/// the configuration in force at each request: the next request after the reload goes to
+/// the site's new console, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_follows_a_reload_at_its_next_request() {
+    let (old, new) = (
+        Console::start(&[("alice", "pw-a")]).await,
+        Console::start(&[("alice", "pw-a")]).await,
+    );
+    let mut d = Daemon::spawn(&GateBuilder::basic(old.addr).hosts(&["127.0.0.1"])).await;
+    let b = Browser::at(d.addr, Some(("alice", "pw-a")));
+    enroll(&b).await;
+    let session = wire::Session::of(&b, d.addr.to_string(), ("alice", "pw-a"));
+    let mut conn = wire::Wire::connect(d.addr).await;
+    conn.write(&session.get("/before")).await;
+    assert_eq!(conn.response("GET").await.status, 200);
+    assert!(old.forwarded().iter().any(|s| s.path == "/before"));
+
+    d.rewrite(&GateBuilder::basic(new.addr).hosts(&["127.0.0.1"]));
+    d.reload().await;
+    conn.write(&session.get("/after")).await;
+    let got = conn.response("GET").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(got.text().contains("console page /after"), "{}", got.text());
+    assert!(new.forwarded().iter().any(|s| s.path == "/after"));
+    assert!(
+        !old.forwarded().iter().any(|s| s.path == "/after"),
+        "the old console got a request after the reload"
+    );
+    assert!(d.stop().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_is_refused_and_the_running_configuration_keeps_serving() {
     let (old, new) = (

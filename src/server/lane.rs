@@ -96,6 +96,9 @@ where
         idle: LazyTimer::new(start + c.timing.header_timeout),
         console: LazyTimer::new(start),
     };
+    // The gate in force, held by the connection (not taken anew per request: its count is
+    // shared by every worker thread) and replaced when a reload has swapped it.
+    let mut gate = c.serving.load().gate.clone();
     loop {
         let (head, request) = loop {
             match wire::take_request(&mut inbox, &mut kept.spare) {
@@ -111,7 +114,12 @@ where
                 return Outcome::Closed(why);
             }
         };
-        let gate = c.serving.load().gate.clone();
+        {
+            let now = c.serving.load();
+            if !now.gate.same(&gate) {
+                gate = now.gate.clone();
+            }
+        }
         // In flight from here, as hyper's requests are from the call of the service: not
         // chosen for eviction while the session is checked.
         let busy = c.state.begin();

@@ -685,13 +685,18 @@ impl Session {
         let b = Browser::new(gate, Some(user));
         let (done, _) = b.login(gate, "/", None).await;
         assert!(done.next().is_some(), "login: {done:?}");
+        Session::of(&b, gate.addr.to_string(), user)
+    }
+
+    /// The session `b` signed `user` in with (its jar's session cookie), for `host`.
+    pub fn of(b: &Browser, host: String, user: (&str, &str)) -> Session {
         let jar = b.cookies.lock().unwrap();
         let (name, value) = jar
             .iter()
             .find(|(n, _)| n.ends_with("mfa_session"))
             .expect("a session cookie after the login");
         Session {
-            host: gate.addr.to_string(),
+            host,
             cookie: format!("{name}={value}"),
             authorization: format!("Basic {}", basic(user)),
         }
