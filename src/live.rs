@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -26,6 +27,9 @@ use crate::session::Session;
 #[derive(Debug, Clone, Default)]
 pub struct Live {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
+    /// How many sessions the map holds, written under its lock: a request's
+    /// [`Live::touch`] reads it first, and takes no lock while nothing is tracked.
+    tracked: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -85,6 +89,7 @@ impl Drop for Lease {
                 e.leases = e.leases.saturating_sub(1);
                 if e.leases == 0 {
                     map.remove(&self.id);
+                    self.live.tracked.store(map.len(), Relaxed);
                 }
             }
         }
@@ -107,7 +112,9 @@ impl Watch {
                 });
                 e.leases += 1;
                 e.seen = e.seen.max(self.seen);
-                e.token.clone()
+                let token = e.token.clone();
+                self.live.tracked.store(map.len(), Relaxed);
+                token
             }
             // A poisoned registry cannot promise to cut the traffic: cut it at once.
             Err(_) => {
@@ -140,6 +147,9 @@ impl Live {
 
     /// A request of session `id` went by; its cookie now says `seen`.
     pub fn touch(&self, id: &str, seen: u64) {
+        if self.tracked.load(Relaxed) == 0 {
+            return;
+        }
         if let Ok(mut map) = self.inner.lock() {
             if let Some(e) = map.get_mut(id) {
                 e.seen = e.seen.max(seen);
@@ -153,6 +163,7 @@ impl Live {
             if let Some(e) = map.remove(id) {
                 e.token.cancel();
             }
+            self.tracked.store(map.len(), Relaxed);
         }
     }
 
@@ -180,6 +191,7 @@ impl Live {
             }
             !end
         });
+        self.tracked.store(map.len(), Relaxed);
         before - map.len()
     }
 
@@ -334,7 +346,9 @@ mod tests {
         let two = w.lease();
         drop(one);
         assert_eq!(live.sessions(), 1);
+        assert_eq!(live.tracked.load(Relaxed), 1);
         drop(two);
         assert_eq!(live.sessions(), 0);
+        assert_eq!(live.tracked.load(Relaxed), 0, "touch takes no lock again");
     }
 }

@@ -14,23 +14,44 @@
 //! (fixed label sets, one histogram) fits in this file.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
 
+/// How many slots a counter is spread over: each thread adds to its own, on its own cache
+/// line, so the worker threads never write one line by turns on every request (threads
+/// beyond this share slots). A read adds the slots up.
+const SLOTS: usize = 4;
+
+/// This thread's slot.
+fn slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Relaxed) % SLOTS;
+    }
+    SLOT.with(|s| *s)
+}
+
+/// One slot, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot(AtomicU64);
+
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub struct Counter([Slot; SLOTS]);
 
 impl Counter {
     pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
+        if let Some(s) = self.0.get(slot()) {
+            s.0.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
     }
 }
 
@@ -40,29 +61,50 @@ const BUCKETS_MICROS: [u64; 11] = [
     10_000_000,
 ];
 
-/// A latency histogram: a count per bucket (the last one is `+Inf`) and the sum.
+/// A latency histogram: a count per bucket (the last one is `+Inf`) and the sum, in one
+/// part per slot (see [`Counter`]).
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub struct Histogram([HistogramPart; SLOTS]);
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct HistogramPart {
     buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
     pub fn observe(&self, took: Duration) {
+        let Some(part) = self.0.get(slot()) else {
+            return;
+        };
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let i = BUCKETS_MICROS
             .iter()
             .position(|&bound| micros <= bound)
             .unwrap_or(BUCKETS_MICROS.len());
-        if let Some(bucket) = self.buckets.get(i) {
+        if let Some(bucket) = part.buckets.get(i) {
             bucket.fetch_add(1, Relaxed);
         }
-        self.sum_micros.fetch_add(micros, Relaxed);
+        part.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// The count of bucket `i`, over every slot.
+    fn bucket(&self, i: usize) -> u64 {
+        self.0
+            .iter()
+            .filter_map(|p| p.buckets.get(i))
+            .map(|b| b.load(Relaxed))
+            .sum()
+    }
+
+    fn sum_micros(&self) -> u64 {
+        self.0.iter().map(|p| p.sum_micros.load(Relaxed)).sum()
     }
 
     /// How many observations so far.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+        (0..=BUCKETS_MICROS.len()).map(|i| self.bucket(i)).sum()
     }
 }
 
@@ -336,8 +378,8 @@ impl Metrics {
         );
         for s in &sites {
             let mut cumulative = 0;
-            for (i, bucket) in s.upstream.buckets.iter().enumerate() {
-                cumulative += bucket.load(Relaxed);
+            for i in 0..=BUCKETS_MICROS.len() {
+                cumulative += s.upstream.bucket(i);
                 let le = BUCKETS_MICROS
                     .get(i)
                     .map_or_else(|| "+Inf".to_string(), |&us| seconds(us));
@@ -348,7 +390,7 @@ impl Metrics {
                     cumulative,
                 );
             }
-            let sum = seconds(s.upstream.sum_micros.load(Relaxed));
+            let sum = seconds(s.upstream.sum_micros());
             let _ = writeln!(w, "{name}_sum{{site=\"{}\"}} {sum}", escape(&s.name));
             sample(
                 w,
@@ -534,6 +576,27 @@ mod tests {
     fn value(text: &str, series: &str) -> Option<u64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn counts_from_many_threads_add_up_over_the_slots() {
+        let m = Metrics::new();
+        let site = m.sites(["a"]).remove(0);
+        std::thread::scope(|scope| {
+            // More threads than slots: some share one.
+            for _ in 0..SLOTS + 3 {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        m.lane_answered();
+                        site.upstream().observe(Duration::from_millis(1));
+                    }
+                });
+            }
+        });
+        let threads = (SLOTS + 3) as u64;
+        assert_eq!(m.lane[0].get(), threads * 1000);
+        assert_eq!(site.upstream().count(), threads * 1000);
+        assert_eq!(site.upstream().sum_micros(), threads * 1000 * 1000);
     }
 
     #[test]

@@ -1,21 +1,29 @@
 //! The memory of sessions already verified, so that a known session cookie costs a map
 //! lookup instead of a decryption (see [`Verified`]).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use thread_local::ThreadLocal;
 
 use crate::session::Session;
 
 /// Sessions already decrypted and found bound to the credentials they came with, keyed by
 /// the exact cookie value and credentials: a hit skips the decryption, the decoding and
 /// the keyed hash of the binding — never the checks of time, revocation and user state.
+///
+/// One memory per thread: each worker thread serves its connections alone, so a lookup
+/// takes no lock and touches no count another thread writes (a session is verified once
+/// per thread it is seen on; nothing here needs to be forgotten, see above).
 #[derive(Debug, Default)]
 pub struct Verified {
     hasher: std::hash::RandomState,
-    /// std `Mutex`: held for a map operation only.
-    map: Mutex<HashMap<u64, Entry, BuildHasherDefault<Prehashed>>>,
+    maps: ThreadLocal<RefCell<Map>>,
 }
+
+type Map = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
 
 /// The map's keys are keyed hashes already ([`Verified::key`]): used as they are.
 #[derive(Debug, Default)]
@@ -69,7 +77,7 @@ impl Verified {
     /// The session verified for exactly this cookie value and these credentials.
     pub fn get(&self, cookie: &str, proof: &[u8]) -> Option<Arc<Session>> {
         let key = self.key(cookie, proof);
-        let map = self.map.lock().ok()?;
+        let map = self.maps.get()?.try_borrow().ok()?;
         let e = map.get(&key)?;
         (*e.cookie == *cookie && *e.proof == *proof).then(|| Arc::clone(&e.session))
     }
@@ -78,7 +86,7 @@ impl Verified {
     pub fn insert(&self, cookie: &str, proof: &[u8], session: Session) -> Arc<Session> {
         let session = Arc::new(session);
         let key = self.key(cookie, proof);
-        if let Ok(mut map) = self.map.lock() {
+        if let Ok(mut map) = self.maps.get_or_default().try_borrow_mut() {
             if map.len() >= VERIFIED {
                 map.clear();
             }
@@ -111,5 +119,16 @@ mod tests {
             .is_none());
         assert!(v.get(&cookie, b"Basic Ym9iOnB3").is_none());
         assert!(v.get(&cookie, b"").is_none());
+    }
+
+    #[test]
+    fn each_thread_remembers_what_it_verified() {
+        let v = Verified::default();
+        let s = Session::new("site", "realm", "alice", "bind", 0, 1, 100).expect("session");
+        v.insert("cookie", b"proof", s);
+        assert!(v.get("cookie", b"proof").is_some());
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert!(v.get("cookie", b"proof").is_none(), "verified anew"));
+        });
     }
 }
