@@ -132,8 +132,8 @@ impl<'a> RequestCookies<'a> {
         let mut pairs = Vec::new();
         for value in headers.get_all(COOKIE) {
             let Ok(text) = value.to_str() else { continue };
-            for piece in text.split(';') {
-                let Some((name, value)) = piece.split_once('=') else {
+            for piece in split_at(text, b';') {
+                let Some((name, value)) = split_once_at(piece, b'=') else {
                     continue;
                 };
                 let name = name.trim_matches(|c: char| c.is_ascii_whitespace());
@@ -190,7 +190,7 @@ impl<'a> RequestCookies<'a> {
             is_gate_cookie(name) || protected_fold.as_deref().is_some_and(|p| folds_to(name, p))
         };
         for p in &mut self.pairs {
-            p.smuggles = p.value.contains(',')
+            p.smuggles = memchr::memchr(b',', p.value.as_bytes()).is_some()
                 && p.value.split(',').skip(1).any(|hidden| {
                     hidden
                         .split_once('=')
@@ -243,6 +243,31 @@ impl<'a> RequestCookies<'a> {
             HeaderValue::from_str(&out).ok()
         }
     }
+}
+
+/// `text` split at every `sep` (an ASCII byte), as `str::split` splits it — with a
+/// vectorised search: a `Cookie` field is often hundreds of bytes, read on every request.
+fn split_at(text: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match memchr::memchr(sep, t.as_bytes()) {
+            Some(i) => {
+                rest = t.get(i + 1..);
+                t.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
+/// `text` split at its first `sep` (an ASCII byte), as `str::split_once` splits it.
+fn split_once_at(text: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = memchr::memchr(sep, text.as_bytes())?;
+    Some((text.get(..i)?, text.get(i + 1..)?))
 }
 
 /// Replaces the request's `Cookie` fields with the one header the console may read.
@@ -511,6 +536,16 @@ mod tests {
             forwarded(&["a=1", "b=2", "c=3"], &ConsoleCookie::Pass).as_deref(),
             Some("a=1; b=2; c=3")
         );
+    }
+
+    #[test]
+    fn the_byte_splits_split_as_str_does() {
+        for text in ["", ";", "a=1", "a=1; b=2;", ";;a", "=", "a==b", "caf\u{e9}=\u{e9}; x"] {
+            let ours: Vec<&str> = split_at(text, b';').collect();
+            let std: Vec<&str> = text.split(';').collect();
+            assert_eq!(ours, std, "{text:?}");
+            assert_eq!(split_once_at(text, b'='), text.split_once('='), "{text:?}");
+        }
     }
 
     #[test]
