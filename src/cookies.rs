@@ -540,7 +540,16 @@ mod tests {
 
     #[test]
     fn the_byte_splits_split_as_str_does() {
-        for text in ["", ";", "a=1", "a=1; b=2;", ";;a", "=", "a==b", "caf\u{e9}=\u{e9}; x"] {
+        for text in [
+            "",
+            ";",
+            "a=1",
+            "a=1; b=2;",
+            ";;a",
+            "=",
+            "a==b",
+            "caf\u{e9}=\u{e9}; x",
+        ] {
             let ours: Vec<&str> = split_at(text, b';').collect();
             let std: Vec<&str> = text.split(';').collect();
             assert_eq!(ours, std, "{text:?}");

@@ -19,7 +19,8 @@ use crate::session::Session;
 /// per thread it is seen on; nothing here needs to be forgotten, see above).
 #[derive(Debug, Default)]
 pub struct Verified {
-    hasher: std::hash::RandomState,
+    /// Seeded at random: see [`Verified::key`].
+    hasher: foldhash::fast::RandomState,
     maps: ThreadLocal<RefCell<Map>>,
 }
 

@@ -43,13 +43,15 @@ pub struct SledStore {
     view: Arc<Mutex<View>>,
 }
 
-/// What the session check reads, in memory.
+/// What the session check reads, in memory. (Its maps hash with foldhash, seeded at
+/// random per map: read on every request, where std's SipHash cost more than the rest of
+/// the lookup.)
 #[derive(Debug, Default)]
 struct View {
     /// Users looked up so far (`None`: no record).
-    users: HashMap<Vec<u8>, Option<UserState>>,
+    users: HashMap<Vec<u8>, Option<UserState>, foldhash::fast::RandomState>,
     /// Revoked session ids (until their expiry, when the sweep drops them).
-    revoked: HashSet<String>,
+    revoked: HashSet<String, foldhash::fast::RandomState>,
 }
 
 /// Most users kept in the view; past it the view starts again (it fills from the store).
@@ -287,10 +289,24 @@ impl SledStore {
         realm: &str,
         user: &str,
     ) -> Result<Option<UserState>, StoreError> {
-        let key = user_key(realm, user);
-        if let Some(state) = view.users.get(&key) {
+        // The usual short key is looked up from the stack; allocated when it is kept.
+        let mut small = [0u8; 96];
+        let kept = match small.get_mut(..realm.len() + 1 + user.len()) {
+            Some(key) => {
+                let (r, rest) = key.split_at_mut(realm.len());
+                r.copy_from_slice(realm.as_bytes());
+                if let Some((sep, u)) = rest.split_first_mut() {
+                    *sep = 0;
+                    u.copy_from_slice(user.as_bytes());
+                }
+                view.users.get(&key[..])
+            }
+            None => view.users.get(&user_key(realm, user)),
+        };
+        if let Some(state) = kept {
             return Ok(*state);
         }
+        let key = user_key(realm, user);
         let state = self
             .users
             .get(&key)
@@ -654,6 +670,35 @@ mod tests {
         assert_eq!(store.attempts.len(), 2, "still in use at 2 s");
         store.sweep(1_000).await?;
         assert_eq!(store.attempts.len(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_view_answers_for_short_and_long_names() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(&dir.path().join("s"))?;
+        // Keys of 8 and of 203 bytes: looked up from the stack, and allocated.
+        for user in ["alice".to_string(), "u".repeat(200)] {
+            assert_eq!(store.session_check("r", &user, "id").await?.user, None);
+            let secret = crate::store::seal::seal(
+                &[1u8; 32],
+                crate::store::seal::Purpose::Active,
+                "r",
+                &user,
+                b"12345678901234567890",
+            )?;
+            let codes = ["h1".to_string()];
+            let op = UserOp::Activate {
+                secret: &secret,
+                step: 10,
+                recovery: &codes,
+                epoch: 0,
+            };
+            store.apply("r", &user, op, 300).await?;
+            let check = store.session_check("r", &user, "id").await?;
+            assert!(check.user.is_some(), "{} bytes", user.len());
+            assert_eq!(store.session_check("r2", &user, "id").await?.user, None);
+        }
         Ok(())
     }
 
