@@ -13,13 +13,16 @@
 //! ([`UserState`]) and the set of revoked sessions — is kept in memory, updated in the
 //! same step as each write.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Release};
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use thread_local::ThreadLocal;
 
 use super::{
     Outcome, PendingCaps, PendingLogin, SessionCheck, Store, StoreError, Stored, TokenRecord,
@@ -41,7 +44,31 @@ pub struct SledStore {
     /// The view in memory (std `Mutex`: held for map operations and sled's synchronous
     /// calls, never across an await).
     view: Arc<Mutex<View>>,
+    /// How many changes the view's answers have seen (a user's state written, a session
+    /// revoked or its revocation swept): counted after each, under the view's lock.
+    changes: Arc<AtomicU64>,
+    /// Each thread's session checks already answered since the last change: a session's
+    /// requests then take no lock the other worker threads take too.
+    checked: Arc<ThreadLocal<RefCell<Checked>>>,
 }
+
+/// One thread's answers of [`Store::session_check`], valid while the view's change count
+/// is still `at`.
+#[derive(Debug, Default)]
+struct Checked {
+    at: u64,
+    answers: HashMap<Box<str>, CheckedAnswer, foldhash::fast::RandomState>,
+}
+
+#[derive(Debug)]
+struct CheckedAnswer {
+    realm: Box<str>,
+    user: Box<str>,
+    check: SessionCheck,
+}
+
+/// Most answers a thread keeps; past it they start again.
+const CHECKED: usize = 4096;
 
 /// What the session check reads, in memory. (Its maps hash with foldhash, seeded at
 /// random per map: read on every request, where std's SipHash cost more than the rest of
@@ -176,6 +203,8 @@ impl SledStore {
         }
         Ok(SledStore {
             view: Arc::new(Mutex::new(view)),
+            changes: Arc::new(AtomicU64::new(0)),
+            checked: Arc::new(ThreadLocal::new()),
             users: db.open_tree("users").map_err(io)?,
             pending: db.open_tree("pending").map_err(io)?,
             pending_by_user: db.open_tree("pending_by_user").map_err(io)?,
@@ -275,6 +304,7 @@ impl SledStore {
                         view.users.clear();
                     }
                     view.users.insert(key, state);
+                    self.changed();
                     return Ok(outcome);
                 }
                 Err(_) => continue,
@@ -320,6 +350,12 @@ impl SledStore {
         Ok(state)
     }
 
+    /// The view's answers changed (called with its lock held, after the change): every
+    /// thread's kept answers are stale.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Release);
+    }
+
     fn view(&self) -> Result<std::sync::MutexGuard<'_, View>, StoreError> {
         self.view
             .lock()
@@ -355,18 +391,48 @@ impl Store for SledStore {
     }
 
     /// Both answers from the view, under one lock and without the two calls of the
-    /// default (this runs on every request of a session).
+    /// default (this runs on every request of a session) — or from this thread's answers
+    /// if the view has not changed since they were read.
     async fn session_check(
         &self,
         realm: &str,
         user: &str,
         id: &str,
     ) -> Result<SessionCheck, StoreError> {
-        let mut view = self.view()?;
-        Ok(SessionCheck {
-            user: self.state_in(&mut view, realm, user)?,
-            revoked: view.revoked.contains(id),
-        })
+        // Read before the view: an answer is never kept under a count older than it.
+        let at = self.changes.load(Acquire);
+        let mine = self.checked.get_or_default();
+        if let Ok(mut mine) = mine.try_borrow_mut() {
+            if mine.at != at {
+                mine.answers.clear();
+                mine.at = at;
+            } else if let Some(a) = mine.answers.get(id) {
+                if *a.realm == *realm && *a.user == *user {
+                    return Ok(a.check);
+                }
+            }
+        }
+        let check = {
+            let mut view = self.view()?;
+            SessionCheck {
+                user: self.state_in(&mut view, realm, user)?,
+                revoked: view.revoked.contains(id),
+            }
+        };
+        if let Ok(mut mine) = mine.try_borrow_mut() {
+            if mine.at == at {
+                if mine.answers.len() >= CHECKED {
+                    mine.answers.clear();
+                }
+                let answer = CheckedAnswer {
+                    realm: realm.into(),
+                    user: user.into(),
+                    check,
+                };
+                mine.answers.insert(id.into(), answer);
+            }
+        }
+        Ok(check)
     }
 
     async fn users(
@@ -463,7 +529,11 @@ impl Store for SledStore {
 
     async fn revoke_session(&self, id: &str, until: u64) -> Result<(), StoreError> {
         self.revoked.insert(id, &until.to_be_bytes()).map_err(io)?;
-        self.view()?.revoked.insert(id.to_string());
+        {
+            let mut view = self.view()?;
+            view.revoked.insert(id.to_string());
+            self.changed();
+        }
         self.flush().await
     }
 
@@ -501,7 +571,9 @@ impl Store for SledStore {
             let (k, v) = item.map_err(io)?;
             if be_u64(&v) < now.saturating_sub(super::REVOCATION_MARGIN) {
                 self.revoked.remove(&k).map_err(io)?;
-                self.view()?.revoked.remove(&*String::from_utf8_lossy(&k));
+                let mut view = self.view()?;
+                view.revoked.remove(&*String::from_utf8_lossy(&k));
+                self.changed();
             }
         }
         for item in self.pending.iter() {
@@ -699,6 +771,56 @@ mod tests {
             assert!(check.user.is_some(), "{} bytes", user.len());
             assert_eq!(store.session_check("r2", &user, "id").await?.user, None);
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_kept_answer_goes_at_the_next_change_made_on_any_thread(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(&dir.path().join("s"))?;
+        let fresh = SessionCheck {
+            user: None,
+            revoked: false,
+        };
+        assert_eq!(store.session_check("r", "alice", "s1").await?, fresh);
+        assert_eq!(store.session_check("r", "alice", "s1").await?, fresh);
+        // Revoked on another thread: this thread's kept answer is not used again.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(store.revoke_session("s1", u64::MAX))
+                    .expect("revoked");
+            });
+        });
+        assert!(store.session_check("r", "alice", "s1").await?.revoked);
+        // A user's state written here is seen at the next check.
+        assert_eq!(store.session_check("r", "alice", "s2").await?, fresh);
+        let secret = crate::store::seal::seal(
+            &[1u8; 32],
+            crate::store::seal::Purpose::Active,
+            "r",
+            "alice",
+            b"12345678901234567890",
+        )?;
+        let codes = ["h1".to_string()];
+        let op = UserOp::Activate {
+            secret: &secret,
+            step: 10,
+            recovery: &codes,
+            epoch: 0,
+        };
+        store.apply("r", "alice", op, 300).await?;
+        assert!(store
+            .session_check("r", "alice", "s2")
+            .await?
+            .user
+            .is_some());
+        // A kept answer is for its own user only.
+        assert_eq!(store.session_check("r", "bob", "s2").await?, fresh);
         Ok(())
     }
 
