@@ -123,6 +123,12 @@ pub enum ConsoleCookie<'a> {
         name: &'a str,
         value: Option<String>,
     },
+    /// The `Cookie` field already rebuilt, by [`RequestCookies::for_console`], from the
+    /// cookies of this very request as they were judged (the direct lane reads them once
+    /// for the session check and for the console). It replaces the client's fields, if
+    /// they are still there (a site's `strip_headers` or a `Connection`-named field may
+    /// have removed them on the way).
+    Rebuilt(Option<HeaderValue>),
 }
 
 impl<'a> RequestCookies<'a> {
@@ -180,6 +186,7 @@ impl<'a> RequestCookies<'a> {
     /// behind a `,`. `None` when nothing is left.
     pub fn for_console(&mut self, console: &ConsoleCookie<'_>) -> Option<HeaderValue> {
         let protected_fold = match console {
+            ConsoleCookie::Rebuilt(done) => return done.clone(),
             ConsoleCookie::Pass => None,
             ConsoleCookie::Hide(n)
             | ConsoleCookie::Exact(n)
@@ -198,7 +205,10 @@ impl<'a> RequestCookies<'a> {
                 });
         }
         let allowed = match console {
-            ConsoleCookie::Pass | ConsoleCookie::Hide(_) | ConsoleCookie::Inject { .. } => None,
+            ConsoleCookie::Pass
+            | ConsoleCookie::Hide(_)
+            | ConsoleCookie::Inject { .. }
+            | ConsoleCookie::Rebuilt(_) => None,
             ConsoleCookie::Exact(name) => self.exact(name).map(|v| (*name, v)),
             ConsoleCookie::Bound { name, value } => {
                 self.exact(name).filter(|v| v == value).map(|v| (*name, v))
@@ -276,7 +286,10 @@ pub fn rewrite_for_console(headers: &mut HeaderMap, console: &ConsoleCookie<'_>)
     if !headers.contains_key(COOKIE) && !injects {
         return;
     }
-    let rebuilt = RequestCookies::parse(headers).for_console(console);
+    let rebuilt = match console {
+        ConsoleCookie::Rebuilt(done) => done.clone(),
+        _ => RequestCookies::parse(headers).for_console(console),
+    };
     headers.remove(COOKIE);
     if let Some(v) = rebuilt {
         headers.insert(COOKIE, v);

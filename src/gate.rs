@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::{self, Seen};
 use crate::config::FirstFactor;
+use crate::cookies::RequestCookies;
 use crate::endpoints::{self, admin_api, admin_page, login, Action};
 use crate::error::Error;
 use crate::first_factor::{basic, form};
@@ -287,6 +288,7 @@ async fn admin_api_route(
 pub async fn straight_through(
     gate: &Gate,
     req: &Request<()>,
+    cookies: &RequestCookies<'_>,
     peer: SocketAddr,
     tls: bool,
 ) -> Option<(Ctx, Arc<Session>)> {
@@ -306,7 +308,7 @@ pub async fn straight_through(
             return None;
         }
     }
-    let session = sessions::known(gate, &ctx, req.headers()).await?;
+    let session = sessions::known(gate, &ctx, req.headers(), cookies).await?;
     Some((ctx, session))
 }
 

@@ -55,19 +55,30 @@ pub fn to_console<'a>(
     session: &'a Session,
     seen: u64,
 ) -> Forwarding<'a> {
-    let (console_cookie, drop_authorization) = match &gate.site(ctx).first_factor {
-        FirstFactor::Form(f) => (
-            ConsoleCookie::Exact(&f.session_cookie),
-            !f.forward_authorization,
-        ),
-        FirstFactor::Basic(b) => (basic_console_cookie(gate, ctx, b, headers, session), false),
-    };
+    let (console_cookie, drop_authorization) = console_cookie(gate, ctx, headers, session);
     gate.forwarding(
         ctx,
         Some((session, seen)),
         console_cookie,
         drop_authorization,
     )
+}
+
+/// What of the console's own session cookie may reach the console with a request of
+/// `session`, and whether the client's `Authorization` is removed.
+pub fn console_cookie<'a>(
+    gate: &'a Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    session: &Session,
+) -> (ConsoleCookie<'a>, bool) {
+    match &gate.site(ctx).first_factor {
+        FirstFactor::Form(f) => (
+            ConsoleCookie::Exact(&f.session_cookie),
+            !f.forward_authorization,
+        ),
+        FirstFactor::Basic(b) => (basic_console_cookie(gate, ctx, b, headers, session), false),
+    }
 }
 
 /// What the console's answer means for the session.

@@ -76,18 +76,23 @@ pub async fn current(
 /// The session of a request the direct lane ([`crate::server::lane`]) may forward itself:
 /// the same answer as [`current`] when the session is genuine, bound to the request's
 /// credentials and stands; `None` otherwise — with nothing counted and nothing ended, for
-/// the request is then judged in full by [`current`].
-pub async fn known(gate: &Gate, ctx: &Ctx, headers: &HeaderMap) -> Option<Arc<Session>> {
-    let cookies = RequestCookies::parse(headers);
+/// the request is then judged in full by [`current`]. `cookies` are the request's, read
+/// from `headers` by the caller (which forwards from the same reading).
+pub async fn known(
+    gate: &Gate,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    cookies: &RequestCookies<'_>,
+) -> Option<Arc<Session>> {
     let raw = cookies.exact(gate.names.session)?;
     let site = gate.site(ctx);
-    let proof = proof(site, headers, &cookies);
+    let proof = proof(site, headers, cookies);
     let s = match gate.verified.get(raw, proof) {
         Some(s) => s,
         None => {
             let s = session::open_session(raw, &gate.names, &gate.keys.cookie)?;
             // Not bound: [`current`] ends it (the credentials changed) or ignores it.
-            if !bound(gate, ctx, &s, headers, &cookies) {
+            if !bound(gate, ctx, &s, headers, cookies) {
                 return None;
             }
             gate.verified.insert(raw, proof, s)

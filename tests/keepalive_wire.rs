@@ -677,6 +677,30 @@ async fn two_cookie_lines_reach_the_console_without_the_gates_cookie() {
     );
 }
 
+/// A `Cookie` field the client names in `Connection` is hop-by-hop: the console gets no
+/// `Cookie` at all, though the gate read the session from it (the lane rebuilds the
+/// console's `Cookie` from the cookies it judged, and must not bring it back).
+#[tokio::test]
+async fn a_cookie_field_named_in_connection_is_not_forwarded() {
+    let (console, gate, s) = setup(page).await;
+    let raw = format!(
+        "GET /hop-cookie HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nCookie: theme=dark; {}\r\nConnection: keep-alive, Cookie\r\n\r\n",
+        s.host, s.authorization, s.cookie
+    );
+    let mut wire = Wire::connect(gate.addr).await;
+    wire.write(raw.as_bytes()).await;
+    let r = wire.response("GET").await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let seen = console.forwarded();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].values("cookie").is_empty(),
+        "{}",
+        seen[0].head_text()
+    );
+    assert_page(&mut wire, &s, "/next").await;
+}
+
 #[tokio::test]
 async fn a_duplicate_host_with_a_session_gets_400_and_nothing_is_forwarded() {
     let (console, gate, s) = setup(page).await;

@@ -34,6 +34,7 @@ use super::deadline::LazyTimer;
 use super::serving::Current;
 use super::wire::{self, Framing, Head, Outgoing};
 use crate::access_log::{self, Seen};
+use crate::cookies::{ConsoleCookie, RequestCookies};
 use crate::error::Error;
 use crate::gate;
 use crate::live;
@@ -124,18 +125,16 @@ where
         // chosen for eviction while the session is checked.
         let busy = c.state.begin();
         let judged = match request.filter(takes) {
-            Some(req) => gate::straight_through(&gate, &req, c.peer, c.tls)
-                .await
-                .map(|pass| (req, pass)),
+            Some(req) => judge(&gate, req, c).await,
             None => None,
         };
-        let Some((req, (ctx, session))) = judged else {
+        let Some((req, (ctx, session, cookie))) = judged else {
             busy.end_quietly();
             gate.metrics.lane_handed_over();
             return hand_over(io, Some(head), inbox);
         };
         gate.metrics.lane_answered();
-        let keep = answer(&gate, &ctx, session, req, &mut io, &mut kept).await;
+        let keep = answer(&gate, &ctx, session, req, cookie, &mut io, &mut kept).await;
         // The lane computes its next deadline itself: nobody to wake.
         busy.end_quietly();
         if !keep {
@@ -147,6 +146,22 @@ where
             return Outcome::Closed("server shutting down");
         }
     }
+}
+
+/// The lane's judgment of `req` ([`gate::straight_through`]): its site and session, and
+/// the `Cookie` field its console gets — rebuilt from the same reading of the request's
+/// cookies as the session check made.
+async fn judge(
+    gate: &Gate,
+    req: Request<()>,
+    c: &Conn<'_>,
+) -> Option<(Request<()>, (Ctx, Arc<Session>, Option<HeaderValue>))> {
+    let mut cookies = RequestCookies::parse(req.headers());
+    let (ctx, session) = gate::straight_through(gate, &req, &cookies, c.peer, c.tls).await?;
+    let (allowed, _) = passthrough::console_cookie(gate, &ctx, req.headers(), &session);
+    let cookie = cookies.for_console(&allowed);
+    drop(cookies);
+    Some((req, (ctx, session, cookie)))
 }
 
 fn hand_over<IO>(io: IO, head: Option<Bytes>, rest: BytesMut) -> Outcome<IO> {
@@ -230,6 +245,7 @@ async fn answer<IO>(
     ctx: &Ctx,
     session: Arc<Session>,
     req: Request<()>,
+    cookie: Option<HeaderValue>,
     io: &mut IO,
     kept: &mut Kept,
 ) -> bool
@@ -237,7 +253,7 @@ where
     IO: AsyncWrite + ClientSocket + Unpin,
 {
     let record = access_log::start(gate, &req);
-    let (status, keep) = exchange(gate, ctx, &session, req, io, kept).await;
+    let (status, keep) = exchange(gate, ctx, &session, req, cookie, io, kept).await;
     let seen = Seen {
         site: Some(ctx.site_index),
         session: Some(session),
@@ -251,6 +267,7 @@ async fn exchange<IO>(
     ctx: &Ctx,
     session: &Session,
     req: Request<()>,
+    cookie: Option<HeaderValue>,
     io: &mut IO,
     kept: &mut Kept,
 ) -> (StatusCode, bool)
@@ -276,7 +293,8 @@ where
     };
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = target::strip_session_params(target, site.session_cookie());
-    let fwd = passthrough::to_console(gate, ctx, &headers, session, seen);
+    let mut fwd = passthrough::to_console(gate, ctx, &headers, session, seen);
+    fwd.console_cookie = ConsoleCookie::Rebuilt(cookie);
     proxy::prepare_request_headers(&mut headers, site, &fwd, None);
     out.clear();
     wire::write_request_head(out, &parts.method, &target, &headers);
