@@ -745,6 +745,26 @@ mod tests {
         Ok(())
     }
 
+    /// Enrolls `user` of realm `r` (an active secret, one recovery code).
+    async fn enroll(store: &SledStore, user: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let secret = crate::store::seal::seal(
+            &[1u8; 32],
+            crate::store::seal::Purpose::Active,
+            "r",
+            user,
+            b"12345678901234567890",
+        )?;
+        let codes = ["h1".to_string()];
+        let op = UserOp::Activate {
+            secret: &secret,
+            step: 10,
+            recovery: &codes,
+            epoch: 0,
+        };
+        store.apply("r", user, op, 300).await?;
+        Ok(())
+    }
+
     #[tokio::test]
     async fn the_view_answers_for_short_and_long_names() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -752,21 +772,7 @@ mod tests {
         // Keys of 8 and of 203 bytes: looked up from the stack, and allocated.
         for user in ["alice".to_string(), "u".repeat(200)] {
             assert_eq!(store.session_check("r", &user, "id").await?.user, None);
-            let secret = crate::store::seal::seal(
-                &[1u8; 32],
-                crate::store::seal::Purpose::Active,
-                "r",
-                &user,
-                b"12345678901234567890",
-            )?;
-            let codes = ["h1".to_string()];
-            let op = UserOp::Activate {
-                secret: &secret,
-                step: 10,
-                recovery: &codes,
-                epoch: 0,
-            };
-            store.apply("r", &user, op, 300).await?;
+            enroll(&store, &user).await?;
             let check = store.session_check("r", &user, "id").await?;
             assert!(check.user.is_some(), "{} bytes", user.len());
             assert_eq!(store.session_check("r2", &user, "id").await?.user, None);
@@ -799,21 +805,7 @@ mod tests {
         assert!(store.session_check("r", "alice", "s1").await?.revoked);
         // A user's state written here is seen at the next check.
         assert_eq!(store.session_check("r", "alice", "s2").await?, fresh);
-        let secret = crate::store::seal::seal(
-            &[1u8; 32],
-            crate::store::seal::Purpose::Active,
-            "r",
-            "alice",
-            b"12345678901234567890",
-        )?;
-        let codes = ["h1".to_string()];
-        let op = UserOp::Activate {
-            secret: &secret,
-            step: 10,
-            recovery: &codes,
-            epoch: 0,
-        };
-        store.apply("r", "alice", op, 300).await?;
+        enroll(&store, "alice").await?;
         assert!(store
             .session_check("r", "alice", "s2")
             .await?
