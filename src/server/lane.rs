@@ -128,13 +128,13 @@ where
             Some(req) => judge(&gate, req, c).await,
             None => None,
         };
-        let Some((req, (ctx, session, cookie))) = judged else {
+        let Some((req, (ctx, session, credentials))) = judged else {
             busy.end_quietly();
             gate.metrics.lane_handed_over();
             return hand_over(io, Some(head), inbox);
         };
         gate.metrics.lane_answered();
-        let keep = answer(&gate, &ctx, session, req, cookie, &mut io, &mut kept).await;
+        let keep = answer(&gate, &ctx, session, req, credentials, &mut io, &mut kept).await;
         // The lane computes its next deadline itself: nobody to wake.
         busy.end_quietly();
         if !keep {
@@ -148,20 +148,32 @@ where
     }
 }
 
+/// What the console gets of a request's credentials: its `Cookie` field, rebuilt from the
+/// same reading of the request's cookies as the session check made, and whether the
+/// client's `Authorization` is removed ([`passthrough::console_cookie`]).
+struct ForConsole {
+    cookie: Option<HeaderValue>,
+    drop_authorization: bool,
+}
+
 /// The lane's judgment of `req` ([`gate::straight_through`]): its site and session, and
-/// the `Cookie` field its console gets — rebuilt from the same reading of the request's
-/// cookies as the session check made.
+/// what the console gets of its credentials.
 async fn judge(
     gate: &Gate,
     req: Request<()>,
     c: &Conn<'_>,
-) -> Option<(Request<()>, (Ctx, Arc<Session>, Option<HeaderValue>))> {
+) -> Option<(Request<()>, (Ctx, Arc<Session>, ForConsole))> {
     let mut cookies = RequestCookies::parse(req.headers());
     let (ctx, session) = gate::straight_through(gate, &req, &cookies, c.peer, c.tls).await?;
-    let (allowed, _) = passthrough::console_cookie(gate, &ctx, req.headers(), &session);
+    let (allowed, drop_authorization) =
+        passthrough::console_cookie(gate, &ctx, req.headers(), &session);
     let cookie = cookies.for_console(&allowed);
     drop(cookies);
-    Some((req, (ctx, session, cookie)))
+    let credentials = ForConsole {
+        cookie,
+        drop_authorization,
+    };
+    Some((req, (ctx, session, credentials)))
 }
 
 fn hand_over<IO>(io: IO, head: Option<Bytes>, rest: BytesMut) -> Outcome<IO> {
@@ -245,7 +257,7 @@ async fn answer<IO>(
     ctx: &Ctx,
     session: Arc<Session>,
     req: Request<()>,
-    cookie: Option<HeaderValue>,
+    credentials: ForConsole,
     io: &mut IO,
     kept: &mut Kept,
 ) -> bool
@@ -253,7 +265,7 @@ where
     IO: AsyncWrite + ClientSocket + Unpin,
 {
     let record = access_log::start(gate, &req);
-    let (status, keep) = exchange(gate, ctx, &session, req, cookie, io, kept).await;
+    let (status, keep) = exchange(gate, ctx, &session, req, credentials, io, kept).await;
     let seen = Seen {
         site: Some(ctx.site_index),
         session: Some(session),
@@ -267,7 +279,7 @@ async fn exchange<IO>(
     ctx: &Ctx,
     session: &Session,
     req: Request<()>,
-    cookie: Option<HeaderValue>,
+    credentials: ForConsole,
     io: &mut IO,
     kept: &mut Kept,
 ) -> (StatusCode, bool)
@@ -293,8 +305,12 @@ where
     };
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = target::strip_session_params(target, site.session_cookie());
-    let mut fwd = passthrough::to_console(gate, ctx, &headers, session, seen);
-    fwd.console_cookie = ConsoleCookie::Rebuilt(cookie);
+    let fwd = gate.forwarding(
+        ctx,
+        Some((session, seen)),
+        ConsoleCookie::Rebuilt(credentials.cookie),
+        credentials.drop_authorization,
+    );
     proxy::prepare_request_headers(&mut headers, site, &fwd, None);
     out.clear();
     wire::write_request_head(out, &parts.method, &target, &headers);
