@@ -650,6 +650,22 @@ async fn identity_hop_by_hop_and_gate_headers_never_reach_the_console() {
     assert_page(&mut wire, &s, "/next").await;
 }
 
+/// Sends one `GET` on a new connection; it must be answered 200 and reach the console
+/// once. Returns the connection and the head the console received.
+async fn answered_and_forwarded(
+    gate: &TestGate,
+    console: &RawConsole,
+    raw: &str,
+) -> (Wire, RawRequest) {
+    let mut wire = Wire::connect(gate.addr).await;
+    wire.write(raw.as_bytes()).await;
+    let r = wire.response("GET").await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let mut seen = console.forwarded();
+    assert_eq!(seen.len(), 1);
+    (wire, seen.remove(0))
+}
+
 #[tokio::test]
 async fn two_cookie_lines_reach_the_console_without_the_gates_cookie() {
     let (console, gate, s) = setup(page).await;
@@ -657,18 +673,10 @@ async fn two_cookie_lines_reach_the_console_without_the_gates_cookie() {
         "GET /cookies HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nCookie: theme=dark\r\nCookie: {}; lang=en\r\n\r\n",
         s.host, s.authorization, s.cookie
     );
-    let mut wire = Wire::connect(gate.addr).await;
-    wire.write(raw.as_bytes()).await;
-    let r = wire.response("GET").await;
-    assert_eq!(
-        r.status, 200,
-        "the session in the second line counts: {}",
-        r.head
-    );
-    let seen = console.forwarded();
-    assert_eq!(seen.len(), 1);
-    let head = seen[0].head_text();
-    let cookies = seen[0].values("cookie").join("; ");
+    // The session in the second line counts.
+    let (_, req) = answered_and_forwarded(&gate, &console, &raw).await;
+    let head = req.head_text();
+    let cookies = req.values("cookie").join("; ");
     assert!(!cookies.contains("mfa_"), "{head}");
     let pairs: Vec<&str> = cookies.split(';').map(str::trim).collect();
     assert!(
@@ -687,17 +695,8 @@ async fn a_cookie_field_named_in_connection_is_not_forwarded() {
         "GET /hop-cookie HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nCookie: theme=dark; {}\r\nConnection: keep-alive, Cookie\r\n\r\n",
         s.host, s.authorization, s.cookie
     );
-    let mut wire = Wire::connect(gate.addr).await;
-    wire.write(raw.as_bytes()).await;
-    let r = wire.response("GET").await;
-    assert_eq!(r.status, 200, "{}", r.head);
-    let seen = console.forwarded();
-    assert_eq!(seen.len(), 1);
-    assert!(
-        seen[0].values("cookie").is_empty(),
-        "{}",
-        seen[0].head_text()
-    );
+    let (mut wire, req) = answered_and_forwarded(&gate, &console, &raw).await;
+    assert!(req.values("cookie").is_empty(), "{}", req.head_text());
     assert_page(&mut wire, &s, "/next").await;
 }
 

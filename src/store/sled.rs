@@ -769,7 +769,8 @@ mod tests {
     async fn the_view_answers_for_short_and_long_names() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let store = SledStore::open(&dir.path().join("s"))?;
-        // Keys of 8 and of 203 bytes: looked up from the stack, and allocated.
+        // Keys of 8 and of 203 bytes (looked up from the stack, and allocated): each user
+        // gets its own answer, before and after its record is written, not another realm's.
         for user in ["alice".to_string(), "u".repeat(200)] {
             assert_eq!(store.session_check("r", &user, "id").await?.user, None);
             enroll(&store, &user).await?;
