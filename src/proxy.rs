@@ -32,21 +32,26 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
-/// [`is_hop_by_hop`] for a name in lower case; a `match` compares no more than needed.
-pub fn is_hop_by_hop_name(lower: &[u8]) -> bool {
-    matches!(
-        lower,
-        b"connection"
-            | b"keep-alive"
-            | b"proxy-connection"
-            | b"te"
-            | b"trailer"
-            | b"transfer-encoding"
-            | b"upgrade"
-            | b"proxy-authorization"
-            | b"proxy-authenticate"
-            | b"http2-settings"
-    )
+/// The hop-by-hop names (lower case).
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "http2-settings",
+];
+
+/// [`is_hop_by_hop`] for a name in any case (as a console writes it); the lengths are
+/// compared first, so most names are settled without reading their bytes.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.len() == name.len() && h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

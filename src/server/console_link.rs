@@ -224,7 +224,13 @@ async fn exchange(
     }
     loop {
         out.clear();
-        match wire::response_head(&l.inbox, to_head, out).map_err(Failure::Unusable)? {
+        // Nothing to read before the first bytes (the request was only just sent).
+        let head = if l.inbox.is_empty() {
+            None
+        } else {
+            wire::response_head(&l.inbox, to_head, out).map_err(Failure::Unusable)?
+        };
+        match head {
             Some((head, n)) => {
                 l.inbox.advance(n);
                 if head.status.is_informational() {

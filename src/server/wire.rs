@@ -166,15 +166,16 @@ pub fn response_head(
     let fields = parsed.headers;
     // `Connection` first: it names more fields to drop, wherever they are.
     let mut closes = parsed.version == Some(0);
-    let mut named: Vec<&str> = Vec::new();
+    let mut named: Vec<&[u8]> = Vec::new();
     for line in fields.iter() {
         if line.name.eq_ignore_ascii_case("connection") {
-            let value =
-                std::str::from_utf8(line.value).map_err(|_| Unusable("a bad Connection"))?;
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
+            if std::str::from_utf8(line.value).is_err() {
+                return Err(Unusable("a bad Connection"));
+            }
+            for token in list_items(line.value) {
+                if token.eq_ignore_ascii_case(b"close") {
                     closes = true;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
                     named.push(token);
                 }
             }
@@ -195,53 +196,46 @@ pub fn response_head(
         || status == StatusCode::NOT_MODIFIED);
     begin_status(out, status, 64 + n);
     for line in fields.iter() {
-        // httparse let through token characters only; the names looked for are short.
-        let mut low = [0u8; 32];
-        let name: &[u8] = match low.get_mut(..line.name.len()) {
-            Some(low) => {
-                low.copy_from_slice(line.name.as_bytes());
-                low.make_ascii_lowercase();
-                low
+        // Names compared in any case; each comparison settles a name of another length at
+        // once.
+        let name = line.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            frame.length(line.value)?;
+            // The answer to HEAD, and a 304, keep the console's length (of the body they
+            // stand for); a body is framed by the gate; a 204 or 1xx has none.
+            if body_follows || !(to_head || status == StatusCode::NOT_MODIFIED) {
+                continue;
             }
-            None => b"",
-        };
-        match name {
-            b"content-length" => {
-                frame.length(line.value)?;
-                // The answer to HEAD, and a 304, keep the console's length (of the body
-                // they stand for); a body is framed by the gate; a 204 or 1xx has none.
-                if body_follows || !(to_head || status == StatusCode::NOT_MODIFIED) {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            frame.coding(line.value);
+            continue;
+        } else if crate::proxy::is_hop_by_hop_name(name.as_bytes()) {
+            continue;
+        } else if name.eq_ignore_ascii_case("set-cookie") {
+            let value = HeaderValue::from_bytes(line.value)
+                .map_err(|_| Unusable("a malformed header value"))?;
+            match crate::cookies::set_cookie_name(&value) {
+                Some(n) if !n.is_empty() && !crate::cookies::is_gate_cookie(n) => {
+                    head.set_cookies.append(SET_COOKIE, value.clone());
+                }
+                // A nameless cookie (`Set-Cookie: =mfa_session=x`) comes back from
+                // browsers as `mfa_session=x`: it goes too, as one that cannot be read.
+                other => {
+                    let shown = other.map_or_else(
+                        || String::from_utf8_lossy(line.value).into_owned(),
+                        str::to_string,
+                    );
+                    head.gate_cookies.push(shown);
                     continue;
                 }
             }
-            b"transfer-encoding" => {
-                frame.coding(line.value);
-                continue;
-            }
-            hop if crate::proxy::is_hop_by_hop_name(hop) => continue,
-            b"set-cookie" => {
-                let value = HeaderValue::from_bytes(line.value)
-                    .map_err(|_| Unusable("a malformed header value"))?;
-                match crate::cookies::set_cookie_name(&value) {
-                    Some(n) if !n.is_empty() && !crate::cookies::is_gate_cookie(n) => {
-                        head.set_cookies.append(SET_COOKIE, value.clone());
-                    }
-                    // A nameless cookie (`Set-Cookie: =mfa_session=x`) comes back from
-                    // browsers as `mfa_session=x`: it goes too, as one that cannot be read.
-                    other => {
-                        let shown = other.map_or_else(
-                            || String::from_utf8_lossy(line.value).into_owned(),
-                            str::to_string,
-                        );
-                        head.gate_cookies.push(shown);
-                        continue;
-                    }
-                }
-            }
-            b"strict-transport-security" => head.hsts = true,
-            _ => {}
+        } else if name.eq_ignore_ascii_case("strict-transport-security") {
+            head.hsts = true;
         }
-        if named.iter().any(|t| t.eq_ignore_ascii_case(line.name)) {
+        if named
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        {
             continue;
         }
         put_line(out, buf, line);
@@ -286,6 +280,17 @@ fn put_raw(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+/// The items of a comma-separated field value, each without the spaces and tabs around
+/// it (RFC 9110 §5.6.1); empty items are kept.
+fn list_items(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(|item| {
+        let ows = |b: &u8| *b == b' ' || *b == b'\t';
+        let start = item.iter().position(|b| !ows(b)).unwrap_or(item.len());
+        let end = item.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+        &item[start..end]
+    })
+}
+
 /// The framing fields of a response, as they are read.
 #[derive(Debug, Default)]
 struct FramingFields {
@@ -300,12 +305,12 @@ impl FramingFields {
     /// (RFC 9110 §8.6).
     fn length(&mut self, value: &[u8]) -> Result<(), Unusable> {
         let bad = || Unusable("a bad Content-Length");
-        let text = std::str::from_utf8(value).map_err(|_| bad())?;
-        for part in text.split(',').map(str::trim) {
-            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+        for part in list_items(value) {
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(bad());
             }
-            let n: u64 = part.parse().map_err(|_| bad())?;
+            // At most 19 digits: no overflow.
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
             match self.length {
                 Some(Ok(l)) if l != n => {
                     self.length = Some(Err(Unusable("conflicting Content-Length values")));
@@ -319,10 +324,8 @@ impl FramingFields {
 
     /// Takes one `Transfer-Encoding` field; the last one's last coding counts.
     fn coding(&mut self, value: &[u8]) {
-        let last = std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.split(',').map(str::trim).rfind(|c| !c.is_empty()));
-        self.coding = Some(last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")));
+        let last = list_items(value).rfind(|c| !c.is_empty());
+        self.coding = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
     }
 
     /// How the body is delimited (RFC 9112 §6.3).
@@ -677,6 +680,18 @@ mod tests {
             head("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"),
             Ok(Some(Framing::Empty))
         );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\ncontent-LENGTH:\t 7 ,7\t\r\n\r\n"),
+            Ok(Some(Framing::Length(7)))
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nTRANSFER-encoding: chunked \r\n\r\n"),
+            Ok(Some(Framing::Chunked))
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n"),
+            Err(Unusable("a bad Content-Length"))
+        );
         assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 5"), Ok(None));
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -684,6 +699,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: ,\r\n\r\n",
+            // Only spaces and tabs surround a list item, not other Unicode spaces.
+            "HTTP/1.1 200 OK\r\nContent-Length: \u{a0}1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 abc OK\r\n\r\n",
@@ -769,6 +788,15 @@ mod tests {
             std::str::from_utf8(&out).expect("text"),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: console=1\r\nStrict-Transport-Security: max-age=1\r\ncontent-length: 12\r\n\r\n"
         );
+        out.clear();
+        // Hop-by-hop names in any case, and a `Connection` list with tabs, empty items
+        // and a name in another case than its field's.
+        let hops = "HTTP/1.1 200 OK\r\nTE: trailers\r\nPROXY-Connection: x\r\nUpGrade: h2c\r\nConnection:\tX-A ,,\tCLOSE\r\nx-a: 1\r\nKEEP-ALIVE: 5\r\nHTTP2-Settings: a\r\nTrailer: b\r\nProxy-Authenticate: c\r\nProxy-Authorization: d\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n";
+        let (head, _) = response_head(hops.as_bytes(), false, &mut out)
+            .expect("usable")
+            .expect("complete");
+        assert!(head.closes);
+        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nX-Kept: 2\r\n");
         out.clear();
         let to_head = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nConnection: close\r\n\r\n";
         let (head, _) = response_head(to_head.as_bytes(), true, &mut out)
