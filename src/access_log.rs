@@ -35,20 +35,19 @@ pub struct Seen {
 /// A request being answered: when it started, and what its access line needs of it.
 #[derive(Debug)]
 pub struct Pending {
-    started: Instant,
-    /// Method and target, only when access lines are on (a cheap clone: shared bytes).
-    line: Option<(Method, Uri)>,
+    /// When it started, its method and target: only when access lines are on (a cheap
+    /// clone: shared bytes; no clock read otherwise).
+    line: Option<(Instant, Method, Uri)>,
 }
 
 /// Starts the record of `req`.
 pub fn start<B>(gate: &Gate, req: &Request<B>) -> Pending {
     Pending {
-        started: Instant::now(),
         line: gate
             .config
             .log
             .access
-            .then(|| (req.method().clone(), req.uri().clone())),
+            .then(|| (Instant::now(), req.method().clone(), req.uri().clone())),
     }
 }
 
@@ -59,10 +58,10 @@ pub fn finish(gate: &Gate, pending: Pending, seen: &Seen, status: StatusCode) {
         Some(m) => m.request(status),
         None => gate.metrics.request_without_site(status),
     }
-    let Some((method, uri)) = pending.line else {
+    let Some((started, method, uri)) = pending.line else {
         return;
     };
-    let micros = u64::try_from(pending.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     // Whole microseconds as milliseconds (0.412), for people and for JSON alike.
     let ms = micros as f64 / 1000.0;
     let site = seen

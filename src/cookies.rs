@@ -20,6 +20,7 @@
 
 use http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use http::HeaderMap;
+use smallvec::SmallVec;
 
 /// A name as the most lenient common stack could read it: trimmed, `+` and `%XX` decoded,
 /// cut at a NUL, lower-cased, ` `, `.` and `[` turned into `_` (PHP), and without the
@@ -103,7 +104,8 @@ struct Pair<'a> {
 /// The cookies of a request, parsed once.
 #[derive(Debug, Default)]
 pub struct RequestCookies<'a> {
-    pairs: Vec<Pair<'a>>,
+    /// Inline up to a browser's usual handful of cookies.
+    pairs: SmallVec<[Pair<'a>; 8]>,
 }
 
 /// What may reach the console of its own session cookie.
@@ -135,7 +137,7 @@ impl<'a> RequestCookies<'a> {
     /// Parses every `Cookie` field of `headers`. Pieces without `=` or with an empty name
     /// are dropped (no console needs them, and stacks read them differently).
     pub fn parse(headers: &'a HeaderMap) -> RequestCookies<'a> {
-        let mut pairs = Vec::new();
+        let mut pairs = SmallVec::new();
         for value in headers.get_all(COOKIE) {
             let Ok(text) = value.to_str() else { continue };
             for piece in split_at(text, b';') {
@@ -381,9 +383,11 @@ mod tests {
 
     fn forwarded(cookies: &[&str], console: &ConsoleCookie<'_>) -> Option<String> {
         let h = headers(cookies);
-        RequestCookies::parse(&h)
+        let mut parsed = RequestCookies::parse(&h);
+        let forwarded = parsed
             .for_console(console)
-            .map(|v| v.to_str().unwrap_or("").to_string())
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        forwarded
     }
 
     #[test]

@@ -285,10 +285,10 @@ async fn admin_api_route(
 /// its aliases), has a session that is genuine, bound to its credentials and stands
 /// ([`sessions::known`]), and its console is plain HTTP (the lane does not speak TLS to consoles).
 /// `None` means "judge it in full": nothing was refused, counted or changed.
-pub async fn straight_through(
+pub async fn straight_through<'h>(
     gate: &Gate,
-    req: &Request<()>,
-    cookies: &RequestCookies<'_>,
+    req: &'h Request<()>,
+    cookies: &RequestCookies<'h>,
     peer: SocketAddr,
     tls: bool,
 ) -> Option<(Ctx, Arc<Session>)> {

@@ -78,11 +78,11 @@ pub async fn current(
 /// credentials and stands; `None` otherwise — with nothing counted and nothing ended, for
 /// the request is then judged in full by [`current`]. `cookies` are the request's, read
 /// from `headers` by the caller (which forwards from the same reading).
-pub async fn known(
+pub async fn known<'h>(
     gate: &Gate,
     ctx: &Ctx,
-    headers: &HeaderMap,
-    cookies: &RequestCookies<'_>,
+    headers: &'h HeaderMap,
+    cookies: &RequestCookies<'h>,
 ) -> Option<Arc<Session>> {
     let raw = cookies.exact(gate.names.session)?;
     let site = gate.site(ctx);
@@ -128,7 +128,10 @@ async fn stands(gate: &Gate, site: &Site, s: &Session) -> Result<bool, Error> {
     {
         return Ok(false);
     }
-    let check = gate.store.session_check(&s.realm, &s.user, &s.id).await?;
+    let check = match gate.store.session_check_at_hand(&s.realm, &s.user, &s.id) {
+        Some(check) => check?,
+        None => gate.store.session_check(&s.realm, &s.user, &s.id).await?,
+    };
     Ok(alive(&check, s.iat, s.generation))
 }
 

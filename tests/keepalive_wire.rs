@@ -872,6 +872,44 @@ async fn session_gets_take_the_direct_lane_until_a_post_hands_the_connection_ove
     assert!(!targets.iter().any(|t| t == "/x"), "{targets:?}");
 }
 
+#[tokio::test]
+async fn a_kept_alive_lane_connection_evicted_at_the_cap_closes_at_once() {
+    let (_console, gate, s) = setup_with(|g| g.server("max_connections = 2"), page).await;
+    let mut first = Wire::connect(gate.addr).await;
+    assert_page(&mut first, &s, "/first").await;
+    // Each newcomer at the cap evicts the connection idle the longest: the sign-in's
+    // own, if still open, then `first` — long before its 60 s idle limit.
+    let mut newcomers = Vec::new();
+    for i in 0..4 {
+        let mut wire = Wire::connect(gate.addr).await;
+        assert_page(&mut wire, &s, &format!("/newcomer/{i}")).await;
+        newcomers.push(wire);
+        if first.closed_within(Duration::from_millis(300)).await {
+            // The newest connection serves on.
+            let last = newcomers.last_mut().expect("one");
+            assert_page(last, &s, "/again").await;
+            return;
+        }
+    }
+    panic!("an evicted kept-alive connection waiting for its next request stays open");
+}
+
+#[tokio::test]
+async fn a_kept_alive_lane_connection_waiting_for_a_request_closes_when_the_gate_stops() {
+    let (_console, mut gate, s) = setup(page).await;
+    let mut wire = Wire::connect(gate.addr).await;
+    assert_page(&mut wire, &s, "/first").await;
+    let asked = std::time::Instant::now();
+    gate.stop().await;
+    // Well before the 30 s the gate would wait for connections to drain.
+    let stopped = asked.elapsed();
+    assert!(
+        stopped < Duration::from_secs(10),
+        "stopped after {stopped:?}"
+    );
+    assert!(wire.closed_within(Duration::from_secs(1)).await);
+}
+
 // ---------------------------------------------------------------------------------------
 // Kept console connections: nothing a console sends unasked is ever an answer
 // (found by an outside review of the direct lane: F1–F4)

@@ -114,9 +114,9 @@ pub struct Answer {
 }
 
 /// Sends the request head in `out` to the site's console — on a kept connection when
-/// this thread has a quiet one there — and reads the response head,
-/// within the site's `upstream_timeout` (on `timer`), into `out` ([`wire::response_head`]). Interim
-/// (1xx) answers are skipped.
+/// this thread has a quiet one there — and reads the response head, within the site's
+/// `upstream_timeout` from `started` (on `timer`), into `out` ([`wire::response_head`]).
+/// Interim (1xx) answers are skipped.
 ///
 /// # Errors
 /// The console cannot be reached, did not answer in time, or its answer is unusable.
@@ -125,6 +125,7 @@ pub async fn round_trip(
     out: &mut BytesMut,
     to_head: bool,
     timer: &mut LazyTimer,
+    started: Instant,
 ) -> Result<Answer, UpstreamError> {
     let authority = &site.upstream.authority;
     let request = out.split().freeze();
@@ -151,7 +152,7 @@ pub async fn round_trip(
             }
         }
     };
-    let due = Instant::now() + site.upstream_timeout;
+    let due = started + site.upstream_timeout;
     tokio::pin!(attempt);
     loop {
         timer.arm(due);

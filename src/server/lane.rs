@@ -14,7 +14,9 @@
 //! ([`crate::gate::handle`]) for the rest of the connection's life. So nothing is refused
 //! or let through here that the full path would judge otherwise.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +28,7 @@ use http::header::{
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::futures::Notified;
 use tokio::sync::watch;
 
 use super::activity::{ConnState, Timing, CLOSE_GRACE};
@@ -100,6 +103,14 @@ where
     // The gate in force, held by the connection (not taken anew per request: its count is
     // shared by every worker thread) and replaced when a reload has swapped it.
     let mut gate = c.serving.load().gate.clone();
+    // What ends a wait for the client besides its bytes and the timer — an eviction, the
+    // server shutting down — waited on by futures that live as long as the lane: each
+    // wait polls them, none registers and unregisters anew.
+    let mut told = shutdown.clone();
+    let mut watch = Watch {
+        changed: Box::pin(c.state.changed()),
+        shutdown: Box::pin(told.changed()),
+    };
     loop {
         let (head, request) = loop {
             match wire::take_request(&mut inbox, &mut kept.spare) {
@@ -111,7 +122,7 @@ where
                     return hand_over(io, None, inbox);
                 }
             }
-            if let Err(why) = next_bytes(&mut io, &mut inbox, c, &mut kept.idle, shutdown).await {
+            if let Err(why) = next_bytes(&mut io, &mut inbox, c, &mut kept.idle, &mut watch).await {
                 return Outcome::Closed(why);
             }
         };
@@ -124,11 +135,11 @@ where
         // In flight from here, as hyper's requests are from the call of the service: not
         // chosen for eviction while the session is checked.
         let busy = c.state.begin();
-        let judged = match request.filter(takes) {
-            Some(req) => judge(&gate, req, c).await,
-            None => None,
+        let judged = match &request {
+            Some(req) if takes(req) => judge(&gate, req, c).await,
+            _ => None,
         };
-        let Some((req, (ctx, session, credentials))) = judged else {
+        let (Some(req), Some((ctx, session, credentials))) = (request, judged) else {
             busy.end_quietly();
             gate.metrics.lane_handed_over();
             return hand_over(io, Some(head), inbox);
@@ -160,11 +171,11 @@ struct ForConsole {
 /// what the console gets of its credentials.
 async fn judge(
     gate: &Gate,
-    req: Request<()>,
+    req: &Request<()>,
     c: &Conn<'_>,
-) -> Option<(Request<()>, (Ctx, Arc<Session>, ForConsole))> {
+) -> Option<(Ctx, Arc<Session>, ForConsole)> {
     let mut cookies = RequestCookies::parse(req.headers());
-    let (ctx, session) = gate::straight_through(gate, &req, &cookies, c.peer, c.tls).await?;
+    let (ctx, session) = gate::straight_through(gate, req, &cookies, c.peer, c.tls).await?;
     let (allowed, drop_authorization) =
         passthrough::console_cookie(gate, &ctx, req.headers(), &session);
     let cookie = cookies.for_console(&allowed);
@@ -173,7 +184,7 @@ async fn judge(
         cookie,
         drop_authorization,
     };
-    Some((req, (ctx, session, credentials)))
+    Some((ctx, session, credentials))
 }
 
 fn hand_over<IO>(io: IO, head: Option<Bytes>, rest: BytesMut) -> Outcome<IO> {
@@ -199,17 +210,25 @@ fn takes(req: &Request<()>) -> bool {
         })
 }
 
+/// The lane's standing waits on its connection's state and on the server's shutdown.
+struct Watch<'a, S> {
+    changed: Pin<Box<Notified<'a>>>,
+    /// Not polled again once it has fired: the lane then ends.
+    shutdown: Pin<Box<S>>,
+}
+
 /// Reads more of the client's bytes, under the connection's deadlines (as hyper's
 /// connections are driven in [`super::connection`]); `Err` when the connection is over.
-async fn next_bytes<IO>(
+async fn next_bytes<'a, IO, S>(
     io: &mut IO,
     inbox: &mut BytesMut,
-    c: &Conn<'_>,
+    c: &Conn<'a>,
     timer: &mut LazyTimer,
-    shutdown: &mut watch::Receiver<bool>,
+    watch: &mut Watch<'a, S>,
 ) -> Result<(), &'static str>
 where
     IO: AsyncRead + Unpin,
+    S: Future,
 {
     if inbox.capacity() - inbox.len() < 1024 {
         inbox.reserve(4096);
@@ -239,12 +258,14 @@ where
                     "no complete request before the header timeout"
                 });
             }
-            () = c.state.changed() => {
+            () = watch.changed.as_mut() => {
+                // Spent: waited on anew from here.
+                watch.changed.set(c.state.changed());
                 if c.state.is_evicted() {
                     return Err("evicted to admit a new connection");
                 }
             }
-            _ = shutdown.changed() => return Err("server shutting down"),
+            _ = watch.shutdown.as_mut() => return Err("server shutting down"),
         }
     }
 }
@@ -315,7 +336,7 @@ where
     wire::write_request_head(out, &parts.method, &target, &headers);
 
     let started = Instant::now();
-    let answer = console_link::round_trip(site, out, to_head, console).await;
+    let answer = console_link::round_trip(site, out, to_head, console, started).await;
     proxy::count_upstream(fwd.metrics, started, answer.as_ref().err());
     let page = |e: Error| refusal::render(&e, Format::for_client(&headers));
     let answer = match answer {

@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
+use smallvec::SmallVec;
 
 /// Most header lines in a head (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
@@ -48,7 +49,7 @@ pub fn take_request(inbox: &mut BytesMut, spare: &mut HeaderMap) -> Head {
     // Where each part lies, so the parts can share the head's bytes once it is split off.
     let base = inbox.as_ptr() as usize;
     let at = |part: &[u8]| (part.as_ptr() as usize - base, part.len());
-    let fields: Vec<_> = parsed
+    let fields: SmallVec<[_; 24]> = parsed
         .headers
         .iter()
         .map(|line| (at(line.name.as_bytes()), at(line.value)))

@@ -528,6 +528,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// [`Store::session_check`]'s answer when the store has it at hand without waiting
+    /// (the embedded store: always), else `None` and the caller awaits `session_check`.
+    /// Called on every request of a session: no future is made for it.
+    fn session_check_at_hand(
+        &self,
+        _realm: &str,
+        _user: &str,
+        _id: &str,
+    ) -> Option<Result<SessionCheck, StoreError>> {
+        None
+    }
+
     /// Whether the store answers.
     async fn health(&self) -> Health {
         match self.session_revoked("healthz").await {

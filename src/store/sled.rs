@@ -390,49 +390,22 @@ impl Store for SledStore {
         self.state_in(&mut view, realm, user)
     }
 
-    /// Both answers from the view, under one lock and without the two calls of the
-    /// default (this runs on every request of a session) — or from this thread's answers
-    /// if the view has not changed since they were read.
     async fn session_check(
         &self,
         realm: &str,
         user: &str,
         id: &str,
     ) -> Result<SessionCheck, StoreError> {
-        // Read before the view: an answer is never kept under a count older than it.
-        let at = self.changes.load(Acquire);
-        let mine = self.checked.get_or_default();
-        if let Ok(mut mine) = mine.try_borrow_mut() {
-            if mine.at != at {
-                mine.answers.clear();
-                mine.at = at;
-            } else if let Some(a) = mine.answers.get(id) {
-                if *a.realm == *realm && *a.user == *user {
-                    return Ok(a.check);
-                }
-            }
-        }
-        let check = {
-            let mut view = self.view()?;
-            SessionCheck {
-                user: self.state_in(&mut view, realm, user)?,
-                revoked: view.revoked.contains(id),
-            }
-        };
-        if let Ok(mut mine) = mine.try_borrow_mut() {
-            if mine.at == at {
-                if mine.answers.len() >= CHECKED {
-                    mine.answers.clear();
-                }
-                let answer = CheckedAnswer {
-                    realm: realm.into(),
-                    user: user.into(),
-                    check,
-                };
-                mine.answers.insert(id.into(), answer);
-            }
-        }
-        Ok(check)
+        self.check_session(realm, user, id)
+    }
+
+    fn session_check_at_hand(
+        &self,
+        realm: &str,
+        user: &str,
+        id: &str,
+    ) -> Option<Result<SessionCheck, StoreError>> {
+        Some(self.check_session(realm, user, id))
     }
 
     async fn users(
@@ -651,6 +624,46 @@ impl Store for SledStore {
 }
 
 impl SledStore {
+    /// A session's check: both answers from the view, under one lock and without the two
+    /// calls of the default (this runs on every request of a session) — or from this
+    /// thread's answers if the view has not changed since they were read.
+    fn check_session(&self, realm: &str, user: &str, id: &str) -> Result<SessionCheck, StoreError> {
+        // Read before the view: an answer is never kept under a count older than it.
+        let at = self.changes.load(Acquire);
+        let mine = self.checked.get_or_default();
+        if let Ok(mut mine) = mine.try_borrow_mut() {
+            if mine.at != at {
+                mine.answers.clear();
+                mine.at = at;
+            } else if let Some(a) = mine.answers.get(id) {
+                if *a.realm == *realm && *a.user == *user {
+                    return Ok(a.check);
+                }
+            }
+        }
+        let check = {
+            let mut view = self.view()?;
+            SessionCheck {
+                user: self.state_in(&mut view, realm, user)?,
+                revoked: view.revoked.contains(id),
+            }
+        };
+        if let Ok(mut mine) = mine.try_borrow_mut() {
+            if mine.at == at {
+                if mine.answers.len() >= CHECKED {
+                    mine.answers.clear();
+                }
+                let answer = CheckedAnswer {
+                    realm: realm.into(),
+                    user: user.into(),
+                    check,
+                };
+                mine.answers.insert(id.into(), answer);
+            }
+        }
+        Ok(check)
+    }
+
     /// Changes one token record atomically; `change` says whether it changed anything
     /// (and may run more than once). `false` when there is no such token.
     fn update_token(
