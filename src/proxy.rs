@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use crate::config::Site;
 use crate::cookies::{self, ConsoleCookie};
@@ -397,15 +398,7 @@ pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// the common case: one pass over the names present, and nothing allocated unless a header
 /// must go or `Connection` names one beyond the usual `close`/`keep-alive`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
+    let named: Vec<HeaderName> = connection_names(headers).collect();
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_hop_by_hop(n))
@@ -414,6 +407,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in doomed.into_iter().chain(named) {
         headers.remove(name);
     }
+}
+
+/// The header names `headers`' `Connection` fields list, besides `close` and `keep-alive`.
+fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
 }
 
 /// A header name as the most lenient stack reads it: every character but letters and
@@ -448,86 +453,169 @@ pub fn is_identity_header(name: &HeaderName) -> bool {
             .any(|p| normal.starts_with(p.as_bytes()))
 }
 
-/// Removes every spelling of the header `name` (see [`header_fold`]).
-fn remove_spellings(headers: &mut HeaderMap, name: &HeaderName) {
+/// Whether `name` is a spelling of `wanted` (same length, same [`header_fold`]).
+fn same_spelling(name: &HeaderName, wanted: &HeaderName) -> bool {
     let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
-    let wanted = header_fold(name.as_str(), &mut a);
-    let spellings: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| {
-            n.as_str().len() == name.as_str().len() && header_fold(n.as_str(), &mut b) == wanted
-        })
-        .cloned()
-        .collect();
-    for n in spellings {
-        headers.remove(n);
+    name.as_str().len() == wanted.as_str().len()
+        && header_fold(name.as_str(), &mut a) == header_fold(wanted.as_str(), &mut b)
+}
+
+/// What of a request's header fields reaches the console, decided once: which of the
+/// client's fields cross ([`ForwardedFields::crosses`]) and the fields the gate sets
+/// ([`ForwardedFields::added`]: `Host` first, then the forwarding fields, the console's
+/// `Cookie`, the user header, an upgrade's fields). The full path applies it to the map
+/// ([`prepare_request_headers`]); the direct lane writes the head from it without
+/// changing the map. Either way the console reads the same fields.
+#[derive(Debug)]
+pub struct ForwardedFields<'a> {
+    site: &'a Site,
+    fwd: &'a Forwarding<'a>,
+    /// The names the client's `Connection` lists (hop-by-hop for this request).
+    named: SmallVec<[HeaderName; 2]>,
+    /// The gate's own fields, one per name.
+    pub added: SmallVec<[(HeaderName, HeaderValue); 8]>,
+}
+
+impl<'a> ForwardedFields<'a> {
+    pub fn new(
+        headers: &HeaderMap,
+        site: &'a Site,
+        fwd: &'a Forwarding<'a>,
+        upgrade: Option<&HeaderValue>,
+    ) -> ForwardedFields<'a> {
+        let named = connection_names(headers).collect();
+        let mut plan = ForwardedFields {
+            site,
+            fwd,
+            named,
+            added: SmallVec::new(),
+        };
+        let client_xff = fwd
+            .peer_trusted
+            .then(|| joined(headers, &X_FORWARDED_FOR))
+            .flatten();
+        let client_proto = fwd
+            .peer_trusted
+            .then(|| headers.get(X_FORWARDED_PROTO).cloned())
+            .flatten();
+        // The console's `Cookie`, from the client's fields that cross (not one the client
+        // named in `Connection`, say).
+        let cookie = if headers.contains_key(COOKIE) && !plan.dropped(&COOKIE) {
+            match &fwd.console_cookie {
+                ConsoleCookie::Rebuilt(done) => done.clone(),
+                other => cookies::RequestCookies::parse(headers).for_console(other),
+            }
+        } else if matches!(
+            fwd.console_cookie,
+            ConsoleCookie::Inject { value: Some(_), .. }
+        ) {
+            cookies::RequestCookies::default().for_console(&fwd.console_cookie)
+        } else {
+            None
+        };
+
+        plan.set(HOST, fwd.host.clone());
+        let xff = match client_xff {
+            Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", fwd.peer)).ok(),
+            None => ip_value(fwd.peer),
+        };
+        if let Some(v) = xff {
+            plan.set(X_FORWARDED_FOR, v);
+        }
+        let proto = client_proto
+            .filter(|p| p == "https" || p == "http")
+            .unwrap_or(HeaderValue::from_static(if fwd.https {
+                "https"
+            } else {
+                "http"
+            }));
+        plan.set(X_FORWARDED_PROTO, proto);
+        plan.set(X_FORWARDED_HOST, fwd.host.clone());
+        if let Some(v) = cookie {
+            plan.set(COOKIE, v);
+        }
+        if let (Some(name), Some((s, _))) = (&site.user_header, fwd.session) {
+            if let Ok(v) = HeaderValue::from_str(&s.user) {
+                plan.set(name.clone(), v);
+            }
+        }
+        if let Some(protocol) = upgrade {
+            plan.set(CONNECTION, HeaderValue::from_static("upgrade"));
+            plan.set(UPGRADE, protocol.clone());
+        }
+        plan
+    }
+
+    /// Sets the gate's field `name`, in place of one set before (a `user_header` named
+    /// like a forwarding field wins, as the last one set).
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.added.iter_mut().find(|(n, _)| *n == name) {
+            Some(field) => field.1 = value,
+            None => self.added.push((name, value)),
+        }
+    }
+
+    /// Whether the client's field `name` is removed outright: hop-by-hop (also as
+    /// `Connection` names it), an identity or forwarding claim, a spelling of the site's
+    /// user header or of its `strip_headers`, `Authorization` in form mode.
+    fn dropped(&self, name: &HeaderName) -> bool {
+        is_hop_by_hop(name)
+            || self.named.contains(name)
+            || is_identity_header(name)
+            || self
+                .site
+                .user_header
+                .as_ref()
+                .is_some_and(|h| same_spelling(name, h))
+            || (self.fwd.drop_authorization && name == http::header::AUTHORIZATION)
+            || self.fwd.strip.iter().any(|h| same_spelling(name, h))
+    }
+
+    /// Whether the client's field `name` reaches the console as the client sent it
+    /// (`Cookie` and `Host` never do: the gate sets them).
+    pub fn crosses(&self, name: &HeaderName) -> bool {
+        name != COOKIE && name != HOST && !self.dropped(name)
+    }
+
+    /// The fields of the console's request head, from the client's `headers` this was
+    /// made for: `Host` first (RFC 9112 §3.2), the client's fields that cross, in their
+    /// order, then the gate's other fields.
+    pub fn head<'m>(
+        &'m self,
+        headers: &'m HeaderMap,
+    ) -> impl Iterator<Item = (&'m HeaderName, &'m HeaderValue)> {
+        let set = |host: bool| {
+            self.added
+                .iter()
+                .filter(move |(n, _)| (n == HOST) == host)
+                .map(|(n, v)| (n, v))
+        };
+        set(true)
+            .chain(headers.iter().filter(|(n, _)| self.crosses(n)))
+            .chain(set(false))
     }
 }
 
 /// Request headers as the console must see them: hop-by-hop and identity headers gone,
-/// the gate's cookies gone, then the gate's own forwarding headers added.
+/// the gate's cookies gone, then the gate's own forwarding headers added
+/// ([`ForwardedFields`]).
 pub fn prepare_request_headers(
     headers: &mut HeaderMap,
     site: &Site,
     fwd: &Forwarding<'_>,
     upgrade: Option<&HeaderValue>,
 ) {
-    let client_xff = fwd
-        .peer_trusted
-        .then(|| joined(headers, &X_FORWARDED_FOR))
-        .flatten();
-    let client_proto = fwd
-        .peer_trusted
-        .then(|| headers.get(X_FORWARDED_PROTO).cloned())
-        .flatten();
-    remove_hop_by_hop(headers);
-    if headers.keys().any(is_identity_header) {
-        let identity: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_identity_header(n))
-            .cloned()
-            .collect();
-        for name in identity {
-            headers.remove(name);
-        }
+    let plan = ForwardedFields::new(headers, site, fwd, upgrade);
+    let doomed: SmallVec<[HeaderName; 8]> = headers
+        .keys()
+        .filter(|n| !plan.crosses(n))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
     }
-    if let Some(h) = &site.user_header {
-        remove_spellings(headers, h);
-    }
-    if fwd.drop_authorization {
-        headers.remove(http::header::AUTHORIZATION);
-    }
-    for name in fwd.strip {
-        remove_spellings(headers, name);
-    }
-    cookies::rewrite_for_console(headers, &fwd.console_cookie);
-
-    let xff = match client_xff {
-        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", fwd.peer)).ok(),
-        None => ip_value(fwd.peer),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    let proto = client_proto
-        .filter(|p| p == "https" || p == "http")
-        .unwrap_or(HeaderValue::from_static(if fwd.https {
-            "https"
-        } else {
-            "http"
-        }));
-    headers.insert(X_FORWARDED_PROTO, proto);
-    headers.insert(X_FORWARDED_HOST, fwd.host.clone());
-    headers.insert(HOST, fwd.host.clone());
-    if let (Some(name), Some((s, _))) = (&site.user_header, fwd.session) {
-        let user = &s.user;
-        if let Ok(v) = HeaderValue::from_str(user) {
-            headers.insert(name.clone(), v);
-        }
-    }
-    if let Some(protocol) = upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(UPGRADE, protocol.clone());
+    for (name, value) in plan.added {
+        headers.insert(name, value);
     }
 }
 
@@ -680,6 +768,161 @@ mod tests {
                 ip.to_string()
             );
         }
+    }
+
+    /// The fields as a sorted list of (name, value) text.
+    fn listed<'m>(
+        fields: impl Iterator<Item = (&'m HeaderName, &'m HeaderValue)>,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<_> = fields
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn the_lanes_written_head_and_the_full_paths_rewritten_map_carry_the_same_fields() {
+        let site_with = |extra: &str| {
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:8080\"\n[store]\npath = \"/tmp/x\"\n[[site]]\nname = \"c\"\nhosts = [\"c.lan\"]\nupstream = \"http://127.0.0.1:9000\"\nfirst_factor = {{ mode = \"basic\" }}\n{extra}"
+            );
+            let config = crate::config::Config::from_toml(std::path::Path::new("t.toml"), &text)
+                .expect("config");
+            config.sites.into_iter().next().expect("a site")
+        };
+        let sites = [
+            site_with(""),
+            site_with(
+                "user_header = \"X-Console-User\"\nstrip_headers = [\"X-Debug\", \"Accept\"]",
+            ),
+            // A user header named like a field the gate sets itself: the last one set wins.
+            site_with("user_header = \"Cookie\""),
+            site_with("user_header = \"Host\"\nstrip_headers = [\"Cookie\"]"),
+        ];
+        let maps: Vec<HeaderMap> = [
+            vec![("host", "c.lan"), ("accept", "*/*")],
+            vec![
+                ("host", "c.lan"),
+                ("cookie", "mfa_session=s; a=1"),
+                ("cookie", "b=2"),
+                ("authorization", "Basic YTpi"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "https"),
+                ("x_console_user", "mallory"),
+                ("x-console-user", "mallory"),
+                ("x.debug", "1"),
+                ("accept", "*/*"),
+                ("te", "trailers"),
+                ("keep-alive", "5"),
+                ("x-kept", "yes"),
+                ("x-kept", "twice"),
+            ],
+            vec![
+                ("host", "c.lan"),
+                ("connection", "close, Cookie, X-Named"),
+                ("cookie", "a=1"),
+                ("x-named", "1"),
+                ("upgrade", "websocket"),
+                ("forwarded", "for=1.2.3.4"),
+            ],
+        ]
+        .into_iter()
+        .map(|fields| {
+            let mut map = HeaderMap::new();
+            for (n, v) in fields {
+                map.append(
+                    HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                    HeaderValue::from_static(v),
+                );
+            }
+            map
+        })
+        .collect();
+        let host = HeaderValue::from_static("c.lan");
+        let live = Live::default();
+        let session =
+            crate::session::Session::new("c", "c", "alice", "", 0, 0, 60).expect("random");
+        let cookies = [
+            ConsoleCookie::Pass,
+            ConsoleCookie::Hide("a"),
+            ConsoleCookie::Rebuilt(Some(HeaderValue::from_static("a=1"))),
+            ConsoleCookie::Rebuilt(None),
+            ConsoleCookie::Inject {
+                name: "a",
+                value: Some("kept".into()),
+            },
+        ];
+        let websocket = HeaderValue::from_static("websocket");
+        let mut cases = 0;
+        for site in &sites {
+            for map in &maps {
+                for cookie in &cookies {
+                    for (drop_authorization, trusted, upgrade) in [
+                        (false, false, None),
+                        (true, true, None),
+                        (false, true, Some(&websocket)),
+                    ] {
+                        let fwd = Forwarding {
+                            peer: "10.0.0.9".parse().expect("ip"),
+                            peer_trusted: trusted,
+                            https: true,
+                            host: &host,
+                            session: Some((&session, 0)),
+                            live: &live,
+                            console_cookie: cookie.clone(),
+                            strip: &site.strip_headers,
+                            drop_authorization,
+                            metrics: None,
+                        };
+                        let mut rewritten = map.clone();
+                        prepare_request_headers(&mut rewritten, site, &fwd, upgrade);
+                        let plan = ForwardedFields::new(map, site, &fwd, upgrade);
+                        let written: Vec<_> = plan.head(map).collect();
+                        assert_eq!(written.first().map(|(n, _)| *n), Some(&HOST));
+                        assert_eq!(
+                            listed(written.into_iter()),
+                            listed(rewritten.iter()),
+                            "{map:?} {cookie:?} {:?} {:?}",
+                            site.user_header,
+                            site.strip_headers
+                        );
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 4 * 3 * 5 * 3);
+
+        // One of them in full: what the console reads.
+        let fwd = Forwarding {
+            peer: "10.0.0.9".parse().expect("ip"),
+            peer_trusted: true,
+            https: false,
+            host: &host,
+            session: Some((&session, 0)),
+            live: &live,
+            console_cookie: ConsoleCookie::Pass,
+            strip: &sites[1].strip_headers,
+            drop_authorization: false,
+            metrics: None,
+        };
+        let plan = ForwardedFields::new(&maps[1], &sites[1], &fwd, None);
+        let text = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
+        assert_eq!(
+            listed(plan.head(&maps[1])),
+            vec![
+                text("authorization", "Basic YTpi"),
+                text("cookie", "a=1; b=2"),
+                text("host", "c.lan"),
+                text("x-console-user", "alice"),
+                text("x-forwarded-for", "1.2.3.4, 10.0.0.9"),
+                text("x-forwarded-host", "c.lan"),
+                text("x-forwarded-proto", "https"),
+                text("x-kept", "twice"),
+                text("x-kept", "yes"),
+            ]
+        );
     }
 
     #[test]

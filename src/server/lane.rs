@@ -319,7 +319,7 @@ where
     let seen = sessions::seen_after(session, now);
     gate.live.touch(&session.id, seen);
     let (parts, ()) = req.into_parts();
-    let mut headers = Lent {
+    let headers = Lent {
         map: parts.headers,
         home: spare,
     };
@@ -331,9 +331,10 @@ where
         ConsoleCookie::Rebuilt(credentials.cookie),
         credentials.drop_authorization,
     );
-    proxy::prepare_request_headers(&mut headers, site, &fwd, None);
+    // Written from the client's map as judged, without changing it.
+    let fields = proxy::ForwardedFields::new(&headers, site, &fwd, None);
     out.clear();
-    wire::write_request_head(out, &parts.method, &target, &headers);
+    wire::write_request_head(out, &parts.method, &target, fields.head(&headers));
 
     let started = Instant::now();
     let answer = console_link::round_trip(site, out, to_head, console, started).await;
@@ -392,12 +393,6 @@ impl std::ops::Deref for Lent<'_> {
     type Target = HeaderMap;
     fn deref(&self) -> &HeaderMap {
         &self.map
-    }
-}
-
-impl std::ops::DerefMut for Lent<'_> {
-    fn deref_mut(&mut self) -> &mut HeaderMap {
-        &mut self.map
     }
 }
 
