@@ -205,6 +205,12 @@ pub fn response_head(
         // Names compared in any case; each comparison settles a name of another length at
         // once.
         let name = line.name;
+        // A field the console's `Connection` names goes no further, and is not read
+        // (as the full path removes it before anything reads the answer), except for
+        // the framing, read from the fields as they came.
+        let named_here = named
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()));
         if name.eq_ignore_ascii_case("content-length") {
             frame.length(line.value)?;
             // The answer to HEAD, and a 304, keep the console's length (of the body they
@@ -215,7 +221,7 @@ pub fn response_head(
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             frame.coding(line.value);
             continue;
-        } else if crate::proxy::is_hop_by_hop_name(name.as_bytes()) {
+        } else if crate::proxy::is_hop_by_hop_name(name.as_bytes()) || named_here {
             continue;
         } else if name.eq_ignore_ascii_case("set-cookie") {
             let value = HeaderValue::from_bytes(line.value)
@@ -238,10 +244,7 @@ pub fn response_head(
         } else if name.eq_ignore_ascii_case("strict-transport-security") {
             head.hsts = true;
         }
-        if named
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-        {
+        if named_here {
             continue;
         }
         put_line(out, buf, line);
@@ -803,6 +806,15 @@ mod tests {
             .expect("complete");
         assert!(head.closes);
         assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nX-Kept: 2\r\n");
+        out.clear();
+        // A `Set-Cookie` or `Strict-Transport-Security` the console's `Connection` names
+        // is neither passed nor read (the session rules, the gate's own HSTS).
+        let named = "HTTP/1.1 200 OK\r\nConnection: set-cookie, Strict-Transport-Security\r\nSet-Cookie: console=1\r\nStrict-Transport-Security: max-age=1\r\nContent-Length: 0\r\n\r\n";
+        let (head, _) = response_head(named.as_bytes(), false, &mut out)
+            .expect("usable")
+            .expect("complete");
+        assert!(!head.hsts && head.set_cookies.is_empty());
+        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\n");
         out.clear();
         let to_head = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nConnection: close\r\n\r\n";
         let (head, _) = response_head(to_head.as_bytes(), true, &mut out)
