@@ -805,17 +805,6 @@ async fn an_endless_chunked_stream_is_cut_soon_after_a_reset() {
 // Which path carried the requests: the direct lane, or the full router after a hand-over
 // ---------------------------------------------------------------------------------------
 
-/// The value of an unlabelled counter in a scrape of `metrics`.
-async fn counter(metrics: std::net::SocketAddr, name: &str) -> u64 {
-    let got = Browser::with_base(format!("http://{metrics}"), None)
-        .get("/metrics")
-        .await;
-    got.body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the scrape:\n{}", got.body))
-}
-
 #[tokio::test]
 async fn session_gets_take_the_direct_lane_until_a_post_hands_the_connection_over() {
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -823,7 +812,10 @@ async fn session_gets_take_the_direct_lane_until_a_post_hands_the_connection_ove
     let (console, gate, s) = setup_with(|g| g.table(&table), |_| vec![write(ok("page"))]).await;
     const LANE: &str = "mfa_gate_direct_lane_requests_total";
     const HANDED: &str = "mfa_gate_direct_lane_handovers_total";
-    let (lane0, handed0) = (counter(metrics, LANE).await, counter(metrics, HANDED).await);
+    let (lane0, handed0) = (
+        metric_counter(metrics, LANE).await,
+        metric_counter(metrics, HANDED).await,
+    );
 
     let mut wire = Wire::connect(gate.addr).await;
     let mut two = s.get("/one");
@@ -833,23 +825,23 @@ async fn session_gets_take_the_direct_lane_until_a_post_hands_the_connection_ove
         assert_eq!(wire.response("GET").await.status, 200);
     }
     assert_eq!(
-        counter(metrics, LANE).await,
+        metric_counter(metrics, LANE).await,
         lane0 + 2,
         "both GETs on the lane"
     );
-    assert_eq!(counter(metrics, HANDED).await, handed0);
+    assert_eq!(metric_counter(metrics, HANDED).await, handed0);
 
     wire.write(&s.request("POST", "/form", "", b"a=1")).await;
     assert_eq!(wire.response("POST").await.status, 200);
     assert_eq!(
-        counter(metrics, HANDED).await,
+        metric_counter(metrics, HANDED).await,
         handed0 + 1,
         "the POST handed it over"
     );
     wire.write(&s.get("/three")).await;
     assert_eq!(wire.response("GET").await.status, 200);
     assert_eq!(
-        counter(metrics, LANE).await,
+        metric_counter(metrics, LANE).await,
         lane0 + 2,
         "the rest of that connection is the full router's"
     );
@@ -860,8 +852,8 @@ async fn session_gets_take_the_direct_lane_until_a_post_hands_the_connection_ove
         .write(format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", s.host).as_bytes())
         .await;
     assert_eq!(other.response("GET").await.status, 401);
-    assert_eq!(counter(metrics, HANDED).await, handed0 + 2);
-    assert_eq!(counter(metrics, LANE).await, lane0 + 2);
+    assert_eq!(metric_counter(metrics, HANDED).await, handed0 + 2);
+    assert_eq!(metric_counter(metrics, LANE).await, lane0 + 2);
     let targets: Vec<String> = console.forwarded().into_iter().map(|r| r.target).collect();
     assert!(
         ["/one", "/two", "/form", "/three"]

@@ -17,17 +17,6 @@ use common::*;
 
 const LANE: &str = "mfa_gate_direct_lane_requests_total";
 
-/// The value of an unlabelled counter in a scrape of `metrics`.
-async fn counter(metrics: std::net::SocketAddr, name: &str) -> u64 {
-    let got = Browser::with_base(format!("http://{metrics}"), None)
-        .get("/metrics")
-        .await;
-    got.body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the scrape:\n{}", got.body))
-}
-
 /// A gate with a metrics listener, configured by `configure`, in front of `console`.
 async fn gate_with_metrics(
     console: &RawConsole,
@@ -208,10 +197,10 @@ async fn lane_and_full_path_agree(
     let s = Session::sign_in(&gate).await;
     let mut problems = Vec::new();
     for (i, (case, extra)) in cases.iter().enumerate() {
-        let before = counter(metrics, LANE).await;
+        let before = metric_counter(metrics, LANE).await;
         let get = s.request("GET", &format!("/lane/{i}"), extra, b"");
         let (get_status, get_seen) = one(&gate, &console, &get, "GET").await;
-        let on_lane = counter(metrics, LANE).await > before;
+        let on_lane = metric_counter(metrics, LANE).await > before;
         let post = s.request("POST", &format!("/lane/{i}"), extra, b"x");
         let (post_status, post_seen) = one(&gate, &console, &post, "POST").await;
         println!("[{case}] GET {get_status} (lane: {on_lane}), POST {post_status}");
@@ -306,12 +295,12 @@ async fn attack_php_form_mode_lane_and_full_path() {
         let raw = format!(
             "{method} /whoami.php HTTP/1.1\r\nHost: {host}\r\nCookie: {cookies}\r\n{claims}{length}\r\n{body}"
         );
-        let before = counter(metrics, LANE).await;
+        let before = metric_counter(metrics, LANE).await;
         let mark = php.mark();
         let mut wire = Wire::connect(gate.addr).await;
         wire.write(raw.as_bytes()).await;
         let r = wire.response(method).await;
-        let on_lane = counter(metrics, LANE).await > before;
+        let on_lane = metric_counter(metrics, LANE).await > before;
         let hits = php.since(mark);
         println!("[php {method}] {} (lane: {on_lane}) {}", r.status, r.text());
         for h in &hits {

@@ -382,6 +382,17 @@ pub fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     text.get(from..from + len)
 }
 
+/// The value of an unlabelled counter in a scrape of the metrics listener at `metrics`.
+pub async fn metric_counter(metrics: SocketAddr, name: &str) -> u64 {
+    let got = Browser::with_base(format!("http://{metrics}"), None)
+        .get("/metrics")
+        .await;
+    got.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in the scrape:\n{}", got.body))
+}
+
 /// A client that keeps cookies like a browser (by name) and sends Basic credentials.
 #[derive(Clone)]
 pub struct Browser {
