@@ -853,6 +853,19 @@ mod tests {
                 value: Some("kept".into()),
             },
         ];
+        // Forwarding from an untrusted peer over https, the cookie passed, nothing stripped.
+        let forwarding = || Forwarding {
+            peer: "10.0.0.9".parse().expect("ip"),
+            peer_trusted: false,
+            https: true,
+            host: &host,
+            session: Some((&session, 0)),
+            live: &live,
+            console_cookie: ConsoleCookie::Pass,
+            strip: &[],
+            drop_authorization: false,
+            metrics: None,
+        };
         let websocket = HeaderValue::from_static("websocket");
         let mut cases = 0;
         for site in &sites {
@@ -864,16 +877,11 @@ mod tests {
                         (false, true, Some(&websocket)),
                     ] {
                         let fwd = Forwarding {
-                            peer: "10.0.0.9".parse().expect("ip"),
                             peer_trusted: trusted,
-                            https: true,
-                            host: &host,
-                            session: Some((&session, 0)),
-                            live: &live,
                             console_cookie: cookie.clone(),
-                            strip: &site.strip_headers,
                             drop_authorization,
-                            metrics: None,
+                            strip: &site.strip_headers,
+                            ..forwarding()
                         };
                         let mut rewritten = map.clone();
                         prepare_request_headers(&mut rewritten, site, &fwd, upgrade);
@@ -896,16 +904,10 @@ mod tests {
 
         // One of them in full: what the console reads.
         let fwd = Forwarding {
-            peer: "10.0.0.9".parse().expect("ip"),
             peer_trusted: true,
             https: false,
-            host: &host,
-            session: Some((&session, 0)),
-            live: &live,
-            console_cookie: ConsoleCookie::Pass,
             strip: &sites[1].strip_headers,
-            drop_authorization: false,
-            metrics: None,
+            ..forwarding()
         };
         let plan = ForwardedFields::new(&maps[1], &sites[1], &fwd, None);
         let text = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());

@@ -358,6 +358,22 @@ fn client_fields(r: &common::wire::Response) -> Vec<(String, String)> {
     all
 }
 
+/// A raw console answering `answers[i]` (bytes as they are) at `{prefix}{i}` and the
+/// ordinary page elsewhere; a gate in front of it; alice signed in.
+async fn answering(prefix: &'static str, answers: Vec<Vec<u8>>) -> (RawConsole, TestGate, Session) {
+    let console = RawConsole::start(move |req| {
+        let i: Option<usize> = req.path().strip_prefix(prefix).and_then(|n| n.parse().ok());
+        match i.and_then(|i| answers.get(i)) {
+            Some(answer) => vec![Step::Write(answer.clone())],
+            None => page(req),
+        }
+    })
+    .await;
+    let (gate, _) = gate_with_metrics(&console, |g| g).await;
+    let s = Session::sign_in(&gate).await;
+    (console, gate, s)
+}
+
 const WEIRD_ANSWERS: &[(&str, &str)] = &[
     (
         "hop-by-hop in odd cases",
@@ -379,20 +395,14 @@ const WEIRD_ANSWERS: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn attack_response_fields_lane_and_full_path() {
-    let console = RawConsole::start(|req| {
-        let i: usize = req
-            .path()
-            .strip_prefix("/weird/")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(usize::MAX);
-        match WEIRD_ANSWERS.get(i) {
-            Some((_, answer)) => vec![Step::Write(answer.as_bytes().to_vec())],
-            None => page(req),
-        }
-    })
+    let (_console, gate, s) = answering(
+        "/weird/",
+        WEIRD_ANSWERS
+            .iter()
+            .map(|(_, a)| a.as_bytes().to_vec())
+            .collect(),
+    )
     .await;
-    let (gate, _) = gate_with_metrics(&console, |g| g).await;
-    let s = Session::sign_in(&gate).await;
     let mut problems = Vec::new();
     for (i, (case, _)) in WEIRD_ANSWERS.iter().enumerate() {
         let mut seen = Vec::new();
@@ -475,20 +485,11 @@ const FRAMINGS: &[(&str, &[u8])] = &[
 /// five bytes, or a 502), and the next request on the same connection gets its own page.
 #[tokio::test]
 async fn attack_response_framing_on_the_lane() {
-    let console = RawConsole::start(|req| {
-        let i: usize = req
-            .path()
-            .strip_prefix("/framing/")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(usize::MAX);
-        match FRAMINGS.get(i) {
-            Some((_, answer)) => vec![Step::Write(answer.to_vec())],
-            None => page(req),
-        }
-    })
+    let (_console, gate, s) = answering(
+        "/framing/",
+        FRAMINGS.iter().map(|(_, a)| a.to_vec()).collect(),
+    )
     .await;
-    let (gate, _) = gate_with_metrics(&console, |g| g).await;
-    let s = Session::sign_in(&gate).await;
     let mut problems = Vec::new();
     for (i, (case, _)) in FRAMINGS.iter().enumerate() {
         let mut outcome = Vec::new();
