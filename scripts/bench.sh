@@ -377,7 +377,8 @@ parse_wrk() { # $1 = wrk output: "rps p99_ms requests bytes/response non2xx3xx s
 }
 
 # One measured run; appends to results.tsv:
-# round target kind rps p99 reqs bytes/resp non2xx sockerr own_us/req upstream_us/req other% tries
+# round target kind rps p99 reqs bytes/resp non2xx sockerr own_us/req upstream_us/req other%
+# wrk_us/req tries
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 measure() { # $1 round, $2 target, $3 kind (small|big)
@@ -415,8 +416,9 @@ measure() { # $1 round, $2 target, $3 kind (small|big)
         echo "    $rps req/s, p99 $p99 ms, other CPU load $other%"
         line=$(awk -v r="$round" -v t="$target" -v k="$kind" -v rps="$rps" -v p99="$p99" -v n="$reqs" \
             -v b="$bpr" -v non="$non" -v se="$se" -v o=$((own_a - own_b)) -v u=$((up_a - up_b)) \
-            -v hz="$CLK_TCK" -v other="$other" 'BEGIN { printf "%s %s %s %s %s %s %s %s %s %.1f %.1f %s",
-            r, t, k, rps, p99, n, b, non, se, o / hz * 1e6 / n, u / hz * 1e6 / n, other }')
+            -v w=$(($(cat "$TMP/children-after") - $(cat "$TMP/children-before"))) \
+            -v hz="$CLK_TCK" -v other="$other" 'BEGIN { printf "%s %s %s %s %s %s %s %s %s %.1f %.1f %s %.1f",
+            r, t, k, rps, p99, n, b, non, se, o / hz * 1e6 / n, u / hz * 1e6 / n, other, w / hz * 1e6 / n }')
         # Of several tries, the least disturbed one is kept.
         if [ "$other" -lt "$best" ]; then best=$other kept=$line && mv "$out.try" "$out"; fi
         if [ "$other" -le "$MAX_OTHER" ] || [ "$tries" -gt "$RETRIES" ]; then break; fi
@@ -601,7 +603,7 @@ ROUNDS_TABLE=$(
             t = i == 1 ? "direct" : i == 2 ? "nginx" : "gate"
             split(s[r, t], x, " "); split(b[r, t], y, " ")
             printf "| %d | %s | %.0f | %.2f | %.2f | %.1f | %.0f | %s%%, %s%% | %s, %s |\n", r, t, x[4],
-                x[4] / ng[r], x[5], x[10], y[4], x[12], y[12], x[13], y[13] } }' \
+                x[4] / ng[r], x[5], x[10], y[4], x[12], y[12], x[14], y[14] } }' \
         "$RESULTS" "$RESULTS"
 )
 CHECKS=$(
@@ -616,6 +618,22 @@ CHECKS=$(
             "$(awk -v t="$t" '$2 == t {s += $9} END {print s + 0}' "$RESULTS")" \
             "$([ "$t" = direct ] && echo — || echo "${UPCPU[$t]}")" \
             "$(awk -v t="$t" '$2 == t && $12 > m {m = $12} END {print m + 0}' "$RESULTS")"
+    done
+)
+
+# Where a 1 MiB body's CPU goes (a response is one MiB): the target's own processes, the
+# upstream's (for direct, the upstream is the target) and wrk's. The gate's own share is
+# what its hop adds to the direct run; that alone bounds its rate on these shared CPUs.
+BIG_CPU=$(
+    echo "| target | own processes | upstream nginx | wrk | all three | × direct's all three | rate bound × direct |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    direct_all=$(awk 'BEGIN { printf "%.0f", '"$(col direct big 10 | median)"' + '"$(col direct big 13 | median)"' }')
+    for t in "${NAMES[@]}"; do
+        big_own=$(col "$t" big 10 | median) big_wrk=$(col "$t" big 13 | median) big_up=0
+        [ "$t" = direct ] || big_up=$(col "$t" big 11 | median)
+        awk -v t="${LABEL[$t]}" -v o="$big_own" -v u="$big_up" -v w="$big_wrk" -v d="$direct_all" -v direct="$([ "$t" = direct ] && echo 1 || echo 0)" \
+            'BEGIN { a = o + u + w; printf "| %s | %.0f | %s | %.0f | %.0f | %.2f | %s |\n", t, o,
+                direct ? "(own)" : sprintf("%.0f", u), w, a, a / d, direct ? "—" : sprintf("%.2f", d / (d + o)) }'
     done
 )
 
@@ -690,6 +708,10 @@ $ROUNDS_TABLE
 Checks:
 
 $CHECKS
+
+CPU µs per 1 MiB response (medians; user + system, as for \`/\`; the kernel's TCP work is charged mostly to the sending process). wrk, the upstream and the proxy share the same $(nproc) CPUs, so the 1 MiB rate follows the three's total per MiB. A proxy adds at least its own column to the direct run's total; even if the upstream and wrk cost no more than they do direct, its rate is at most *rate bound* = direct's total ÷ (direct's total + its own) of the direct rate.
+
+$BIG_CPU
 
 EOF
     if [ -n "$PROBLEMS" ]; then printf '### Problems seen in this run\n\n%s\n' "$PROBLEMS"; fi

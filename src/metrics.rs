@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -233,6 +233,8 @@ pub struct Metrics {
     open_connections: AtomicU64,
     /// Requests answered by the direct lane, and connections it handed to the full router.
     lane: [Counter; 2],
+    /// The connections each worker thread serves (set once the workers start).
+    worker_loads: OnceLock<Arc<[AtomicUsize]>>,
 }
 
 /// What a metric is counted for, outside the request path.
@@ -307,6 +309,12 @@ impl Metrics {
     /// The direct lane handed a connection to the full router.
     pub fn lane_handed_over(&self) {
         self.lane[1].inc();
+    }
+
+    /// Reports the connections each worker thread serves from `loads` (the server's
+    /// spread of connections over its workers); the first call counts.
+    pub fn watch_workers(&self, loads: Arc<[AtomicUsize]>) {
+        let _ = self.worker_loads.set(loads);
     }
 
     /// A connection was accepted; it counts as open until the guard is dropped.
@@ -513,6 +521,19 @@ impl Metrics {
             &[],
             self.open_connections.load(Relaxed),
         );
+        if let Some(loads) = self.worker_loads.get() {
+            header(
+                w,
+                "mfa_gate_worker_connections",
+                "gauge",
+                "Client connections each worker thread serves now.",
+            );
+            for (i, load) in loads.iter().enumerate() {
+                let worker = i.to_string();
+                let n = load.load(Relaxed) as u64;
+                sample(w, "mfa_gate_worker_connections", &[("worker", &worker)], n);
+            }
+        }
         out
     }
 }

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod metrics_endpoint;
 pub mod reload;
 pub mod serving;
+mod spread;
 mod wire;
 
 use std::future::Future;
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -408,23 +409,37 @@ async fn serve_bound(
         admin,
         reload,
     } = started;
+    let (spread, mut inboxes) = spread::Spread::new(others.len() + 1);
     let shared = Arc::new(connection::Shared {
         tracker: limits::Tracker::new(connection_limits(&gate.config)),
         serving: serving::Current::from_pointee(serving::Serving::new(gate, tls)),
+        spread,
     });
+    shared
+        .serving
+        .load()
+        .gate
+        .metrics
+        .watch_workers(shared.spread.loads());
+    let own_inbox = inboxes.remove(0);
     let background = Background::start(&shared, admin, reload);
     let (stop, stopping) = watch::channel(false);
     let mut started = Vec::new();
     let workers: Vec<_> = others
         .into_iter()
+        .zip(inboxes)
         .enumerate()
-        .filter_map(|(i, listener)| {
+        .filter_map(|(i, (listener, inbox))| {
             let (shared, stopping) = (Arc::clone(&shared), stopping.clone());
             let (accepting, is_accepting) = tokio::sync::oneshot::channel();
             started.push(is_accepting);
+            let me = Worker {
+                index: i + 1,
+                inbox,
+            };
             std::thread::Builder::new()
                 .name(format!("mfa-worker-{}", i + 1))
-                .spawn(move || worker(listener, shared, stopping, accepting))
+                .spawn(move || worker(listener, me, shared, stopping, accepting))
                 .inspect_err(|e| tracing::error!(error = %e, "cannot start a worker thread"))
                 .ok()
         })
@@ -439,7 +454,11 @@ async fn serve_bound(
         background.stop();
         let _ = stop.send(true);
     };
-    accept_loop(listener, &shared, stopping, stop_all).await;
+    let me = Worker {
+        index: 0,
+        inbox: own_inbox,
+    };
+    accept_loop(listener, me, &shared, stopping, stop_all).await;
     let joined = tokio::task::spawn_blocking(move || {
         for worker in workers {
             let _ = worker.join();
@@ -542,6 +561,7 @@ impl Background {
 /// until `stopping` turns true, then draining its connections.
 fn worker(
     listener: std::net::TcpListener,
+    me: Worker,
     shared: Arc<connection::Shared>,
     stopping: watch::Receiver<bool>,
     accepting: tokio::sync::oneshot::Sender<()>,
@@ -569,20 +589,33 @@ fn worker(
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
-        accept_loop(listener, &shared, stopping, stopped).await;
+        accept_loop(listener, me, &shared, stopping, stopped).await;
     });
 }
 
-/// Accepts connections until `shutdown` resolves, then waits (up to [`DRAIN`]) for this
-/// loop's connections to finish; they are told to wind down through `stopping`.
+/// Which worker an accept loop is, and where the other workers hand it connections.
+struct Worker {
+    index: usize,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<spread::Handed>,
+}
+
+/// Accepts connections until `shutdown` resolves, serving each here or handing it to a
+/// worker that serves fewer ([`spread`]), and serves those handed to it; then waits (up
+/// to [`DRAIN`]) for this loop's connections to finish; they are told to wind down
+/// through `stopping`.
 async fn accept_loop(
     listener: TcpListener,
+    mut me: Worker,
     shared: &Arc<connection::Shared>,
     stopping: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut connections = JoinSet::new();
     let mut accept_failed: Option<Instant> = None;
+    let serve = |connections: &mut JoinSet<()>, stream, peer, slot| {
+        let (shared, stopping) = (Arc::clone(shared), stopping.clone());
+        connections.spawn(connection::serve(stream, peer, slot, shared, stopping));
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -590,9 +623,11 @@ async fn accept_loop(
                 Ok((stream, peer)) => {
                     // Refused connections are closed at once (the table logs why).
                     if let Ok(slot) = shared.tracker.admit(peer.ip(), Instant::now()) {
-                        let shared = Arc::clone(shared);
-                        let stopping = stopping.clone();
-                        connections.spawn(connection::serve(stream, peer, slot, shared, stopping));
+                        if let spread::Placed::Here(stream, slot) =
+                            shared.spread.place(me.index, stream, peer, slot)
+                        {
+                            serve(&mut connections, stream, peer, slot);
+                        }
                     }
                 }
                 Err(e) => {
@@ -604,7 +639,15 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            Some(handed) = me.inbox.recv() => match TcpStream::from_std(handed.stream) {
+                Ok(stream) => serve(&mut connections, stream, handed.peer, handed.slot),
+                Err(e) => {
+                    shared.spread.ended(me.index);
+                    tracing::debug!(peer = %handed.peer, error = %e, "could not take a handed connection; closed");
+                }
+            },
             Some(done) = connections.join_next() => {
+                shared.spread.ended(me.index);
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a connection task failed");
                 }
@@ -613,6 +656,8 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    // Connections handed now are closed (those already handed, with the inbox).
+    me.inbox.close();
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("connections still open after {:?}; closing them", DRAIN);

@@ -54,6 +54,8 @@ pub struct Shared {
     /// The gate, TLS acceptor and deadlines in force, swapped by a reload: read once per
     /// connection (its TLS handshake and deadlines) and once per request (the gate).
     pub serving: Current,
+    /// How busy each worker is, and the way to hand it a connection.
+    pub spread: super::spread::Spread,
 }
 
 /// Serves one accepted connection until it closes, its deadline passes, it is evicted,
