@@ -642,12 +642,10 @@ async fn accept_loop(
             Some(handed) = me.inbox.recv() => match TcpStream::from_std(handed.stream) {
                 Ok(stream) => serve(&mut connections, stream, handed.peer, handed.slot),
                 Err(e) => {
-                    shared.spread.ended(me.index);
                     tracing::debug!(peer = %handed.peer, error = %e, "could not take a handed connection; closed");
                 }
             },
             Some(done) = connections.join_next() => {
-                shared.spread.ended(me.index);
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a connection task failed");
                 }
@@ -656,8 +654,10 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    // Connections handed now are closed (those already handed, with the inbox).
+    // Connections handed from now on are served by the worker that accepted them; those
+    // handed and not yet taken are closed now, like those left in the listening queue.
     me.inbox.close();
+    while me.inbox.try_recv().is_ok() {}
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("connections still open after {:?}; closing them", DRAIN);

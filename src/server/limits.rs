@@ -220,6 +220,7 @@ impl Tracker {
             id,
             key,
             state,
+            worker: None,
         })
     }
 }
@@ -231,11 +232,19 @@ pub struct Admitted {
     id: u64,
     key: Option<IpKey>,
     state: Arc<ConnState>,
+    /// The count of the worker serving it ([`super::spread`]), given back with the slot.
+    worker: Option<super::spread::Load>,
 }
 
 impl Admitted {
     pub fn state(&self) -> &Arc<ConnState> {
         &self.state
+    }
+
+    /// Counts the connection on a worker's load until the slot is dropped (which may be
+    /// long after its first task ended: an upgraded tunnel holds the slot).
+    pub fn count_on(&mut self, worker: super::spread::Load) {
+        self.worker = Some(worker);
     }
 }
 

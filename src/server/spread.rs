@@ -7,9 +7,12 @@
 //! queueing while the other idles. So the worker that accepts a connection keeps it only
 //! if no other worker serves fewer; otherwise it hands the socket, with its slot in the
 //! connection table, to the worker that serves the fewest.
+//!
+//! A connection counts on its worker's load for as long as its slot lives ([`Load`] is
+//! held by the slot), so an upgraded tunnel that outlives its first task still counts.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -29,23 +32,42 @@ pub struct Spread {
     /// Connections each worker serves (or has been handed and not yet started); also
     /// read by the metrics (`mfa_gate_worker_connections`).
     loads: Arc<[AtomicUsize]>,
+    /// Workers whose inbox is gone (the thread did not start, or stopped): never chosen.
+    gone: Vec<AtomicBool>,
     inboxes: Vec<mpsc::UnboundedSender<Handed>>,
+}
+
+/// One connection on one worker's count, taken off when dropped.
+#[derive(Debug)]
+pub struct Load {
+    loads: Arc<[AtomicUsize]>,
+    worker: usize,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.loads[self.worker].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Where an accepted connection is served.
 pub enum Placed {
     /// By the worker that accepted it.
     Here(TcpStream, Admitted),
-    /// Handed to another worker.
-    Handed,
+    /// Handed to another worker, or closed because it could not be.
+    Away,
 }
 
 impl Spread {
     /// A spread over `workers` workers, and each worker's inbox (in the same order).
     pub fn new(workers: usize) -> (Self, Vec<mpsc::UnboundedReceiver<Handed>>) {
         let (inboxes, receivers) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
-        let loads = (0..workers).map(|_| AtomicUsize::new(0)).collect();
-        (Self { loads, inboxes }, receivers)
+        let spread = Self {
+            loads: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            gone: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            inboxes,
+        };
+        (spread, receivers)
     }
 
     /// Each worker's count of connections, for the metrics.
@@ -53,56 +75,66 @@ impl Spread {
         Arc::clone(&self.loads)
     }
 
+    fn count_on(&self, worker: usize) -> Load {
+        self.loads[worker].fetch_add(1, Ordering::Relaxed);
+        Load {
+            loads: Arc::clone(&self.loads),
+            worker,
+        }
+    }
+
     /// Places a connection accepted by worker `me`: kept if no worker serves fewer,
-    /// else handed to the one that serves the fewest. It counts on its worker's load
-    /// from here until [`Spread::ended`].
-    pub fn place(&self, me: usize, stream: TcpStream, peer: SocketAddr, slot: Admitted) -> Placed {
-        let to = least_loaded(&self.loads, me);
-        self.loads[to].fetch_add(1, Ordering::Relaxed);
+    /// else handed to the one that serves the fewest.
+    pub fn place(
+        &self,
+        me: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut slot: Admitted,
+    ) -> Placed {
+        let to = least_loaded(&self.loads, &self.gone, me);
         if to == me {
+            slot.count_on(self.count_on(me));
             return Placed::Here(stream, slot);
         }
         // The socket leaves this worker's poller for the other's.
-        let handed = match stream.into_std() {
-            Ok(stream) => self.inboxes[to].send(Handed { stream, peer, slot }),
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "could not hand a connection over; closed");
-                self.ended(to);
-                return Placed::Handed;
+                return Placed::Away;
             }
         };
-        match handed {
-            Ok(()) => Placed::Handed,
-            // That worker has stopped: this one serves it after all.
-            Err(mpsc::error::SendError(Handed { stream, peer, slot })) => {
-                self.ended(to);
-                match TcpStream::from_std(stream) {
-                    Ok(stream) => {
-                        self.loads[me].fetch_add(1, Ordering::Relaxed);
-                        Placed::Here(stream, slot)
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "could not take a connection back; closed");
-                        Placed::Handed
-                    }
-                }
+        slot.count_on(self.count_on(to));
+        let Err(mpsc::error::SendError(handed)) =
+            self.inboxes[to].send(Handed { stream, peer, slot })
+        else {
+            return Placed::Away;
+        };
+        // That worker has stopped (or never started): not chosen again; this one serves
+        // the connection after all.
+        self.gone[to].store(true, Ordering::Relaxed);
+        let Handed {
+            stream, mut slot, ..
+        } = handed;
+        slot.count_on(self.count_on(me));
+        match TcpStream::from_std(stream) {
+            Ok(stream) => Placed::Here(stream, slot),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "could not take a connection back; closed");
+                Placed::Away
             }
         }
     }
-
-    /// A connection served by `worker` has ended.
-    pub fn ended(&self, worker: usize) {
-        self.loads[worker].fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
-/// The worker serving the fewest connections; `me` when none serves fewer than it.
-fn least_loaded(loads: &[AtomicUsize], me: usize) -> usize {
-    let load = |i: usize| loads[i].load(Ordering::Relaxed);
-    let mut best = (me, load(me));
-    for i in 0..loads.len() {
-        let n = load(i);
-        if n < best.1 {
+/// The worker serving the fewest connections, of those still there; `me` when none
+/// serves fewer than it.
+fn least_loaded(loads: &[AtomicUsize], gone: &[AtomicBool], me: usize) -> usize {
+    let mut best = (me, loads[me].load(Ordering::Relaxed));
+    for (i, (load, gone)) in loads.iter().zip(gone).enumerate() {
+        let n = load.load(Ordering::Relaxed);
+        if n < best.1 && !gone.load(Ordering::Relaxed) {
             best = (i, n);
         }
     }
@@ -113,19 +145,39 @@ fn least_loaded(loads: &[AtomicUsize], me: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn loads(of: &[usize]) -> Vec<AtomicUsize> {
-        of.iter().map(|&n| AtomicUsize::new(n)).collect()
+    fn pick(of: &[usize], gone: &[usize], me: usize) -> usize {
+        let loads: Vec<_> = of.iter().map(|&n| AtomicUsize::new(n)).collect();
+        let gone: Vec<_> = (0..of.len())
+            .map(|i| AtomicBool::new(gone.contains(&i)))
+            .collect();
+        least_loaded(&loads, &gone, me)
     }
 
     #[test]
     fn a_connection_goes_to_the_worker_serving_the_fewest() {
-        assert_eq!(least_loaded(&loads(&[0, 0]), 0), 0);
-        assert_eq!(least_loaded(&loads(&[0, 0]), 1), 1);
-        assert_eq!(least_loaded(&loads(&[1, 0]), 0), 1);
-        assert_eq!(least_loaded(&loads(&[1, 0]), 1), 1);
-        assert_eq!(least_loaded(&loads(&[3, 2, 2]), 0), 1);
-        assert_eq!(least_loaded(&loads(&[3, 2, 2]), 2), 2);
-        assert_eq!(least_loaded(&loads(&[5, 7, 6]), 2), 0);
-        assert_eq!(least_loaded(&loads(&[4]), 0), 0);
+        assert_eq!(pick(&[0, 0], &[], 0), 0);
+        assert_eq!(pick(&[0, 0], &[], 1), 1);
+        assert_eq!(pick(&[1, 0], &[], 0), 1);
+        assert_eq!(pick(&[1, 0], &[], 1), 1);
+        assert_eq!(pick(&[3, 2, 2], &[], 0), 1);
+        assert_eq!(pick(&[3, 2, 2], &[], 2), 2);
+        assert_eq!(pick(&[5, 7, 6], &[], 2), 0);
+        assert_eq!(pick(&[4], &[], 0), 0);
+        // A worker that is gone is not chosen, however idle.
+        assert_eq!(pick(&[3, 0, 2], &[1], 0), 2);
+        assert_eq!(pick(&[3, 0], &[1], 0), 0);
+    }
+
+    #[test]
+    fn a_connection_counts_until_its_slot_is_dropped() {
+        let (spread, _inboxes) = Spread::new(2);
+        let count = |w: usize| spread.loads()[w].load(Ordering::Relaxed);
+        let first = spread.count_on(1);
+        let second = spread.count_on(1);
+        assert_eq!((count(0), count(1)), (0, 2));
+        drop(first);
+        assert_eq!((count(0), count(1)), (0, 1));
+        drop(second);
+        assert_eq!((count(0), count(1)), (0, 0));
     }
 }
