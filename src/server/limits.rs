@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -232,8 +233,34 @@ pub struct Admitted {
     id: u64,
     key: Option<IpKey>,
     state: Arc<ConnState>,
-    /// The count of the worker serving it ([`super::spread`]), given back with the slot.
-    worker: Option<super::spread::Load>,
+    /// The count of the worker serving it, given back with the slot.
+    worker: Option<OnWorker>,
+}
+
+/// One connection on one worker thread's count of the connections it serves (the
+/// workers' counts decide where a new connection goes: `super::spread`), taken off
+/// when dropped.
+#[derive(Debug)]
+pub struct OnWorker {
+    counts: Arc<[AtomicUsize]>,
+    worker: usize,
+}
+
+impl OnWorker {
+    /// Counts one more connection on `counts[worker]`.
+    pub fn count(counts: &Arc<[AtomicUsize]>, worker: usize) -> OnWorker {
+        counts[worker].fetch_add(1, Ordering::Relaxed);
+        OnWorker {
+            counts: Arc::clone(counts),
+            worker,
+        }
+    }
+}
+
+impl Drop for OnWorker {
+    fn drop(&mut self) {
+        self.counts[self.worker].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Admitted {
@@ -243,7 +270,7 @@ impl Admitted {
 
     /// Counts the connection on a worker's load until the slot is dropped (which may be
     /// long after its first task ended: an upgraded tunnel holds the slot).
-    pub fn count_on(&mut self, worker: super::spread::Load) {
+    pub fn count_on(&mut self, worker: OnWorker) {
         self.worker = Some(worker);
     }
 }

@@ -8,8 +8,8 @@
 //! if no other worker serves fewer; otherwise it hands the socket, with its slot in the
 //! connection table, to the worker that serves the fewest.
 //!
-//! A connection counts on its worker's load for as long as its slot lives ([`Load`] is
-//! held by the slot), so an upgraded tunnel that outlives its first task still counts.
+//! A connection counts on its worker's load for as long as its slot lives ([`OnWorker`]
+//! is held by the slot), so an upgraded tunnel that outlives its first task still counts.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::limits::Admitted;
+use super::limits::{Admitted, OnWorker};
 
 /// A connection accepted by one worker for another to serve.
 pub struct Handed {
@@ -35,19 +35,6 @@ pub struct Spread {
     /// Workers whose inbox is gone (the thread did not start, or stopped): never chosen.
     gone: Vec<AtomicBool>,
     inboxes: Vec<mpsc::UnboundedSender<Handed>>,
-}
-
-/// One connection on one worker's count, taken off when dropped.
-#[derive(Debug)]
-pub struct Load {
-    loads: Arc<[AtomicUsize]>,
-    worker: usize,
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.loads[self.worker].fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Where an accepted connection is served.
@@ -75,12 +62,8 @@ impl Spread {
         Arc::clone(&self.loads)
     }
 
-    fn count_on(&self, worker: usize) -> Load {
-        self.loads[worker].fetch_add(1, Ordering::Relaxed);
-        Load {
-            loads: Arc::clone(&self.loads),
-            worker,
-        }
+    fn count_on(&self, worker: usize) -> OnWorker {
+        OnWorker::count(&self.loads, worker)
     }
 
     /// Places a connection accepted by worker `me`: kept if no worker serves fewer,
