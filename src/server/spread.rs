@@ -62,8 +62,9 @@ impl Spread {
         Arc::clone(&self.loads)
     }
 
-    fn count_on(&self, worker: usize) -> OnWorker {
-        OnWorker::count(&self.loads, worker)
+    /// Counts the connection of `slot` on `worker` for as long as the slot lives.
+    fn count(&self, slot: &mut Admitted, worker: usize) {
+        slot.count_on(OnWorker::count(&self.loads, worker));
     }
 
     /// Places a connection accepted by worker `me`: kept if no worker serves fewer,
@@ -77,7 +78,7 @@ impl Spread {
     ) -> Placed {
         let to = least_loaded(&self.loads, &self.gone, me);
         if to == me {
-            slot.count_on(self.count_on(me));
+            self.count(&mut slot, me);
             return Placed::Here(stream, slot);
         }
         // The socket leaves this worker's poller for the other's.
@@ -88,7 +89,7 @@ impl Spread {
                 return Placed::Away;
             }
         };
-        slot.count_on(self.count_on(to));
+        self.count(&mut slot, to);
         let Err(mpsc::error::SendError(handed)) =
             self.inboxes[to].send(Handed { stream, peer, slot })
         else {
@@ -100,7 +101,7 @@ impl Spread {
         let Handed {
             stream, mut slot, ..
         } = handed;
-        slot.count_on(self.count_on(me));
+        self.count(&mut slot, me);
         match TcpStream::from_std(stream) {
             Ok(stream) => Placed::Here(stream, slot),
             Err(e) => {
@@ -155,8 +156,8 @@ mod tests {
     fn a_connection_counts_until_its_slot_is_dropped() {
         let (spread, _inboxes) = Spread::new(2);
         let count = |w: usize| spread.loads()[w].load(Ordering::Relaxed);
-        let first = spread.count_on(1);
-        let second = spread.count_on(1);
+        let first = OnWorker::count(&spread.loads(), 1);
+        let second = OnWorker::count(&spread.loads(), 1);
         assert_eq!((count(0), count(1)), (0, 2));
         drop(first);
         assert_eq!((count(0), count(1)), (0, 1));
